@@ -1,0 +1,30 @@
+#!/bin/sh
+# Install edgebnn as a systemd service from this source checkout:
+#   sudo systemd/install.sh [--dry-run] [--mode wheels|distro] [--no-start] ...
+# It only finds a Python >= 3.10 (openSUSE Leap 15's python3 is 3.6) and hands over to
+# the stdlib-only installer in daemon/service.py, which `edgebnn service install` also runs.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+find_python() {
+    for py in python3.13 python3.12 python3.11 python3.10 python3; do
+        if command -v "$py" >/dev/null 2>&1 &&
+            "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if ! py=$(find_python); then
+    if command -v zypper >/dev/null 2>&1; then
+        echo "install.sh: installing python311 (this openSUSE's python3 is too old)" >&2
+        zypper --non-interactive install python311
+        py=$(find_python)
+    else
+        echo "install.sh: edgebnn needs Python >= 3.10" >&2
+        exit 1
+    fi
+fi
+exec "$py" "$here/daemon/service.py" service install --source "$here" "$@"
