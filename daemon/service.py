@@ -49,8 +49,9 @@ ZYPPER_DISTRO = [
     "python3-PyYAML",
 ]
 DISTRO_IMPORTS = "import numba, numpy, cv2, zmq, yaml"
-HERE = Path(__file__).resolve().parent
-SOURCE_TREE = HERE.parent  # a checkout (or editable install) has systemd/ and config/ here
+SOURCE_TREE = (
+    Path(__file__).resolve().parent.parent
+)  # holds systemd/ and config/ (checkout or wheel)
 
 
 class ServiceError(RuntimeError):
@@ -144,21 +145,14 @@ def interpreter(plat: Platform) -> str:
     return "/usr/bin/python3.11" if leap15 else "/usr/bin/python3"
 
 
-def find_resource(package: str, rel: str, name: str) -> Path:
-    """A file shipped with edgebnn: from the installed package if it carries it, else
-    from the source tree this module lives in (checkout or editable install)."""
-    try:
-        from importlib.resources import files
-
-        candidate = Path(str(files(package).joinpath(name)))
-        if candidate.is_file():
-            return candidate
-    except (ModuleNotFoundError, TypeError):
-        pass
+def find_resource(rel: str, name: str) -> Path:
+    """A file shipped with edgebnn, found beside this package without importing anything:
+    ``<tree>/systemd/...`` in a checkout, ``site-packages/edgebnn/systemd/...`` when the
+    wheel carries it as package data (``config/`` likewise)."""
     candidate = SOURCE_TREE / rel / name
-    if candidate.is_file():
-        return candidate
-    raise ServiceError(f"cannot find {rel}/{name}: run from a source checkout or pass it")
+    if not candidate.is_file():
+        raise ServiceError(f"cannot find {candidate}: run from a source checkout")
+    return candidate
 
 
 def source_version(source: str) -> str | None:
@@ -246,8 +240,10 @@ class Installer:
         """Create a directory (with parents) and set its mode; owner applied when live."""
         real = self.at(path)
         want = f"{mode:04o} {owner}:{group}"
-        if real.is_dir() and (real.stat().st_mode & 0o7777) == mode and self._owned(
-            real, owner, group
+        if (
+            real.is_dir()
+            and (real.stat().st_mode & 0o7777) == mode
+            and self._owned(real, owner, group)
         ):
             return
         self.record("mkdir", path, want)
@@ -292,9 +288,10 @@ class Installer:
             return True
         try:
             st = real.stat()
-            return pwd.getpwuid(st.st_uid).pw_name == owner and grp.getgrgid(
-                st.st_gid
-            ).gr_name == group
+            return (
+                pwd.getpwuid(st.st_uid).pw_name == owner
+                and grp.getgrgid(st.st_gid).gr_name == group
+            )
         except KeyError:
             return False
 
@@ -376,7 +373,7 @@ def default_source() -> str:
 
 def ensure_user(inst: Installer) -> None:
     """Create the system user and its video membership via systemd-sysusers (both distros)."""
-    sysusers = find_resource("edgebnn.systemd", "systemd", "edgebnn.sysusers")
+    sysusers = find_resource("systemd", "edgebnn.sysusers")
     changed = inst.write(SYSUSERS_PATH, sysusers, 0o644)
     if inst.root != Path("/"):
         inst.record("note", f"user {USER}", f"host only: systemd-sysusers {SYSUSERS_PATH}")
@@ -406,7 +403,7 @@ def ensure_config(inst: Installer, source: Path) -> None:
 
 def ensure_unit(inst: Installer, changed_code: bool, start: bool) -> None:
     """Install the unit, reload systemd if it changed, enable it and (re)start it."""
-    unit = find_resource("edgebnn.systemd", "systemd", "edgebnn.service")
+    unit = find_resource("systemd", "edgebnn.service")
     changed = inst.write(UNIT_PATH, unit, 0o644)
     if inst.root != Path("/"):
         if not inst.at(WANTS_LINK).is_symlink():
@@ -438,14 +435,15 @@ def install(
     mode = plat.default_mode if opts.mode == "auto" else opts.mode
     echo(f"# {plat.name}, {plat.machine} ({plat.bits}-bit), {plat.manager}, {mode} mode")
     if mode == "distro":
-        echo("# distro mode: the distribution's numba/numpy/OpenCV in a --system-site-packages"
-             " venv; 32-bit numba has no parallel=True, kernels run serially")
+        echo(
+            "# distro mode: the distribution's numba/numpy/OpenCV in a --system-site-packages"
+            " venv; 32-bit numba has no parallel=True, kernels run serially"
+        )
     ensure_packages(inst, plat, mode)
     before = installed_version(inst.at(PREFIX))
     ensure_venv(inst, plat, mode, opts)
     ensure_user(inst)
-    ensure_config(inst, opts.config_source or find_resource("edgebnn.config", "config",
-                                                            "edgebnn.yaml"))
+    ensure_config(inst, opts.config_source or find_resource("config", "edgebnn.yaml"))
     inst.mkdir(STATE_DIR, 0o750, USER, USER)  # = StateDirectoryMode=
     inst.mkdir(STATE_DIR / "models", 0o750, USER, USER)
     if inst.live and shutil.which("restorecon") and Path("/sys/fs/selinux/enforce").exists():
@@ -501,19 +499,18 @@ def config_port(config: Path) -> str:
 def advice(plat: Platform, config: Path, root: Path) -> list[str]:
     """What the installer deliberately does not do, and how to do it."""
     port = config_port(config)
+    reload_hint = "edit, then `systemctl reload edgebnn`"
     lines = [
-        f"# config: {CONFIG_PATH} (edit, then `systemctl reload edgebnn`); "
-        "logs: `journalctl -u edgebnn -f`",
-        "# the firewall was not touched: edgebnn publishes on loopback by default. To let "
-        "other machines subscribe, set a non-loopback bind address (with CURVE keys) and open "
-        f"TCP {port}:",
+        f"# config: {CONFIG_PATH} ({reload_hint}); logs: `journalctl -u edgebnn -f`",
+        "# firewall untouched: edgebnn publishes on loopback by default.",
+        f"# To let other machines subscribe: non-loopback bind + CURVE, then open TCP {port}:",
     ]
     if plat.manager == "zypper":
         lines.append(f"#   firewall-cmd --permanent --add-port={port}/tcp && firewall-cmd --reload")
     else:
         lines += [
-            "#   Raspberry Pi OS has no firewall by default; with ufw: "
-            f"ufw allow from 192.168.1.0/24 to any port {port} proto tcp",
+            "#   Raspberry Pi OS has no firewall by default. With ufw:",
+            f"#   ufw allow from 192.168.1.0/24 to any port {port} proto tcp",
             f"#   with nftables: nft add rule inet filter input tcp dport {port} accept",
         ]
     controllers = root / "sys/fs/cgroup/cgroup.controllers"
@@ -558,13 +555,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dry-run", action="store_true", help="print every action, do none")
     common.add_argument(
-        "--root", default="/", help="install below this directory (tests); host commands "
-        "are only printed"
+        "--root",
+        default="/",
+        help="install below this directory (tests); host commands are only printed",
     )
     inst = actions.add_parser("install", parents=[common], help="install and enable the service")
-    inst.add_argument("--mode", choices=("auto", "wheels", "distro"), default="auto",
-                      help="wheels: pip venv (64-bit default); distro: apt/zypper packages "
-                      "in a --system-site-packages venv (32-bit default)")
+    inst.add_argument(
+        "--mode",
+        choices=("auto", "wheels", "distro"),
+        default="auto",
+        help="wheels: pip venv (64-bit default); distro: apt/zypper packages "
+        "in a --system-site-packages venv (32-bit default)",
+    )
     inst.add_argument("--arch", help="userland architecture to plan for (default: this one)")
     inst.add_argument("--source", help="what pip installs (checkout dir, wheel, requirement)")
     inst.add_argument("--config-source", type=Path, help="default config to install")
