@@ -1,0 +1,314 @@
+"""Plan once, run many: buffers, fused steps and kernels chosen per layer at build time.
+
+The plan walks the layers in order and groups each *producer* (input, convolution, binary
+convolution, pooling, fully connected, softmax, add) with the run of element-wise layers
+that follows it (bias, scaling, batch-norm, activations); the group becomes one kernel
+call whose epilogue applies the run op by op, each op rounded to float32 as its own ELL
+layer would be. A group whose only consumer is a binary convolution and that is a pooling
+(or nothing) followed by monotone per-channel ops does not write floats at all: it writes
+the convolution's packed sign bits through exact thresholds (:mod:`.thresholds`).
+
+Every buffer is allocated and its padding ring filled once; ``run`` allocates nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgebnn.engine.layers import (
+    ActivationLayer,
+    AddLayer,
+    BatchNormalizationLayer,
+    BiasLayer,
+    BinaryConvolutionalLayer,
+    ConvolutionalLayer,
+    FullyConnectedLayer,
+    InputLayer,
+    Layer,
+    PaddingScheme,
+    PoolingLayer,
+    ScalingLayer,
+    SoftmaxLayer,
+    filled_tensor,
+)
+from edgebnn.engine.thresholds import chain_thresholds, is_monotone
+from edgebnn.kernels import binary, conv, elementwise, pool
+from edgebnn.kernels.elementwise import EMPTY_ALPHA, EMPTY_CODES
+
+
+@dataclass
+class Step:
+    """One kernel call of the plan: the layer nodes it covers and how to call it."""
+
+    nodes: tuple[int, ...]  # node ids computed by this step (0 = input layer)
+    label: str
+    kernel: Callable
+    args: tuple
+
+    def __call__(self) -> None:
+        self.kernel(*self.args)
+
+
+def encode_chain(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, params, alpha) arrays for :func:`edgebnn.kernels.elementwise.apply_chain`."""
+    codes = np.zeros(len(layers), np.int64)
+    params = np.zeros((len(layers), 2, chans), np.float32)
+    alpha = EMPTY_ALPHA
+    for i, layer in enumerate(layers):
+        if isinstance(layer, BiasLayer):
+            codes[i], params[i, 0] = elementwise.OP_BIAS, layer.bias
+        elif isinstance(layer, ScalingLayer):
+            codes[i], params[i, 0] = elementwise.OP_SCALE, layer.scales
+        elif isinstance(layer, BatchNormalizationLayer):
+            codes[i] = elementwise.OP_BATCH_NORM
+            params[i, 0], params[i, 1] = layer.multiplication, layer.addition
+        elif isinstance(layer, ActivationLayer):
+            codes[i] = elementwise.ACTIVATION_CODES[layer.function]
+            params[i, 0] = np.float32(layer.leaky_factor)
+            if layer.function == "prelu":
+                alpha = layer.alpha  # type: ignore[assignment]
+        else:
+            raise TypeError(f"{type(layer).__name__} is not element-wise")
+    return codes, params, alpha
+
+
+def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
+    """Element-wise, and at most one PReLU (one alpha tensor) per chain."""
+    if not layer.elementwise or isinstance(layer, AddLayer):
+        return False
+    if isinstance(layer, ActivationLayer) and layer.function == "prelu":
+        return not any(isinstance(x, ActivationLayer) and x.function == "prelu" for x in chain)
+    return True
+
+
+class Plan:
+    """The compiled form of a :class:`~edgebnn.engine.network.Network`."""
+
+    def __init__(self, network) -> None:  # noqa: ANN001 - Network imports this module
+        self.network = network
+        self.nodes: list[Layer] = [network.input_layer, *network.layers]
+        self.inputs: list[tuple[int, ...]] = network.node_inputs
+        n = len(self.nodes)
+        self.consumers: list[list[int]] = [[] for _ in range(n)]
+        for node, producers in enumerate(self.inputs):
+            for p in producers:
+                self.consumers[p].append(node)
+        self.buffers: dict[int, np.ndarray] = {}
+        self.bit_buffers: dict[int, np.ndarray] = {}  # binary conv node -> its input bits
+        self.steps: list[Step] = []
+        self._input_view: np.ndarray | None = None
+        self._build()
+        self.output = self.buffers[n - 1]
+
+    # -- buffers -------------------------------------------------------------------
+    def _ring_fill(self, node: int) -> PaddingScheme | float:
+        """The value the node's ring holds: its scheme, or the max-pool override."""
+        layer = self.nodes[node]
+        override = self.network.maxpool_ring_value
+        if (
+            override is not None
+            and layer.output_padding.scheme == PaddingScheme.MIN
+            and any(
+                isinstance(self.nodes[c], PoolingLayer) and self.nodes[c].function == "max"
+                for c in self.consumers[node]
+            )
+        ):
+            return float(override)
+        return layer.output_padding.scheme
+
+    def _filled(self, node: int) -> np.ndarray:
+        layer = self.nodes[node]
+        fill = self._ring_fill(node)
+        if isinstance(fill, float):
+            return np.full(layer.output_shape, fill, np.float32)
+        return filled_tensor(layer.output_shape, fill)
+
+    def buffer(self, node: int) -> np.ndarray:
+        """The float output tensor of ``node`` (allocated and ring-filled once)."""
+        if node not in self.buffers:
+            self.buffers[node] = self._filled(node)
+        return self.buffers[node]
+
+    # -- planning ------------------------------------------------------------------
+    def _chain_after(self, node: int) -> list[int]:
+        """Element-wise nodes that follow ``node`` and can be fused as its epilogue."""
+        chain: list[int] = []
+        last = node
+        while True:
+            nxt = last + 1
+            if nxt >= len(self.nodes) or self.consumers[last] != [nxt]:
+                return chain
+            if self.inputs[nxt] != (last,):
+                return chain
+            if not _fusable_into_chain(self.nodes[nxt], [self.nodes[i] for i in chain]):
+                return chain
+            chain.append(nxt)
+            last = nxt
+
+    def _build(self) -> None:
+        node = 0
+        n = len(self.nodes)
+        while node < n:
+            layer = self.nodes[node]
+            chain = self._chain_after(node)
+            last = chain[-1] if chain else node
+            consumers = self.consumers[last]
+            if (
+                len(consumers) == 1
+                and isinstance(self.nodes[consumers[0]], BinaryConvolutionalLayer)
+                and self._try_bits_step(node, chain, consumers[0])
+            ):
+                node = last + 1
+                continue
+            self._float_step(node, chain)
+            node = last + 1
+
+    def _input_of(self, node: int, k: int = 0) -> np.ndarray:
+        return self.buffer(self.inputs[node][k])
+
+    def _float_step(self, node: int, chain: list[int]) -> None:
+        """One producer plus its element-wise epilogue, writing floats."""
+        layer = self.nodes[node]
+        last = chain[-1] if chain else node
+        out = self.buffer(last)
+        pad = self.nodes[last].output_padding.size
+        chans = layer.interior_shape[2]
+        chain_layers = [self.nodes[i] for i in chain]
+        nodes = (node, *chain)
+        label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes)
+
+        if isinstance(layer, InputLayer):
+            # InputLayer computes data * scale; a scale of 1 is exact identity.
+            pre = [] if layer.scale == 1.0 else [ScalingLayer(layer.interior_shape, scales=np.full(chans, layer.scale))]
+            codes, params, alpha = encode_chain(pre + chain_layers, chans)
+            self._input_view = np.zeros(layer.input_shape, np.float32)
+            args = (self._input_view, out, pad, codes, params, alpha)
+            self.steps.append(Step(nodes, label, elementwise.chain_copy, args))
+            return
+        if layer.elementwise:
+            # An element-wise layer whose producer could not take it as an epilogue.
+            codes, params, alpha = encode_chain([layer, *chain_layers], chans)
+            args = (self._input_of(node), out, pad, codes, params, alpha)
+            self.steps.append(Step(nodes, label, elementwise.chain_copy, args))
+            return
+        codes, params, alpha = encode_chain(chain_layers, chans)
+        rows, cols, _ = layer.interior_shape
+        if isinstance(layer, ConvolutionalLayer):
+            x = self._input_of(node)
+            if layer.is_depthwise(x.shape[2]):
+                w = conv.depthwise_weights_layout(layer.weights)
+                kernel = conv.depthwise_conv2d_chain
+            else:
+                w = conv.conv_weights_layout(layer.weights)
+                kernel = conv.conv2d_chain
+            args = (x, w, layer.stride, rows, cols, out, pad, codes, params, alpha)
+            self.steps.append(Step(nodes, label, kernel, args))
+        elif isinstance(layer, BinaryConvolutionalLayer):
+            self._binary_conv_step(node, nodes, label, out, pad, codes, params, alpha)
+        elif isinstance(layer, PoolingLayer):
+            x = self._input_of(node)
+            args = (x, layer.function == "max", layer.size, layer.stride, rows, cols, out, pad, codes, params, alpha)
+            self.steps.append(Step(nodes, label, pool.pool_chain, args))
+        elif isinstance(layer, AddLayer):
+            a, b = self._input_of(node, 0), self._input_of(node, 1)
+            args = (a, b, out, pad, codes, params, alpha)
+            self.steps.append(Step(nodes, label, elementwise.add_chain, args))
+        elif isinstance(layer, FullyConnectedLayer):
+            x = self._input_of(node)
+            if pad == 0 and not chain:
+                flat = out.reshape(-1)
+            else:
+                flat = np.zeros(int(np.prod(layer.interior_shape)), np.float32)
+            self.steps.append(Step((node,), "FullyConnected", elementwise.fully_connected, (x, layer.weights, flat)))
+            if pad or chain:
+                shaped = flat.reshape(layer.interior_shape)
+                args = (shaped, out, pad, codes, params, alpha)
+                self.steps.append(Step(tuple(chain), label, elementwise.chain_copy, args))
+        elif isinstance(layer, SoftmaxLayer):
+            x = self._input_of(node)
+            if chain:
+                tmp = np.zeros(layer.interior_shape, np.float32)
+                self.steps.append(Step((node,), "Softmax", elementwise.softmax, (x, tmp, 0)))
+                self.steps.append(Step(tuple(chain), label, elementwise.chain_copy, (tmp, out, pad, codes, params, alpha)))
+            else:
+                self.steps.append(Step((node,), "Softmax", elementwise.softmax, (x, out, pad)))
+        else:
+            raise TypeError(f"no kernel for {type(layer).__name__}")
+
+    def _bits_for(self, conv_node: int) -> np.ndarray:
+        """The packed input bits of a binary conv, ring bits set from the ring's values."""
+        if conv_node not in self.bit_buffers:
+            producer = self.inputs[conv_node][0]
+            ring = self._filled(producer)
+            words = binary.words_for(ring.shape[2])
+            bits = np.zeros((*ring.shape[:2], words), np.uint64)
+            binary.sign_pack(ring, bits)
+            self.bit_buffers[conv_node] = bits
+        return self.bit_buffers[conv_node]
+
+    def _try_bits_step(self, node: int, chain: list[int], conv_node: int) -> bool:
+        """Fuse pooling (or nothing) + monotone chain + sign into the conv's input bits."""
+        layer = self.nodes[node]
+        chain_layers = [self.nodes[i] for i in chain]
+        if not all(is_monotone(x) for x in chain_layers):
+            return False
+        if isinstance(layer, PoolingLayer):
+            pooled, x, chans = True, self._input_of(node), layer.output_shape[2]
+            rows, cols, _ = layer.interior_shape
+            ops = chain_layers
+        elif layer.elementwise and is_monotone(layer) and self.nodes[self.inputs[node][0]].output_padding.size == 0:
+            pooled, x, chans = False, self._input_of(node), layer.output_shape[2]
+            rows, cols, _ = layer.interior_shape
+            ops = [layer, *chain_layers]
+        else:
+            return False
+        last = chain[-1] if chain else node
+        thresholds, modes = chain_thresholds(ops, chans)
+        bits = self._bits_for(conv_node)
+        pad = self.nodes[last].output_padding.size
+        size = layer.size if pooled else 1
+        stride = layer.stride if pooled else 1
+        is_max = layer.function == "max" if pooled else True
+        args = (x, pooled, is_max, size, stride, rows, cols, thresholds, modes, bits, pad)
+        nodes = (node, *chain)
+        label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
+        self.steps.append(Step(nodes, label, pool.pool_to_bits, args))
+        return True
+
+    def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:  # noqa: ANN001
+        layer: BinaryConvolutionalLayer = self.nodes[node]  # type: ignore[assignment]
+        producer = self.inputs[node][0]
+        if node not in self.bit_buffers:
+            # The producer wrote floats: binarise its whole tensor (ring included) first.
+            bits = self._bits_for(node)
+            self.steps.append(Step((), "Sign", binary.sign_pack, (self.buffer(producer), bits)))
+        bits = self.bit_buffers[node]
+        r_in, c_in, chans = self.nodes[producer].output_shape
+        rows, cols, _ = layer.interior_shape
+        k = layer.receptive_field
+        blocks = layer.weights_bits.shape[1]
+        patches = np.zeros((rows * cols, blocks), np.uint64)
+        mask_pad = layer.input_padding.size if layer.masks_padding() else 0
+        masks, nvalid = binary.patch_masks(r_in, c_in, chans, k, layer.stride, rows, cols, mask_pad)
+        wt = binary.binary_weights_layout(layer.weights_bits)
+        self.steps.append(
+            Step((), "Im2colBits", binary.gather_patches, (bits, chans, k, layer.stride, rows, cols, patches))
+        )
+        args = (patches, masks, nvalid, wt, layer.filter_means, layer.weights_scale == 1, rows, cols, out, pad, codes, params, alpha)
+        self.steps.append(Step(nodes, label, binary.binary_conv_chain, args))
+
+    # -- running -------------------------------------------------------------------
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run every step on ``x`` (input shape, float32); returns the output buffer."""
+        assert self._input_view is not None
+        self._input_view[...] = x
+        for step in self.steps:
+            step.kernel(*step.args)
+        return self.output
+
+    def describe(self) -> str:
+        """The steps, one per line (what was fused with what)."""
+        return "\n".join(f"{i:3d} {s.label} nodes={list(s.nodes)}" for i, s in enumerate(self.steps))

@@ -1,0 +1,56 @@
+"""The one place for Numba options and the popcount primitive.
+
+Every kernel is compiled with ``cache=True`` (the service points ``NUMBA_CACHE_DIR`` at its
+cache directory). Parallel kernels use ``prange``; on platforms where Numba has no parallel
+backend (32-bit ARM: Raspbian's numba 0.56 has no ``parallel=True``) they are compiled
+serially, and :data:`PARALLEL` says so. ``EDGEBNN_SERIAL=1`` forces the serial build.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numba
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from numba import prange  # noqa: F401  (re-exported for kernels)
+
+#: True when kernels are compiled with ``parallel=True``.
+PARALLEL: bool = platform.machine().lower() not in ("armv6l", "armv7l", "armv8l", "arm") and (
+    os.environ.get("EDGEBNN_SERIAL", "") in ("", "0")
+)
+
+#: Options for element-wise and integer kernels: exact float32, no fast-math.
+JIT = {"cache": True, "nogil": True, "boundscheck": False}
+#: Options for parallel kernels.
+PJIT = {**JIT, "parallel": PARALLEL}
+
+
+def popcount64(x: int) -> int:
+    """Number of set bits of a uint64 (pure-Python fallback; jitted code uses ``ctpop``)."""
+    return bin(int(x) & 0xFFFFFFFFFFFFFFFF).count("1")
+
+
+@intrinsic
+def _ctpop64(typingctx, x):  # type: ignore[no-untyped-def]
+    """LLVM's ``ctpop`` on a 64-bit integer: one POPCNT (vectorisable in loops)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        (val,) = args
+        fn = cgutils.get_or_insert_function(
+            builder.module, cgutils.ir.FunctionType(val.type, [val.type]), "llvm.ctpop.i64"
+        )
+        return builder.call(fn, [val])
+
+    return sig, codegen
+
+
+@overload(popcount64, jit_options={"cache": True})
+def _popcount64_overload(x):  # type: ignore[no-untyped-def]
+    def impl(x):  # type: ignore[no-untyped-def]
+        return _ctpop64(numba.uint64(x))
+
+    return impl

@@ -1,0 +1,124 @@
+"""XNOR/popcount binary convolution on bit-packed activations.
+
+Bit convention (ELL's, spec 4.7): a set bit is +1 (value > 0), a clear bit is −1 (value
+<= 0, so 0 maps to −1). Activations are packed along channels, 64 per uint64 word, LSB
+first (``bits[r, c, w]`` holds channels 64w .. 64w+63). For the convolution each output
+pixel's receptive field is gathered into ELL's filter-volume order, ``v = (i*k + j)*C + ch``,
+so that a 3x3x16 field takes 3 words instead of 9 (``patches[p, b]``), and a per-pixel
+``mask`` clears the bits of padding positions, which contribute 0 (ELL's zero-padding mask).
+
+With ``n`` valid bits and ``d`` differing bits among them, ``sum sign(w) sign(x) = n − 2d``,
+so ``dot = nvalid[p] − 2 · Σ_b popcount((x_b XOR w_b) AND mask_b)``: exact integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgebnn.kernels._jit import PJIT, popcount64, prange
+from edgebnn.kernels.elementwise import apply_chain
+
+
+def words_for(channels: int) -> int:
+    """uint64 words per pixel for ``channels`` packed channels."""
+    return -(-channels // 64)
+
+
+@njit(**PJIT)
+def sign_pack(x, bits):  # type: ignore[no-untyped-def]
+    """Pack a whole float tensor (ring included): bit set iff x > 0."""
+    rows, cols, chans = x.shape
+    words = bits.shape[2]
+    for r in prange(rows):
+        for c in range(cols):
+            for w in range(words):
+                word = np.uint64(0)
+                for k in range(w * 64, min(chans, (w + 1) * 64)):
+                    if x[r, c, k] > np.float32(0.0):
+                        word |= np.uint64(1) << np.uint64(k - w * 64)
+                bits[r, c, w] = word
+
+
+@njit(**PJIT)
+def gather_patches(bits, chans, k, stride, rows, cols, patches):  # type: ignore[no-untyped-def]
+    """Receptive fields in ELL's volume order: ``patches[r*cols + c, :]``."""
+    words = bits.shape[2]
+    blocks = patches.shape[1]
+    for r in prange(rows):
+        for c in range(cols):
+            p = r * cols + c
+            for b in range(blocks):
+                patches[p, b] = np.uint64(0)
+            pos = 0
+            for i in range(k):
+                for j in range(k):
+                    for w in range(words):
+                        nb = min(64, chans - w * 64)
+                        word = bits[r * stride + i, c * stride + j, w]
+                        blk = pos >> 6
+                        off = pos & 63
+                        patches[p, blk] |= word << np.uint64(off)
+                        if off + nb > 64:
+                            patches[p, blk + 1] |= word >> np.uint64(64 - off)
+                        pos += nb
+
+
+def patch_masks(
+    rows_in: int, cols_in: int, chans: int, k: int, stride: int, rows: int, cols: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel masks of valid bits and their counts (geometry only: built once per plan).
+
+    A bit is valid when it belongs to the volume and, if ``pad`` > 0, its tap does not fall
+    in the ring of width ``pad`` (ELL masks zero padding only).
+    """
+    volume = k * k * chans
+    blocks = -(-volume // 64)
+    taps_r = (np.arange(rows) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None]
+    taps_c = (np.arange(cols) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :]
+    if pad:
+        valid_r = (taps_r >= pad) & (taps_r < rows_in - pad)
+        valid_c = (taps_c >= pad) & (taps_c < cols_in - pad)
+        valid = valid_r & valid_c  # (rows, cols, k, k)
+    else:
+        valid = np.ones((rows, cols, k, k), bool)
+    per_bit = np.repeat(valid.reshape(rows * cols, k * k), chans, axis=1)  # (P, volume)
+    full = np.zeros((rows * cols, blocks * 64), np.uint64)
+    full[:, :volume] = per_bit
+    shifts = np.arange(64, dtype=np.uint64)
+    masks = (full.reshape(rows * cols, blocks, 64) << shifts).sum(axis=2, dtype=np.uint64)
+    nvalid = per_bit.sum(axis=1).astype(np.int64)
+    return np.ascontiguousarray(masks), nvalid
+
+
+def binary_weights_layout(bits: np.ndarray) -> np.ndarray:
+    """ELL's (F, blocks) -> (blocks, F): filters innermost, so popcounts vectorise."""
+    return np.ascontiguousarray(bits.T, dtype=np.uint64)
+
+
+@njit(**PJIT)
+def binary_conv_chain(patches, masks, nvalid, wt, scale, use_scale, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """``out[interior] = chain(scale_f * (nvalid − 2·popcount((x XOR w) AND mask)))``."""
+    blocks, filters = wt.shape
+    for r in prange(rows):
+        acc = np.empty(filters, np.int64)
+        v = np.empty(filters, np.float32)
+        for c in range(cols):
+            p = r * cols + c
+            for f in range(filters):
+                acc[f] = 0
+            for b in range(blocks):
+                xw = patches[p, b]
+                mw = masks[p, b]
+                for f in range(filters):
+                    acc[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
+            n = nvalid[p]
+            if use_scale:
+                for f in range(filters):
+                    v[f] = np.float32(n - 2 * acc[f]) * scale[f]
+            else:
+                for f in range(filters):
+                    v[f] = np.float32(n - 2 * acc[f])
+            apply_chain(v, r, c, codes, params, alpha)
+            for f in range(filters):
+                out[r + pad, c + pad, f] = v[f]

@@ -1,0 +1,66 @@
+"""Real-valued convolutions (cross-correlation over the padded input) with a fused chain.
+
+``weights`` are laid out ``(k, k, in_channels, filters)`` (filters innermost, contiguous)
+so that the innermost loop updates one accumulator vector per output pixel and vectorises.
+The summation order differs from ELL's im2col + BLAS, as ELL's own methods differ from one
+another (spec 4.6): results agree to float32 rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels.elementwise import apply_chain
+
+
+def conv_weights_layout(weights: np.ndarray) -> np.ndarray:
+    """(F, k, k, C) ELL order -> (k, k, C, F) for :func:`conv2d_chain`."""
+    return np.ascontiguousarray(np.transpose(weights, (1, 2, 3, 0)), dtype=np.float32)
+
+
+def depthwise_weights_layout(weights: np.ndarray) -> np.ndarray:
+    """(F, k, k, 1) -> (k, k, F) for :func:`depthwise_conv2d_chain`."""
+    return np.ascontiguousarray(np.transpose(weights[:, :, :, 0], (1, 2, 0)), dtype=np.float32)
+
+
+@njit(**PJIT)
+def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """``out[interior] = chain(conv(x, w))`` for output ``rows`` x ``cols``."""
+    k = w.shape[0]
+    cin = w.shape[2]
+    filters = w.shape[3]
+    for r in prange(rows):
+        acc = np.empty(filters, np.float32)
+        for c in range(cols):
+            for f in range(filters):
+                acc[f] = np.float32(0.0)
+            for i in range(k):
+                for j in range(k):
+                    for ch in range(cin):
+                        xv = x[r * stride + i, c * stride + j, ch]
+                        for f in range(filters):
+                            acc[f] += xv * w[i, j, ch, f]
+            apply_chain(acc, r, c, codes, params, alpha)
+            for f in range(filters):
+                out[r + pad, c + pad, f] = acc[f]
+
+
+@njit(**PJIT)
+def depthwise_conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Depthwise convolution: filter f sees input channel f only; weights (k, k, F)."""
+    k = w.shape[0]
+    chans = w.shape[2]
+    for r in prange(rows):
+        acc = np.empty(chans, np.float32)
+        for c in range(cols):
+            for f in range(chans):
+                acc[f] = np.float32(0.0)
+            for i in range(k):
+                for j in range(k):
+                    for f in range(chans):
+                        acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
+            apply_chain(acc, r, c, codes, params, alpha)
+            for f in range(chans):
+                out[r + pad, c + pad, f] = acc[f]

@@ -1,0 +1,99 @@
+"""Max and mean pooling over ELL's padded windows, with a fused chain or a fused sign-pack.
+
+Windows start at padded (0, 0) with no offset (spec 4.8). Cells inside the input tensor,
+its ring included, are read as stored; cells past its edge count as −FLT_MAX (max) or 0
+(mean). Max keeps ``acc`` unless ``v > acc`` (C++ ``std::max``); mean sums in window order
+in float32 and divides by size², padding cells included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels.elementwise import apply_chain
+
+FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+
+@njit(inline="always", **JIT)
+def _pool_pixel(x, acc, is_max, size, stride, r, c):  # type: ignore[no-untyped-def]
+    rows_in, cols_in, chans = x.shape
+    if is_max:
+        for k in range(chans):
+            acc[k] = -FLT_MAX
+    else:
+        for k in range(chans):
+            acc[k] = np.float32(0.0)
+    for i in range(size):
+        rr = r * stride + i
+        for j in range(size):
+            cc = c * stride + j
+            inside = rr < rows_in and cc < cols_in
+            if is_max:
+                if inside:
+                    for k in range(chans):
+                        v = x[rr, cc, k]
+                        if v > acc[k]:
+                            acc[k] = v
+            else:
+                if inside:
+                    for k in range(chans):
+                        acc[k] = acc[k] + x[rr, cc, k]
+                else:
+                    for k in range(chans):
+                        acc[k] = acc[k] + np.float32(0.0)
+    if not is_max:
+        div = np.float32(size * size)
+        for k in range(chans):
+            acc[k] = acc[k] / div
+
+
+@njit(**PJIT)
+def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """``out[interior] = chain(pool(x))``."""
+    chans = x.shape[2]
+    for r in prange(rows):
+        acc = np.empty(chans, np.float32)
+        for c in range(cols):
+            _pool_pixel(x, acc, is_max, size, stride, r, c)
+            apply_chain(acc, r, c, codes, params, alpha)
+            for k in range(chans):
+                out[r + pad, c + pad, k] = acc[k]
+
+
+@njit(**PJIT)
+def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, thresholds, modes, bits, pad):  # type: ignore[no-untyped-def]
+    """Pool (or read) then binarise into channel-packed words, without float output.
+
+    Channel k's bit is set iff the float value that ELL would compute after the following
+    monotone chain is > 0, found exactly as a threshold on the pooled value (see
+    ``edgebnn.engine.thresholds``): mode 0: ``v >= t``; 1: ``v <= t``; 2: never; 3: always.
+    ``bits`` is (rows + 2 pad, cols + 2 pad, words); its ring was filled at plan time.
+    """
+    chans = x.shape[2]
+    words = bits.shape[2]
+    for r in prange(rows):
+        acc = np.empty(chans, np.float32)
+        for c in range(cols):
+            if do_pool:
+                _pool_pixel(x, acc, is_max, size, stride, r, c)
+            else:
+                for k in range(chans):
+                    acc[k] = x[r, c, k]
+            for w in range(words):
+                word = np.uint64(0)
+                top = min(chans, (w + 1) * 64)
+                for k in range(w * 64, top):
+                    v = acc[k]
+                    m = modes[k]
+                    if m == 0:
+                        on = v >= thresholds[k]
+                    elif m == 1:
+                        on = v <= thresholds[k]
+                    else:
+                        on = m == 3
+                    if on:
+                        word |= np.uint64(1) << np.uint64(k - w * 64)
+                bits[r + pad, c + pad, w] = word

@@ -1,0 +1,189 @@
+"""Plain NumPy references for every kernel family: slow, obviously correct, ELL's order.
+
+Each function takes the *full* input tensor (padding ring included, float32, rows x cols x
+channels) and returns the interior of the output, as ELL's reference predictor computes it
+(spec section 4). All arithmetic is float32, one rounding per ELL operation; the exceptions
+are the real-valued convolutions, whose summation order is BLAS-dependent in ELL too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+
+def bias_ref(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``x + bias[k]``."""
+    return (x + bias).astype(np.float32)
+
+
+def scale_ref(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """``x * scales[k]``."""
+    return (x * scales).astype(np.float32)
+
+
+def batch_norm_ref(x: np.ndarray, mult: np.ndarray, add: np.ndarray) -> np.ndarray:
+    """``mult[k] * x + add[k]``, rounded after the product and after the sum (no FMA)."""
+    prod = (x * mult).astype(np.float32)
+    return (prod + add).astype(np.float32)
+
+
+def activation_ref(
+    x: np.ndarray, function: str, alpha: np.ndarray | None = None, leaky_factor: float = 0.1
+) -> np.ndarray:
+    """ELL's activation functions (spec 4.5); PReLU's ``alpha`` has the input's shape."""
+    x = x.astype(np.float32)
+    if function == "relu":
+        return np.where(x > 0, x, np.float32(0)).astype(np.float32)
+    if function == "relu6":
+        return np.minimum(np.where(x > 0, x, np.float32(0)), np.float32(6)).astype(np.float32)
+    if function == "leaky_relu":
+        return np.where(x > 0, x, np.float32(leaky_factor) * x).astype(np.float32)
+    if function == "prelu":
+        assert alpha is not None
+        return np.where(x > 0, x, alpha * x).astype(np.float32)
+    if function == "sigmoid":
+        with np.errstate(over="ignore"):
+            pos = np.float32(1) / (np.exp(-x) + np.float32(1))
+            e = np.exp(x)
+            neg = e / (e + np.float32(1))
+        return np.where(x > 0, pos, neg).astype(np.float32)
+    if function == "tanh":
+        return np.tanh(x).astype(np.float32)
+    if function == "hard_sigmoid":
+        mid = np.float32(0.2) * x + np.float32(0.5)
+        return np.where(x < -2.5, np.float32(0), np.where(x > 2.5, np.float32(1), mid)).astype(
+            np.float32
+        )
+    if function == "hard_tanh":
+        return np.clip(x, np.float32(-1), np.float32(1)).astype(np.float32)
+    raise ValueError(f"unknown activation {function!r}")
+
+
+def _windows(x: np.ndarray, i: int, j: int, stride: int, rows: int, cols: int) -> np.ndarray:
+    """The input values under kernel tap (i, j) for every output pixel: (rows, cols, K)."""
+    return x[i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (cols - 1) + 1 : stride, :]
+
+
+def conv2d_ref(x: np.ndarray, weights: np.ndarray, stride: int, rows: int, cols: int) -> np.ndarray:
+    """Cross-correlation over the padded input; ``weights`` is (F, k, k, C) or depthwise (F, k, k, 1).
+
+    Terms are added one at a time in (kernel row, kernel column, channel) order, each
+    product and each sum rounded to float32 (ELL's ``simple`` method order; its BLAS-based
+    methods differ by rounding only). The Numba kernels follow the same order.
+    """
+    filters, k, _, wch = weights.shape
+    depthwise = wch == 1 and x.shape[2] > 1
+    out = np.zeros((rows, cols, filters), np.float32)
+    for i in range(k):
+        for j in range(k):
+            patch = _windows(x, i, j, stride, rows, cols)
+            if depthwise:
+                out = (out + (patch * weights[:, i, j, 0]).astype(np.float32)).astype(np.float32)
+                continue
+            for ch in range(patch.shape[2]):
+                prod = (patch[:, :, ch : ch + 1] * weights[:, i, j, ch]).astype(np.float32)
+                out = (out + prod).astype(np.float32)
+    return out
+
+
+def pack_filter_bits(weights: np.ndarray) -> np.ndarray:
+    """ELL's binarized weights: (F, k, k, C) reals -> (F, blocks) uint64, bit set iff w > 0."""
+    filters = weights.shape[0]
+    volume = weights[0].size
+    blocks = -(-volume // 64)
+    signs = (weights.reshape(filters, volume) > 0).astype(np.uint64)
+    padded = np.zeros((filters, blocks * 64), np.uint64)
+    padded[:, :volume] = signs
+    shifts = np.arange(64, dtype=np.uint64)
+    return (padded.reshape(filters, blocks, 64) << shifts).sum(axis=2, dtype=np.uint64)
+
+
+def unpack_filter_signs(bits: np.ndarray, volume: int) -> np.ndarray:
+    """The ±1 weights (F, volume) int32 encoded by ELL's uint64 blocks."""
+    shifts = np.arange(64, dtype=np.uint64)
+    unpacked = ((bits[:, :, None] >> shifts) & np.uint64(1)).reshape(bits.shape[0], -1)
+    return np.where(unpacked[:, :volume] == 1, 1, -1).astype(np.int32)
+
+
+def binary_conv2d_ref(
+    x: np.ndarray,
+    bits: np.ndarray,
+    k: int,
+    stride: int,
+    rows: int,
+    cols: int,
+    mask_padding: int = 0,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """XNOR convolution (spec 4.7): ``scale_f * sum sign(w) sign(x)`` over the window.
+
+    sign is +1 iff the value is > 0. With ``mask_padding = P > 0`` the ring of width P
+    contributes 0 whatever it holds (ELL's zero-padding mask).
+    """
+    r_in, c_in, channels = x.shape
+    volume = k * k * channels
+    w = unpack_filter_signs(bits, volume)  # (F, volume)
+    xs = np.where(x > 0, 1, -1).astype(np.int32)
+    if mask_padding:
+        p = mask_padding
+        valid = np.zeros((r_in, c_in, 1), np.int32)
+        valid[p : r_in - p, p : c_in - p] = 1
+        xs = xs * valid
+    taps = [_windows(xs, i, j, stride, rows, cols) for i in range(k) for j in range(k)]
+    patches = np.concatenate(taps, axis=2).reshape(rows * cols, volume)
+    dot = (patches.astype(np.int64) @ w.T.astype(np.int64)).reshape(rows, cols, -1)
+    out = dot.astype(np.float32)
+    if scale is not None:
+        out = (out * scale).astype(np.float32)
+    return out
+
+
+def pool_ref(
+    x: np.ndarray, function: str, size: int, stride: int, rows: int, cols: int
+) -> np.ndarray:
+    """Max or mean pooling; windows start at padded (0, 0); cells past the tensor count as
+    −FLT_MAX (max) or 0 (mean); mean divides by size² in window order (spec 4.8)."""
+    r_in, c_in, channels = x.shape
+    fill = -FLT_MAX if function == "max" else np.float32(0)
+    need_r = stride * (rows - 1) + size
+    need_c = stride * (cols - 1) + size
+    big = np.full((max(need_r, r_in), max(need_c, c_in), channels), fill, np.float32)
+    big[:r_in, :c_in] = x
+    if function == "max":
+        acc = np.full((rows, cols, channels), -FLT_MAX, np.float32)
+        for i in range(size):
+            for j in range(size):
+                acc = np.maximum(acc, _windows(big, i, j, stride, rows, cols))
+        return acc
+    acc = np.zeros((rows, cols, channels), np.float32)
+    for i in range(size):
+        for j in range(size):
+            acc = (acc + _windows(big, i, j, stride, rows, cols)).astype(np.float32)
+    return (acc / np.float32(size * size)).astype(np.float32)
+
+
+def fully_connected_ref(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``W @ x.ravel()`` over the full input (ring included): float32 products summed one
+    at a time in input order (as the Numba kernel does)."""
+    prods = (weights * x.reshape(-1).astype(np.float32)).astype(np.float32)
+    return np.cumsum(prods, axis=1, dtype=np.float32)[:, -1].copy()
+
+
+def softmax_ref(x: np.ndarray) -> np.ndarray:
+    """Softmax over the whole tensor; the sum runs sequentially in (r, c, k) order."""
+    flat = x.reshape(-1).astype(np.float32)
+    e = np.exp(flat - flat.max()).astype(np.float32)
+    total = np.cumsum(e, dtype=np.float32)[-1]
+    return (e / total).astype(np.float32).reshape(x.shape)
+
+
+def sign_bits_ref(x: np.ndarray) -> np.ndarray:
+    """Channel-packed activation bits: (R, C, ceil(K/64)) uint64, bit set iff x > 0."""
+    r, c, k = x.shape
+    words = -(-k // 64)
+    padded = np.zeros((r, c, words * 64), np.uint64)
+    padded[:, :, :k] = x > 0
+    shifts = np.arange(64, dtype=np.uint64)
+    return (padded.reshape(r, c, words, 64) << shifts).sum(axis=3, dtype=np.uint64)

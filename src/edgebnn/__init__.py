@@ -1,0 +1,18 @@
+"""edgebnn: run ELL's binarized ImageNet networks fast on small devices.
+
+Public API::
+
+    net = edgebnn.load("model.ell.zip")        # or a native .ebnn file
+    net.classify(frame_bgr_uint8, top_k=5)      # -> [Prediction(index, label, probability)]
+    net.forward(x)                              # preprocessed float32 input -> flat output
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from edgebnn.engine.errors import ModelError, ShapeError  # noqa: E402
+from edgebnn.engine.network import Network, Prediction, Preprocessing  # noqa: E402
+from edgebnn.engine.load import load  # noqa: E402
+
+__all__ = ["ModelError", "Network", "Prediction", "Preprocessing", "ShapeError", "load"]
