@@ -333,8 +333,9 @@ def ensure_packages(inst: Installer, plat: Platform, mode: str) -> None:
         inst.run(["zypper", "--non-interactive", "install", *missing])
 
 
-def ensure_venv(inst: Installer, plat: Platform, mode: str, opts: InstallOptions) -> None:
-    """Create the venv under PREFIX and pip-install edgebnn when its version differs."""
+def ensure_venv(inst: Installer, plat: Platform, mode: str, opts: InstallOptions) -> bool:
+    """Create the venv under PREFIX and pip-install edgebnn when its version differs (or
+    --upgrade). True if edgebnn was (re)installed, so a running service must restart."""
     python = inst.at(PREFIX / "bin/python")
     source = opts.source or default_source()
     host_only = inst.root != Path("/")
@@ -347,16 +348,17 @@ def ensure_venv(inst: Installer, plat: Platform, mode: str, opts: InstallOptions
             inst.run([*cmd, str(PREFIX)], f"{mode} mode")
     want, have = source_version(source), installed_version(inst.at(PREFIX))
     if have and want == have and not opts.upgrade:
-        return
+        return False
     pip = [str(PREFIX / "bin/python"), "-m", "pip", "install", "--upgrade"]
     pip += ["--no-deps"] if mode == "distro" else []  # deps come from the distribution
     if host_only:
         inst.record("note", "pip", f"host only, skipped under --root: {shlex.join(pip)} {source}")
-        return
+        return False
     inst.run([*pip, source], f"edgebnn {have or 'not installed'} -> {want or 'latest'}")
     if mode == "distro":
         inst.run([str(PREFIX / "bin/python"), "-c", DISTRO_IMPORTS], "distro packages import")
     inst.remove(CACHE_DIR / "numba")  # compiled for the old code and numba version
+    return True
 
 
 def default_source() -> str:
@@ -440,15 +442,14 @@ def install(
             " venv; 32-bit numba has no parallel=True, kernels run serially"
         )
     ensure_packages(inst, plat, mode)
-    before = installed_version(inst.at(PREFIX))
-    ensure_venv(inst, plat, mode, opts)
+    new_code = ensure_venv(inst, plat, mode, opts)
     ensure_user(inst)
     ensure_config(inst, opts.config_source or find_resource("config", "edgebnn.yaml"))
     inst.mkdir(STATE_DIR, 0o750, USER, USER)  # = StateDirectoryMode=
     inst.mkdir(STATE_DIR / "models", 0o750, USER, USER)
     if inst.live and shutil.which("restorecon") and Path("/sys/fs/selinux/enforce").exists():
         inst.run(["restorecon", "-R", str(PREFIX), str(CONFIG_DIR), str(STATE_DIR)], "SELinux")
-    ensure_unit(inst, installed_version(inst.at(PREFIX)) != before, opts.start)
+    ensure_unit(inst, new_code, opts.start)
     for line in advice(plat, inst.at(CONFIG_PATH), root):
         echo(line)
     return inst
