@@ -411,15 +411,23 @@ def ensure_unit(inst: Installer, changed_code: bool, start: bool) -> None:
         if not inst.at(WANTS_LINK).is_symlink():
             inst.record("note", UNIT, "host only: systemctl enable --now edgebnn.service")
         return
+    if inst.query(["systemctl", "is-enabled", UNIT]) != "enabled":
+        inst.run(["systemctl", "enable", UNIT])  # works offline too (image builds, chroots)
+    if not systemd_running():
+        inst.record("note", UNIT, "systemd is not running here: not started; boots will start it")
+        return
     if changed:
         inst.run(["systemctl", "daemon-reload"])
-    if inst.query(["systemctl", "is-enabled", UNIT]) != "enabled":
-        inst.run(["systemctl", "enable", UNIT])
     active = inst.query(["systemctl", "is-active", UNIT]) == "active"
     if start and not active:
         inst.run(["systemctl", "start", "--no-block", UNIT], "first start compiles: minutes")
     elif active and (changed or changed_code):
         inst.run(["systemctl", "try-restart", "--no-block", UNIT])
+
+
+def systemd_running() -> bool:
+    """sd_booted(3): systemd is PID 1 (not a chroot, container build or image)."""
+    return Path("/run/systemd/system").is_dir()
 
 
 def install(
@@ -467,12 +475,14 @@ def uninstall(
         raise ServiceError("removing a system service needs root: run it with sudo")
     if inst.at(UNIT_PATH).exists() or inst.at(WANTS_LINK).is_symlink():
         if inst.root == Path("/"):
-            inst.run(["systemctl", "disable", "--now", UNIT])
+            now = ["--now"] if systemd_running() else []
+            inst.run(["systemctl", "disable", *now, UNIT])
         else:
             inst.record("note", UNIT, "host only: systemctl disable --now edgebnn.service")
     inst.remove(WANTS_LINK)  # only left behind under --root
     inst.remove(UNIT_PATH)
-    if inst.root == Path("/") and any(a.target == str(UNIT_PATH) for a in inst.changed):
+    removed_unit = any(a.target == str(UNIT_PATH) for a in inst.changed)
+    if inst.root == Path("/") and removed_unit and systemd_running():
         inst.run(["systemctl", "daemon-reload"])
     inst.remove(PREFIX)
     inst.remove(CACHE_DIR)

@@ -1,0 +1,196 @@
+"""The single inference thread: takes the newest frame of each camera in turn, classifies
+it, and hands the prediction message to the publisher.
+
+Numba's parallel kernels must be driven from one thread, so this thread is the only one
+that ever calls the model (warm-up included); a new model from a reload is warmed up
+here too, between two frames, before the old one is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from edgebnn.daemon.capture import Frame, FrameBoard
+from edgebnn.daemon.groups import GroupScorer
+from edgebnn.daemon.publish import SCHEMA, prediction_topic
+from edgebnn.daemon.stats import CameraStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything inference needs, swapped as one unit on reload."""
+
+    net: Any  # edgebnn.Network
+    scorer: GroupScorer
+    top_k: int
+    min_score: float
+    threads: int | None
+
+
+class Pipeline:
+    """Owns the inference thread."""
+
+    def __init__(
+        self,
+        board: FrameBoard,
+        publish: Callable[[bytes, dict[str, Any]], bool],
+        camera_stats: Callable[[str], CameraStats | None],
+        max_frames: int | None = None,
+    ) -> None:
+        self.board = board
+        self.publish = publish
+        self.camera_stats = camera_stats
+        self.max_frames = max_frames
+        self.published = 0
+        self.warm = threading.Event()  # the first model is compiled and ready
+        self.done = threading.Event()  # max_frames reached
+        self.error: BaseException | None = None
+        self.warmup_seconds: float | None = None
+        self.last_published_at: float | None = None  # time.monotonic()
+        self.busy_since: float | None = None  # time.monotonic() while a frame is in flight
+        self.model_lock = threading.Lock()  # held while the model runs
+        self._seq: dict[str, int] = {}
+        self._runtime: Runtime | None = None
+        self._pending: tuple[Runtime, Future[float]] | None = None
+        self._pending_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self._runtime
+
+    def start(self, runtime: Runtime) -> None:
+        """Start the thread; it warms the model up, then sets `warm`."""
+        self._pending = (runtime, Future())
+        self._thread.start()
+
+    def swap(self, runtime: Runtime) -> Future[float]:
+        """Install a new runtime between two frames; the future gives warm-up seconds."""
+        future: Future[float] = Future()
+        with self._pending_lock:
+            self._pending = (runtime, future)
+        return future
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end (a frame in flight finishes or is abandoned)."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the thread
+
+    def _run(self) -> None:
+        try:
+            self._install_pending()
+        except Exception as exc:  # the daemon reports it and exits
+            log.debug("warm-up failed", exc_info=True)
+            self.error = exc
+            self.warm.set()
+            return
+        self.warm.set()
+        while not self._stop.is_set():
+            if self._pending is not None:
+                try:
+                    self._install_pending()
+                except Exception:  # the future carries it to the reload; the old model stays
+                    log.debug("new model rejected", exc_info=True)
+            frame = self.board.take(timeout=0.1)
+            if frame is None or self._stop.is_set():
+                continue
+            self._process(frame)
+            if self.max_frames is not None and self.published >= self.max_frames:
+                self.done.set()
+                return
+
+    def _install_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        runtime, future = pending
+        try:
+            current = self._runtime
+            seconds = 0.0
+            if current is None or runtime.threads != current.threads:
+                from edgebnn.engine import runtime as engine_runtime
+
+                engine_runtime.set_threads(runtime.threads)  # per thread in Numba
+            if current is None or runtime.net is not current.net:
+                seconds = float(runtime.net.warmup())
+                self.warmup_seconds = seconds
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        self._runtime = runtime
+        future.set_result(seconds)
+
+    def _process(self, frame: Frame) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        stats = self.camera_stats(frame.camera)
+        self.busy_since = time.monotonic()
+        try:
+            with self.model_lock:
+                start = time.perf_counter()
+                probabilities = runtime.net.predict(frame.image)
+                inference_ms = (time.perf_counter() - start) * 1000.0
+        except ValueError as exc:
+            if stats is not None:
+                stats.add(failed=1)
+            log.debug("camera %s: model rejected a frame: %s", frame.camera, exc)
+            return
+        except Exception:
+            if stats is not None:
+                stats.add(failed=1)
+            log.exception("camera %s: inference failed", frame.camera)
+            return
+        finally:
+            self.busy_since = None
+        payload = self.message(frame, runtime, probabilities, inference_ms)
+        self.publish(prediction_topic(frame.camera), payload)
+        self.published += 1
+        self.last_published_at = time.monotonic()
+        if stats is not None:
+            with stats.lock:
+                stats.processed += 1
+                stats.inference_ms.append(inference_ms)
+
+    def message(
+        self, frame: Frame, runtime: Runtime, probabilities: np.ndarray, inference_ms: float
+    ) -> dict[str, Any]:
+        """The predictions/<camera>/ payload (schema 1; published_at is set on sending)."""
+        labels = runtime.net.labels
+        k = min(runtime.top_k, probabilities.shape[0])
+        best = np.argpartition(-probabilities, k - 1)[:k]
+        best = best[np.argsort(-probabilities[best], kind="stable")]
+        top = [
+            {"index": int(i), "label": labels[i], "score": round(float(probabilities[i]), 6)}
+            for i in best
+            if probabilities[i] >= runtime.min_score
+        ]
+        seq = self._seq.get(frame.camera, 0) + 1
+        self._seq[frame.camera] = seq
+        return {
+            "schema": SCHEMA,
+            "camera": frame.camera,
+            "seq": seq,
+            "captured_at": round(frame.captured_at, 6),
+            "published_at": None,
+            "inference_ms": round(inference_ms, 3),
+            "model": runtime.net.name,
+            "top": top,
+            "groups": {k: round(v, 6) for k, v in runtime.scorer.scores(probabilities).items()},
+        }

@@ -1,0 +1,437 @@
+"""The daemon: wires config, cameras, the inference thread and the publisher together,
+and runs the main loop (signals, reload, stats, status, systemd notifications).
+
+Signal handlers only set flags; all the work happens in the main loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+import zmq
+from edgebnn.daemon.capture import CameraWorker, FrameBoard
+from edgebnn.daemon.config import EX_CONFIG, ConfigError, DaemonConfig, load_config
+from edgebnn.daemon.groups import GroupScorer
+from edgebnn.daemon.logs import set_level
+from edgebnn.daemon.pipeline import Pipeline, Runtime
+from edgebnn.daemon.publish import (
+    SCHEMA,
+    STATS_TOPIC,
+    CurveUnavailable,
+    Publisher,
+    PublishError,
+    status_topic,
+)
+from edgebnn.daemon.sdnotify import Notifier
+from edgebnn.daemon.stats import (
+    OFFLINE,
+    ONLINE,
+    CameraStats,
+    RateMeter,
+    cpu_temperature,
+    rss_bytes,
+    throttled,
+)
+
+import edgebnn
+
+log = logging.getLogger(__name__)
+
+EX_OK, EX_ERROR = 0, 1
+STARTUP_EXTENSION = 30.0  # seconds asked of systemd at a time while compiling
+
+
+class Daemon:
+    """One running daemon. `run()` blocks until stopped and returns the exit code."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        notifier: Notifier | None = None,
+        max_frames: int | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier(environ={})
+        self.max_frames = max_frames
+        self.context = context or zmq.Context.instance()
+        self.board = FrameBoard()
+        self.stats: dict[str, CameraStats] = {}
+        self.workers: dict[str, CameraWorker] = {}
+        self.publisher: Publisher | None = None
+        self.pipeline: Pipeline | None = None
+        self.metrics: Any = None
+        self.started_at = time.time()
+        self.ready = threading.Event()  # set once READY=1 has been sent
+        self.ready_at = 0.0
+        self.reloads = 0  # applied reloads
+        self.rejected_reloads = 0
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._stats_rates = RateMeter()
+        self._status_rates = RateMeter()
+        self._fps: dict[str, tuple[float, float]] = {}
+
+    # -- control, from any thread or a signal handler
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads (main thread only)."""
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    # -- life cycle
+
+    def run(self) -> int:
+        """Start everything, loop until stopped, shut down; returns the exit code."""
+        try:
+            code = self._start()
+            if code is None:
+                self._loop()
+                code = EX_OK
+            return code
+        finally:
+            self._shutdown()
+
+    def _start(self) -> int | None:
+        config = self.config
+        set_level(config.log_level)
+        self.notifier.status("loading model")
+        try:
+            runtime = self._runtime(config, None)
+        except (edgebnn.ModelError, ValueError) as exc:
+            log.error("cannot use the configured model: %s", exc)
+            return EX_CONFIG
+        try:
+            self.publisher = self._start_publisher(config)
+        except CurveUnavailable as exc:
+            log.error("%s", exc)
+            return EX_CONFIG
+        except PublishError as exc:
+            log.error("%s", exc)
+            return EX_ERROR
+        if config.metrics.enabled:
+            try:
+                self._start_metrics(config)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%s: %s", config.metrics.host,
+                          config.metrics.port, exc)
+                return EX_ERROR
+        self.pipeline = Pipeline(self.board, self._publish, self.stats.get, self.max_frames)
+        self.notifier.extend_timeout(STARTUP_EXTENSION)
+        self.notifier.status(f"compiling kernels for {runtime.net.name}")
+        self.pipeline.start(runtime)
+        while not self.pipeline.warm.wait(STARTUP_EXTENSION / 3):
+            self.notifier.extend_timeout(STARTUP_EXTENSION)
+        if self.pipeline.error is not None:
+            log.error("model warm-up failed: %s", self.pipeline.error)
+            return EX_CONFIG if isinstance(self.pipeline.error, ValueError) else EX_ERROR
+        log.info("model %s ready (%d classes, warm-up %.2f s)", runtime.net.name,
+                 len(runtime.net.labels), self.pipeline.warmup_seconds or 0.0)
+        for camera in config.cameras:
+            self._start_camera(camera)
+        self.ready_at = time.monotonic()
+        self.notifier.ready(status=self._status_line())
+        self.ready.set()
+        return None
+
+    def _loop(self) -> None:
+        assert self.pipeline is not None
+        now = time.monotonic()
+        next_stats = now + self.config.stats_interval
+        next_status = now + self.config.status_interval
+        next_status_line = now + 5.0
+        watchdog_every = self.notifier.watchdog_interval
+        next_watchdog = now
+        while True:
+            timeout = min(next_stats, next_status, next_status_line,
+                          next_watchdog if watchdog_every else float("inf")) - time.monotonic()
+            self._wake.wait(max(0.0, min(timeout, 0.5)))
+            self._wake.clear()
+            if self._stop.is_set() or self.pipeline.done.is_set():
+                return
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            now = time.monotonic()
+            if watchdog_every and now >= next_watchdog:
+                next_watchdog = now + watchdog_every
+                if self.frames_flowing():
+                    self.notifier.watchdog()
+            if now >= next_status:
+                next_status = now + self.config.status_interval
+                for name in list(self.stats):
+                    self._publish_status(name)
+            if now >= next_status_line:
+                next_status_line = now + 5.0
+                self.notifier.status(self._status_line())
+            if now >= next_stats:
+                next_stats = now + self.config.stats_interval
+                self._publish_stats()
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        deadline = time.monotonic() + 1.5
+        for worker in self.workers.values():
+            worker.stop()
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        for name, worker in self.workers.items():
+            worker.join(max(0.0, deadline - time.monotonic() - 0.5))
+            stats = self.stats[name]
+            stats.set_state(OFFLINE, "daemon stopping")
+            self._publish_status(name)
+        if self.pipeline is not None and not self.pipeline.join(
+                max(0.05, deadline - time.monotonic() - 0.3)):
+            log.info("dropping the frame in flight")
+        if self.publisher is not None:
+            self.publisher.stop(timeout=max(0.05, deadline - time.monotonic()))
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.notifier.close()
+
+    # -- reload
+
+    def reload(self, config: DaemonConfig | None = None) -> bool:
+        """Re-read the config (or use `config`) and apply it; False if rejected."""
+        self.notifier.reloading()
+        try:
+            if config is None:
+                if self.config.path is None:
+                    log.warning("reload ignored: the daemon was not started from a config file")
+                    return False
+                config = load_config(self.config.path)
+            self._apply(config)
+        except ConfigError as exc:
+            self.rejected_reloads += 1
+            log.error("reload rejected, the running configuration stays:")
+            for line in exc.lines():
+                log.error("  %s", line)
+            return False
+        except (edgebnn.ModelError, ValueError, PublishError, OSError) as exc:
+            self.rejected_reloads += 1
+            log.error("reload rejected, the running configuration stays: %s", exc)
+            return False
+        finally:
+            self.notifier.ready(status=self._status_line())
+        self.reloads += 1
+        log.info("configuration reloaded")
+        return True
+
+    def _apply(self, new: DaemonConfig) -> None:
+        assert self.pipeline is not None and self.pipeline.runtime is not None
+        old = self.config
+        runtime = self._runtime(new, self.pipeline.runtime)
+        current = self.pipeline.runtime
+        if not (runtime.net is current.net and runtime.scorer is current.scorer
+                and (runtime.top_k, runtime.min_score, runtime.threads)
+                == (current.top_k, current.min_score, current.threads)):
+            future = self.pipeline.swap(runtime)
+            while True:
+                try:
+                    future.result(timeout=STARTUP_EXTENSION / 3)
+                    break
+                except FutureTimeout:
+                    self.notifier.extend_timeout(STARTUP_EXTENSION)
+        if new.publish != old.publish:
+            self._restart_publisher(new)
+        elif self.publisher is not None:
+            self.publisher.reload_clients()
+        if new.metrics != old.metrics:
+            if self.metrics is not None:
+                self.metrics.stop()
+                self.metrics = None
+            if new.metrics.enabled:
+                self._start_metrics(new)
+        set_level(new.log_level)
+        old_cameras = {c.name: c for c in old.cameras}
+        new_cameras = {c.name: c for c in new.cameras}
+        for name, camera in old_cameras.items():
+            if new_cameras.get(name) != camera:
+                self._stop_camera(name, removed=name not in new_cameras)
+        for name, camera in new_cameras.items():
+            if old_cameras.get(name) != camera:
+                self._start_camera(camera)
+        self.config = new
+
+    def _runtime(self, config: DaemonConfig, current: Runtime | None) -> Runtime:
+        """The runtime for a config, reusing the current model when it did not change."""
+        if current is not None and (config.model, config.fallback_model) == (
+                self.config.model, self.config.fallback_model):
+            net = current.net
+        else:
+            net = load_model(config.model, config.fallback_model)
+        groups = [(g.name, g.indices) for g in config.groups]
+        if current is not None and net is current.net and config.groups == self.config.groups:
+            scorer = current.scorer
+        else:
+            scorer = GroupScorer(groups, len(net.labels))
+        return Runtime(net, scorer, config.top_k, config.min_score, config.threads)
+
+    # -- parts
+
+    def _start_publisher(self, config: DaemonConfig) -> Publisher:
+        publisher = Publisher(config.publish, self.context)
+        publisher.start()
+        return publisher
+
+    def _restart_publisher(self, new: DaemonConfig) -> None:
+        old = self.publisher
+        if old is not None:
+            old.stop()
+        try:
+            self.publisher = self._start_publisher(new)
+        except PublishError:
+            if old is not None:  # put the old socket back before rejecting
+                self.publisher = self._start_publisher(self.config)
+            raise
+
+    def _start_metrics(self, config: DaemonConfig) -> None:
+        from edgebnn.daemon.metrics import MetricsServer
+
+        self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.snapshot)
+        self.metrics.start()
+        log.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics.address)
+
+    def _start_camera(self, camera: Any) -> None:
+        stats = self.stats.get(camera.name)
+        if stats is None:
+            stats = self.stats[camera.name] = CameraStats(camera.name)
+        worker = CameraWorker(camera, self.board, stats, self._publish_status)
+        self.workers[camera.name] = worker
+        worker.start()
+
+    def _stop_camera(self, name: str, removed: bool) -> None:
+        worker = self.workers.pop(name)
+        worker.stop()
+        self.board.remove(name)
+        worker.join(0.5)
+        if removed:
+            self.stats[name].set_state(OFFLINE, "removed from the configuration")
+            self._publish_status(name)
+            del self.stats[name]
+
+    # -- messages
+
+    def _publish(self, topic: bytes, payload: dict[str, Any]) -> bool:
+        publisher = self.publisher
+        return publisher.publish(topic, payload) if publisher is not None else False
+
+    def _publish_status(self, camera: str) -> None:
+        stats = self.stats.get(camera)
+        if stats is None:
+            return
+        with stats.lock:
+            payload = {"schema": SCHEMA, "camera": camera, "state": stats.state,
+                       "reason": stats.reason, "since": round(stats.state_since, 3),
+                       "published_at": None}
+        self._publish(status_topic(camera), payload)
+
+    def _publish_stats(self) -> None:
+        snapshot = self.snapshot(self._stats_rates)
+        self._publish(STATS_TOPIC, snapshot)
+        parts = []
+        for name, cam in snapshot["cameras"].items():
+            p50 = cam["inference_ms_p50"]
+            parts.append(
+                f"{name} {cam['state']} {cam['fps']:.1f} fps (capture {cam['capture_fps']:.1f}, "
+                f"skipped {cam['skipped']}, failed {cam['failed']}, reconnects "
+                f"{cam['reconnects']}) p50 {'-' if p50 is None else f'{p50:.1f}'} ms"
+            )
+        log.info("stats: %s; rss %.0f MB; dropped %d", "; ".join(parts),
+                 snapshot["rss_bytes"] / 2**20, snapshot["dropped_messages"])
+
+    def snapshot(self, rates: RateMeter | None = None) -> dict[str, Any]:
+        """The stats/ payload (also the source of the Prometheus metrics)."""
+        cameras = {}
+        for name, stats in list(self.stats.items()):
+            cam = stats.snapshot()
+            if rates is not None:
+                self._fps[name] = rates.update(name, cam["processed"], cam["captured"])
+            fps, capture_fps = self._fps.get(name, (0.0, 0.0))
+            cam["fps"] = round(fps, 3)
+            cam["capture_fps"] = round(capture_fps, 3)
+            cameras[name] = cam
+        runtime = self.pipeline.runtime if self.pipeline is not None else None
+        net = runtime.net if runtime is not None else None
+        return {
+            "schema": SCHEMA,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "version": edgebnn.__version__,
+            "model": {"name": getattr(net, "name", None),
+                      "sha256": getattr(net, "source_sha256", None)},
+            "cameras": cameras,
+            "rss_bytes": rss_bytes(),
+            "cpu_temp_c": cpu_temperature(),
+            "throttled": throttled(),
+            "dropped_messages": self.publisher.dropped if self.publisher else 0,
+            "published_at": None,
+        }
+
+    # -- health
+
+    def frames_flowing(self) -> bool:
+        """Whether WATCHDOG=1 is deserved: a prediction was published recently, or (if
+        configured) every camera is offline and nothing waits for inference."""
+        assert self.pipeline is not None
+        now = time.monotonic()
+        last = max(self.pipeline.last_published_at or 0.0, self.ready_at)
+        if now - last <= self.config.watchdog.max_frame_age:
+            return True
+        if self.config.watchdog.ping_while_cameras_offline:
+            idle = self.pipeline.busy_since is None and self.board.pending() == 0
+            return idle and not any(s.state == ONLINE for s in self.stats.values())
+        return False
+
+    def _status_line(self) -> str:
+        """STATUS= text for `systemctl status`."""
+        online = sum(s.state == ONLINE for s in self.stats.values())
+        snapshot = {name: s.snapshot() for name, s in self.stats.items()}
+        fps = 0.0
+        for name, cam in snapshot.items():
+            fps += self._status_rates.update(name, cam["processed"], cam["captured"])[0]
+        p50s = [c["inference_ms_p50"] for c in snapshot.values() if c["inference_ms_p50"]]
+        inference = f", inference {max(p50s):.0f} ms" if p50s else ""
+        return f"{online}/{len(snapshot)} cameras online, {fps:.1f} fps{inference}"
+
+
+def load_model(spec: str, fallback: str | None) -> Any:
+    """edgebnn.load(spec), or the fallback model (with a warning) if that fails."""
+    try:
+        return edgebnn.load(spec)
+    except edgebnn.ModelError as exc:
+        if not fallback:
+            raise
+        log.warning("model %s is not available (%s); using %s instead", spec, exc, fallback)
+        if fallback.startswith("random:"):
+            log.warning("the fallback model has random weights: its labels are meaningless")
+        return edgebnn.load(fallback)
+
+
+def run_config_file(path: str | Path, max_frames: int | None = None) -> int:
+    """`edgebnn run`: load the config, run the daemon under signal control."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.lines():
+            log.error("%s", line)
+        return EX_CONFIG
+    daemon = Daemon(config, notifier=Notifier(), max_frames=max_frames)
+    daemon.install_signal_handlers()
+    return daemon.run()
