@@ -1,0 +1,1 @@
+"""Unit file and installer data shipped with the package (see README.md here)."""
