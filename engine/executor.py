@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
 from edgebnn.engine.layers import (
     ActivationLayer,
     AddLayer,
@@ -35,8 +34,8 @@ from edgebnn.engine.layers import (
     filled_tensor,
 )
 from edgebnn.engine.thresholds import chain_thresholds, is_monotone
-from edgebnn.kernels import binary, conv, elementwise, pool
-from edgebnn.kernels.elementwise import EMPTY_ALPHA, EMPTY_CODES
+from edgebnn.kernels import binary, conv, conv_blocked, elementwise, pool
+from edgebnn.kernels.elementwise import EMPTY_ALPHA
 
 
 @dataclass
@@ -52,8 +51,11 @@ class Step:
         self.kernel(*self.args)
 
 
-def encode_chain(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes, params, alpha) arrays for :func:`edgebnn.kernels.elementwise.apply_chain`."""
+def encode_chain(
+    layers: list[Layer], chans: int, cols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, params, alpha) arrays for :func:`edgebnn.kernels.elementwise.apply_chain`,
+    for output rows of ``cols`` pixels."""
     codes = np.zeros(len(layers), np.int64)
     params = np.zeros((len(layers), 2, chans), np.float32)
     alpha = EMPTY_ALPHA
@@ -72,7 +74,7 @@ def encode_chain(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.ndarra
                 alpha = layer.alpha  # type: ignore[assignment]
         else:
             raise TypeError(f"{type(layer).__name__} is not element-wise")
-    return codes, params, alpha
+    return codes, elementwise.tile_params(params, cols), elementwise.row_alpha(alpha)
 
 
 def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
@@ -87,7 +89,7 @@ def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
 class Plan:
     """The compiled form of a :class:`~edgebnn.engine.network.Network`."""
 
-    def __init__(self, network) -> None:  # noqa: ANN001 - Network imports this module
+    def __init__(self, network) -> None:
         self.network = network
         self.nodes: list[Layer] = [network.input_layer, *network.layers]
         self.inputs: list[tuple[int, ...]] = network.node_inputs
@@ -183,18 +185,18 @@ class Plan:
         if isinstance(layer, InputLayer):
             # InputLayer computes data * scale; a scale of 1 is exact identity.
             pre = [] if layer.scale == 1.0 else [ScalingLayer(layer.interior_shape, scales=np.full(chans, layer.scale))]
-            codes, params, alpha = encode_chain(pre + chain_layers, chans)
+            codes, params, alpha = encode_chain(pre + chain_layers, chans, layer.interior_shape[1])
             self._input_view = np.zeros(layer.input_shape, np.float32)
             args = (self._input_view, out, pad, codes, params, alpha)
             self.steps.append(Step(nodes, label, elementwise.chain_copy, args))
             return
         if layer.elementwise:
             # An element-wise layer whose producer could not take it as an epilogue.
-            codes, params, alpha = encode_chain([layer, *chain_layers], chans)
+            codes, params, alpha = encode_chain([layer, *chain_layers], chans, layer.interior_shape[1])
             args = (self._input_of(node), out, pad, codes, params, alpha)
             self.steps.append(Step(nodes, label, elementwise.chain_copy, args))
             return
-        codes, params, alpha = encode_chain(chain_layers, chans)
+        codes, params, alpha = encode_chain(chain_layers, chans, layer.interior_shape[1])
         rows, cols, _ = layer.interior_shape
         if isinstance(layer, ConvolutionalLayer):
             x = self._input_of(node)
@@ -203,7 +205,9 @@ class Plan:
                 kernel = conv.depthwise_conv2d_chain
             else:
                 w = conv.conv_weights_layout(layer.weights)
-                kernel = conv.conv2d_chain
+                # Few filters and long rows: vectorise along columns instead of filters.
+                few = layer.weights.shape[0] <= 32 and cols >= 32
+                kernel = conv_blocked.conv2d_columns_chain if few else conv.conv2d_chain
             args = (x, w, layer.stride, rows, cols, out, pad, codes, params, alpha)
             self.steps.append(Step(nodes, label, kernel, args))
         elif isinstance(layer, BinaryConvolutionalLayer):
@@ -266,19 +270,19 @@ class Plan:
         else:
             return False
         last = chain[-1] if chain else node
-        thresholds, modes = chain_thresholds(ops, chans)
+        thresholds, modes, specials = chain_thresholds(ops, chans)
         bits = self._bits_for(conv_node)
         pad = self.nodes[last].output_padding.size
         size = layer.size if pooled else 1
         stride = layer.stride if pooled else 1
         is_max = layer.function == "max" if pooled else True
-        args = (x, pooled, is_max, size, stride, rows, cols, thresholds, modes, bits, pad)
+        args = (x, pooled, is_max, size, stride, rows, cols, thresholds, modes, specials, bits, pad)
         nodes = (node, *chain)
         label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
         self.steps.append(Step(nodes, label, pool.pool_to_bits, args))
         return True
 
-    def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:  # noqa: ANN001
+    def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:
         layer: BinaryConvolutionalLayer = self.nodes[node]  # type: ignore[assignment]
         producer = self.inputs[node][0]
         if node not in self.bit_buffers:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-
 from edgebnn.engine.errors import ShapeError
 from edgebnn.kernels import reference as ref
 

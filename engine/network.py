@@ -9,7 +9,6 @@ from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
-
 from edgebnn.engine.errors import ShapeError
 from edgebnn.engine.layers import InputLayer, Layer, Shape
 
@@ -157,11 +156,6 @@ class Network:
                         raise ShapeError(
                             f"inputs have different shapes: {shape} and {nodes[p].output_shape}"
                         )
-                if first.output_padding.size != layer.input_padding.size:
-                    raise ShapeError(
-                        f"input padding {layer.input_padding.size} does not match the "
-                        f"{first.output_padding.size} ring of the layer before it"
-                    )
                 layer.check_input(shape)
             except ShapeError as exc:
                 raise ShapeError(exc.reason, layer=i, layer_type=type(layer).__name__) from None
@@ -197,7 +191,7 @@ class Network:
 
     # -- running -------------------------------------------------------------------
     @property
-    def plan(self):  # noqa: ANN201 - avoids importing numba for a network that never runs
+    def plan(self):
         """The compiled execution plan (built on first use)."""
         if self._plan is None:
             from edgebnn.engine.executor import Plan

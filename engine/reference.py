@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-
 from edgebnn.engine.layers import PaddingScheme, PoolingLayer, filled_tensor
 
 
-def forward_ref(network, x: np.ndarray, *, keep: bool = False) -> np.ndarray | list[np.ndarray]:  # noqa: ANN001
+def forward_ref(network, x: np.ndarray, *, keep: bool = False) -> np.ndarray | list[np.ndarray]:
     """Run ``network`` with every layer's ``forward_ref``; returns the flat output.
 
     Each node gets a full output tensor pre-filled by its padding scheme (or by the

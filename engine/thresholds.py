@@ -11,9 +11,13 @@ input (spec 0.2).
 from __future__ import annotations
 
 import numpy as np
-
-from edgebnn.engine.layers import ActivationLayer, BatchNormalizationLayer, BiasLayer, Layer, ScalingLayer
-from edgebnn.kernels import reference as ref
+from edgebnn.engine.layers import (
+    ActivationLayer,
+    BatchNormalizationLayer,
+    BiasLayer,
+    Layer,
+    ScalingLayer,
+)
 
 MODE_AT_LEAST = 0  # bit = v >= t
 MODE_AT_MOST = 1  # bit = v <= t
@@ -60,35 +64,48 @@ def _key_to_float(key: np.ndarray) -> np.ndarray:
     return bits.view(np.float32)
 
 
-def chain_thresholds(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds float32, modes int8) per channel such that the test on the chain's
-    input equals ``chain(x) > 0``; ``layers`` must all satisfy :func:`is_monotone`."""
+SPECIAL_NAN = 1  # bit flags: the chain's bit for NaN, +inf and -inf inputs
+SPECIAL_POS_INF = 2
+SPECIAL_NEG_INF = 4
+
+
+def chain_thresholds(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds float32, modes int8, specials int8) per channel such that the test on
+    the chain's input equals ``chain(x) > 0``; ``layers`` must satisfy :func:`is_monotone`.
+
+    Finite inputs use the threshold and mode; NaN and ±inf (where ``0 * inf`` breaks
+    monotonicity) use the ``specials`` flags, evaluated directly.
+    """
     for layer in layers:
         if not is_monotone(layer):
             raise ValueError(f"{type(layer).__name__} is not a monotone per-channel op")
     direction = _direction(layers, chans)
-    inf = np.float32(np.inf)
-    lo = np.full(chans, -0x7F800000, np.int64)  # key of -inf
-    hi = np.full(chans, 0x7F800000, np.int64)  # key of +inf
-    at_lo = _evaluate(layers, np.full(chans, -inf, np.float32)) > 0
-    at_hi = _evaluate(layers, np.full(chans, inf, np.float32)) > 0
-    at_zero = _evaluate(layers, np.zeros(chans, np.float32)) > 0
-    rising = direction > 0
-    # For a falling chain, search on -x: predicate(key) = chain(float(-key)) > 0 rises.
-    sign = np.where(rising, 1, -1)
-    first_true = np.where(rising, at_hi, at_lo)
-    last_false = np.where(rising, at_lo, at_hi)
-    # Invariant: predicate false at lo, true at hi.
-    for _ in range(34):
-        mid = (lo + hi) // 2
-        values = _key_to_float(sign * mid)
-        ok = _evaluate(layers, values) > 0
-        hi = np.where(ok, mid, hi)
-        lo = np.where(ok, lo, mid)
+    big = np.float32(np.finfo(np.float32).max)
+    lo = np.full(chans, -0x7F7FFFFF, np.int64)  # key of -FLT_MAX
+    hi = np.full(chans, 0x7F7FFFFF, np.int64)  # key of +FLT_MAX
+    with np.errstate(all="ignore"):
+        at_lo = _evaluate(layers, np.full(chans, -big, np.float32)) > 0
+        at_hi = _evaluate(layers, np.full(chans, big, np.float32)) > 0
+        at_zero = _evaluate(layers, np.zeros(chans, np.float32)) > 0
+        specials = np.zeros(chans, np.int8)
+        for flag, value in ((SPECIAL_NAN, np.nan), (SPECIAL_POS_INF, np.inf), (SPECIAL_NEG_INF, -np.inf)):
+            on = _evaluate(layers, np.full(chans, value, np.float32)) > 0
+            specials |= np.where(on, flag, 0).astype(np.int8)
+        rising = direction > 0
+        # For a falling chain, search on -x: predicate(key) = chain(float(-key)) > 0 rises.
+        sign = np.where(rising, 1, -1)
+        first_true = np.where(rising, at_hi, at_lo)
+        last_false = np.where(rising, at_lo, at_hi)
+        # Invariant: predicate false at lo, true at hi (where first_true and not last_false).
+        for _ in range(34):
+            mid = (lo + hi) // 2
+            ok = _evaluate(layers, _key_to_float(sign * mid)) > 0
+            hi = np.where(ok, mid, hi)
+            lo = np.where(ok, lo, mid)
     thresholds = _key_to_float(sign * hi)
     modes = np.where(rising, MODE_AT_LEAST, MODE_AT_MOST).astype(np.int8)
     modes = np.where(~first_true, MODE_NEVER, modes)
     modes = np.where(last_false, MODE_ALWAYS, modes)
     constant = direction == 0
     modes = np.where(constant, np.where(at_zero, MODE_ALWAYS, MODE_NEVER), modes).astype(np.int8)
-    return thresholds.astype(np.float32), modes
+    return thresholds.astype(np.float32), modes, specials

@@ -12,10 +12,12 @@ import os
 import platform
 
 import numba
-from numba import types
+from numba import (
+    prange,  # noqa: F401  (re-exported for kernels)
+    types,
+)
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
-from numba import prange  # noqa: F401  (re-exported for kernels)
 
 #: True when kernels are compiled with ``parallel=True``.
 PARALLEL: bool = platform.machine().lower() not in ("armv6l", "armv7l", "armv8l", "arm") and (

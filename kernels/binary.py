@@ -14,10 +14,9 @@ so ``dot = nvalid[p] − 2 · Σ_b popcount((x_b XOR w_b) AND mask_b)``: exact i
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from edgebnn.kernels._jit import PJIT, popcount64, prange
-from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.elementwise import apply_chain, store_row
+from numba import njit
 
 
 def words_for(channels: int) -> int:
@@ -102,7 +101,7 @@ def binary_conv_chain(patches, masks, nvalid, wt, scale, use_scale, rows, cols, 
     blocks, filters = wt.shape
     for r in prange(rows):
         acc = np.empty(filters, np.int64)
-        v = np.empty(filters, np.float32)
+        row = np.empty(cols * filters, np.float32)
         for c in range(cols):
             p = r * cols + c
             for f in range(filters):
@@ -113,12 +112,12 @@ def binary_conv_chain(patches, masks, nvalid, wt, scale, use_scale, rows, cols, 
                 for f in range(filters):
                     acc[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
             n = nvalid[p]
+            v = row[c * filters : (c + 1) * filters]
             if use_scale:
                 for f in range(filters):
                     v[f] = np.float32(n - 2 * acc[f]) * scale[f]
             else:
                 for f in range(filters):
                     v[f] = np.float32(n - 2 * acc[f])
-            apply_chain(v, r, c, codes, params, alpha)
-            for f in range(filters):
-                out[r + pad, c + pad, f] = v[f]
+        apply_chain(row, r, codes, params, alpha)
+        store_row(row, out, r, pad)

@@ -9,10 +9,9 @@ another (spec 4.6): results agree to float32 rounding, not bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from edgebnn.kernels._jit import PJIT, prange
-from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.elementwise import apply_chain, store_row
+from numba import njit
 
 
 def conv_weights_layout(weights: np.ndarray) -> np.ndarray:
@@ -32,19 +31,17 @@ def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # t
     cin = w.shape[2]
     filters = w.shape[3]
     for r in prange(rows):
-        acc = np.empty(filters, np.float32)
+        row = np.zeros(cols * filters, np.float32)
         for c in range(cols):
-            for f in range(filters):
-                acc[f] = np.float32(0.0)
+            acc = row[c * filters : (c + 1) * filters]
             for i in range(k):
                 for j in range(k):
                     for ch in range(cin):
                         xv = x[r * stride + i, c * stride + j, ch]
                         for f in range(filters):
                             acc[f] += xv * w[i, j, ch, f]
-            apply_chain(acc, r, c, codes, params, alpha)
-            for f in range(filters):
-                out[r + pad, c + pad, f] = acc[f]
+        apply_chain(row, r, codes, params, alpha)
+        store_row(row, out, r, pad)
 
 
 @njit(**PJIT)
@@ -53,14 +50,12 @@ def depthwise_conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, al
     k = w.shape[0]
     chans = w.shape[2]
     for r in prange(rows):
-        acc = np.empty(chans, np.float32)
+        row = np.zeros(cols * chans, np.float32)
         for c in range(cols):
-            for f in range(chans):
-                acc[f] = np.float32(0.0)
+            acc = row[c * chans : (c + 1) * chans]
             for i in range(k):
                 for j in range(k):
                     for f in range(chans):
                         acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
-            apply_chain(acc, r, c, codes, params, alpha)
-            for f in range(chans):
-                out[r + pad, c + pad, f] = acc[f]
+        apply_chain(row, r, codes, params, alpha)
+        store_row(row, out, r, pad)

@@ -10,9 +10,8 @@ so fusing a chain into the kernel that produces its input changes no bit (spec 6
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from edgebnn.kernels._jit import JIT, PJIT, prange
+from numba import njit
 
 OP_BIAS = 0
 OP_SCALE = 1
@@ -38,7 +37,7 @@ ACTIVATION_CODES = {
 }
 
 EMPTY_CODES = np.zeros(0, np.int64)
-EMPTY_ALPHA = np.zeros((1, 1, 1), np.float32)
+EMPTY_ALPHA = np.zeros((1, 1), np.float32)
 
 
 def empty_params(channels: int) -> np.ndarray:
@@ -47,61 +46,88 @@ def empty_params(channels: int) -> np.ndarray:
 
 
 @njit(inline="always", **JIT)
-def apply_chain(v, r, c, codes, params, alpha):  # type: ignore[no-untyped-def]
-    """Apply the chain in place to the channel vector ``v`` of interior pixel (r, c)."""
+def apply_chain(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Apply the chain in place to ``v``, output row ``r`` flattened as (column, channel).
+
+    ``params`` is (ops, 2, columns * channels): per-channel values tiled along the row at
+    plan time, so that every op is one long vectorisable loop; ``alpha`` is (rows,
+    columns * channels).
+    """
     n = v.shape[0]
     zero = np.float32(0.0)
     one = np.float32(1.0)
     for i in range(codes.shape[0]):
         op = codes[i]
+        p0 = params[i, 0]
+        p1 = params[i, 1]
         if op == OP_BIAS:
-            for k in range(n):
-                v[k] = v[k] + params[i, 0, k]
+            for e in range(n):
+                v[e] = v[e] + p0[e]
         elif op == OP_SCALE:
-            for k in range(n):
-                v[k] = v[k] * params[i, 0, k]
+            for e in range(n):
+                v[e] = v[e] * p0[e]
         elif op == OP_BATCH_NORM:
-            for k in range(n):
-                t = params[i, 0, k] * v[k]
-                v[k] = t + params[i, 1, k]
+            for e in range(n):
+                t = p0[e] * v[e]
+                v[e] = t + p1[e]
         elif op == OP_RELU:
-            for k in range(n):
-                v[k] = v[k] if v[k] > zero else zero
+            for e in range(n):
+                v[e] = max(zero, v[e])
         elif op == OP_LEAKY_RELU:
-            for k in range(n):
-                v[k] = v[k] if v[k] > zero else params[i, 0, k] * v[k]
+            for e in range(n):
+                v[e] = v[e] if v[e] > zero else p0[e] * v[e]
         elif op == OP_PRELU:
-            for k in range(n):
-                v[k] = v[k] if v[k] > zero else alpha[r, c, k] * v[k]
+            a = alpha[r]
+            for e in range(n):
+                v[e] = v[e] if v[e] > zero else a[e] * v[e]
         elif op == OP_RELU6:
             six = np.float32(6.0)
-            for k in range(n):
-                x = v[k] if v[k] > zero else zero
-                v[k] = x if x < six else six
+            for e in range(n):
+                x = max(zero, v[e])
+                v[e] = min(six, x)
         elif op == OP_SIGMOID:
-            for k in range(n):
-                x = v[k]
+            for e in range(n):
+                x = v[e]
                 if x > zero:
-                    v[k] = one / (np.exp(-x) + one)
+                    v[e] = one / (np.exp(-x) + one)
                 else:
-                    e = np.exp(x)
-                    v[k] = e / (e + one)
+                    ex = np.exp(x)
+                    v[e] = ex / (ex + one)
         elif op == OP_TANH:
-            for k in range(n):
-                v[k] = np.tanh(v[k])
+            for e in range(n):
+                v[e] = np.tanh(v[e])
         elif op == OP_HARD_SIGMOID:
-            for k in range(n):
-                x = v[k]
+            for e in range(n):
+                x = v[e]
                 if x < np.float32(-2.5):
-                    v[k] = zero
+                    v[e] = zero
                 elif x > np.float32(2.5):
-                    v[k] = one
+                    v[e] = one
                 else:
-                    v[k] = np.float32(0.2) * x + np.float32(0.5)
+                    v[e] = np.float32(0.2) * x + np.float32(0.5)
         elif op == OP_HARD_TANH:
-            for k in range(n):
-                x = v[k]
-                v[k] = -one if x < -one else (one if x > one else x)
+            for e in range(n):
+                x = v[e]
+                v[e] = -one if x < -one else (min(x, one))
+
+
+@njit(inline="always", **JIT)
+def store_row(row, out, r, pad):  # type: ignore[no-untyped-def]
+    """Copy a finished row (columns * channels) into ``out``'s interior row ``r``."""
+    dst = out[r + pad].reshape(-1)
+    start = pad * out.shape[2]
+    for e in range(row.shape[0]):
+        dst[start + e] = row[e]
+
+
+def tile_params(params: np.ndarray, cols: int) -> np.ndarray:
+    """Per-channel chain parameters tiled along an output row (see :func:`apply_chain`)."""
+    return np.ascontiguousarray(np.tile(params, (1, 1, cols)))
+
+
+def row_alpha(alpha: np.ndarray) -> np.ndarray:
+    """A PReLU alpha tensor (rows, cols, chans) as (rows, cols * chans)."""
+    return np.ascontiguousarray(alpha.reshape(alpha.shape[0], -1))
 
 
 @njit(**PJIT)
@@ -109,13 +135,9 @@ def chain_copy(x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-de
     """``out[interior] = chain(x)`` for an un-padded input ``x`` (rows, cols, channels)."""
     rows, cols, chans = x.shape
     for r in prange(rows):
-        v = np.empty(chans, np.float32)
-        for c in range(cols):
-            for k in range(chans):
-                v[k] = x[r, c, k]
-            apply_chain(v, r, c, codes, params, alpha)
-            for k in range(chans):
-                out[r + pad, c + pad, k] = v[k]
+        v = x[r].reshape(-1).copy()
+        apply_chain(v, r, codes, params, alpha)
+        store_row(v, out, r, pad)
 
 
 @njit(**PJIT)
@@ -123,13 +145,13 @@ def add_chain(a, b, out, pad, codes, params, alpha):  # type: ignore[no-untyped-
     """``out[interior] = chain(a + b)`` (residual connections)."""
     rows, cols, chans = a.shape
     for r in prange(rows):
-        v = np.empty(chans, np.float32)
-        for c in range(cols):
-            for k in range(chans):
-                v[k] = a[r, c, k] + b[r, c, k]
-            apply_chain(v, r, c, codes, params, alpha)
-            for k in range(chans):
-                out[r + pad, c + pad, k] = v[k]
+        ra = a[r].reshape(-1)
+        rb = b[r].reshape(-1)
+        v = np.empty(cols * chans, np.float32)
+        for e in range(cols * chans):
+            v[e] = ra[e] + rb[e]
+        apply_chain(v, r, codes, params, alpha)
+        store_row(v, out, r, pad)
 
 
 @njit(**JIT)
@@ -140,8 +162,7 @@ def softmax(x, out, pad):  # type: ignore[no-untyped-def]
     for r in range(rows):
         for c in range(cols):
             for k in range(chans):
-                if x[r, c, k] > m:
-                    m = x[r, c, k]
+                m = max(m, x[r, c, k])
     total = np.float32(0.0)
     for r in range(rows):
         for c in range(cols):

@@ -9,10 +9,9 @@ in float32 and divides by size², padding cells included.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from edgebnn.kernels._jit import JIT, PJIT, prange
-from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.elementwise import apply_chain, store_row
+from numba import njit
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -35,8 +34,7 @@ def _pool_pixel(x, acc, is_max, size, stride, r, c):  # type: ignore[no-untyped-
                 if inside:
                     for k in range(chans):
                         v = x[rr, cc, k]
-                        if v > acc[k]:
-                            acc[k] = v
+                        acc[k] = max(acc[k], v)
             else:
                 if inside:
                     for k in range(chans):
@@ -55,21 +53,21 @@ def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alp
     """``out[interior] = chain(pool(x))``."""
     chans = x.shape[2]
     for r in prange(rows):
-        acc = np.empty(chans, np.float32)
+        row = np.empty(cols * chans, np.float32)
         for c in range(cols):
-            _pool_pixel(x, acc, is_max, size, stride, r, c)
-            apply_chain(acc, r, c, codes, params, alpha)
-            for k in range(chans):
-                out[r + pad, c + pad, k] = acc[k]
+            _pool_pixel(x, row[c * chans : (c + 1) * chans], is_max, size, stride, r, c)
+        apply_chain(row, r, codes, params, alpha)
+        store_row(row, out, r, pad)
 
 
 @njit(**PJIT)
-def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, thresholds, modes, bits, pad):  # type: ignore[no-untyped-def]
+def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, thresholds, modes, specials, bits, pad):  # type: ignore[no-untyped-def]
     """Pool (or read) then binarise into channel-packed words, without float output.
 
     Channel k's bit is set iff the float value that ELL would compute after the following
     monotone chain is > 0, found exactly as a threshold on the pooled value (see
-    ``edgebnn.engine.thresholds``): mode 0: ``v >= t``; 1: ``v <= t``; 2: never; 3: always.
+    ``edgebnn.engine.thresholds``): mode 0: ``v >= t``; 1: ``v <= t``; 2: never; 3: always;
+    NaN, +inf and -inf take their bit from the ``specials`` flags 1, 2 and 4.
     ``bits`` is (rows + 2 pad, cols + 2 pad, words); its ring was filled at plan time.
     """
     chans = x.shape[2]
@@ -88,7 +86,10 @@ def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, thresholds, modes
                 for k in range(w * 64, top):
                     v = acc[k]
                     m = modes[k]
-                    if m == 0:
+                    if not abs(v) <= FLT_MAX:
+                        flag = 1 if v != v else (2 if v > 0 else 4)
+                        on = (specials[k] & flag) != 0
+                    elif m == 0:
                         on = v >= thresholds[k]
                     elif m == 1:
                         on = v <= thresholds[k]

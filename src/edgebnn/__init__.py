@@ -11,8 +11,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from edgebnn.engine.errors import ModelError, ShapeError  # noqa: E402
-from edgebnn.engine.network import Network, Prediction, Preprocessing  # noqa: E402
-from edgebnn.engine.load import load  # noqa: E402
+from edgebnn.engine.errors import ModelError, ShapeError
+from edgebnn.engine.load import load
+from edgebnn.engine.network import Network, Prediction, Preprocessing
 
 __all__ = ["ModelError", "Network", "Prediction", "Preprocessing", "ShapeError", "load"]
