@@ -318,9 +318,12 @@ class CameraWorker:
         return cap * self._random.uniform(0.5, 1.0)
 
     def _state(self, state: str, reason: str) -> None:
+        """Record and announce a state; repeated retries log at debug level only."""
+        previous = self.stats.state
         if self.stats.set_state(state, reason):
             level = logging.INFO if state == ONLINE else logging.WARNING
-            log.log(level, "camera %s %s: %s", self.camera.name, state, reason)
+            log.log(level if state != previous else logging.DEBUG,
+                    "camera %s %s: %s", self.camera.name, state, reason)
             self.on_state(self.camera.name)
 
     def _run(self) -> None:
