@@ -14,7 +14,7 @@ def load(spec: str | Path) -> Network:
     """A :class:`Network` from a model file or a built-in name.
 
     - ``*.ell`` / ``*.ell.zip``: an ELL model file (both dialects), as downloaded;
-    - ``*.ebnn``: edgebnn's native format;
+    - ``*.ebnn``: edgebnn's native format (files are told apart by content, not suffix);
     - ``random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A``: a random-weight d-series network (seed 0);
     - ``efficientnet-lite0``: the pretrained EfficientNet-Lite0 converted from its PyPI package.
 
@@ -36,11 +36,29 @@ def load(spec: str | Path) -> Network:
         if text in builtin.NAMES:
             return builtin.load_builtin(text)
         raise ModelError("no such file (nor a built-in model name)", path=text)
-    name = path.name.lower()
-    if name.endswith((".ell", ".ell.zip", ".zip")):
-        from edgebnn.engine.formats.ell import read_ell
+    from edgebnn.engine.formats.ell import read_ell
+    from edgebnn.engine.formats.native import is_native, read_native
 
+    kind = sniff(path)
+    if kind == "native" or (kind == "zip" and is_native(path)):
+        return read_native(path)
+    if kind in ("zip", "json") or path.name.lower().endswith((".ell", ".ell.zip", ".zip")):
         return read_ell(path)
-    from edgebnn.engine.formats.native import read_native
+    raise ModelError(
+        "not a model file: expected an ELL .ell/.ell.zip file or an edgebnn native file",
+        path=text,
+    )
 
-    return read_native(path)
+
+def sniff(path: Path) -> str:
+    """The kind of a model file from its first bytes: ``zip``, ``json`` or ``unknown``."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(64)
+    except OSError as exc:
+        raise ModelError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "json"
+    return "unknown"
