@@ -1,0 +1,120 @@
+"""``edgebnn bench``: speed of the engine on a network, with the peer timed in the same run.
+
+Prints, for the machine it ran on: ms/frame (median of ``--runs`` after warm-up) at each
+thread count, a per-step breakdown, peak RSS, the cold JIT compile time (a fresh process
+with an empty Numba cache) and the warm start (a fresh process with the cache filled), and
+with ``--compare onnxruntime`` the same network and weights in ONNX Runtime, with the ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from edgebnn.bench import machine
+
+_START_SCRIPT = """
+import sys, time
+t0 = time.perf_counter()
+import edgebnn
+net = edgebnn.load(sys.argv[1])
+t1 = time.perf_counter()
+net.warmup()
+t2 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t2 - t0:.3f}")
+"""
+
+
+def _timed_start(model: str, cache_dir: str) -> tuple[float, float, float]:
+    """(import+build s, JIT warm-up s, total s) of a fresh process using ``cache_dir``."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    out = subprocess.run(
+        [sys.executable, "-c", _START_SCRIPT, model], env=env, capture_output=True, text=True, check=True
+    )
+    a, b, c = (float(v) for v in out.stdout.split())
+    return a, b, c
+
+
+def _median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000.0
+
+
+def run_engine_benchmark(
+    model: str, threads: list[int], runs: int, compare: str | None, cold: bool, breakdown: bool
+) -> int:
+    """Run the benchmark and print its report; returns an exit code."""
+    import numba
+    from edgebnn.engine import runtime
+
+    import edgebnn
+
+    print(f"machine: {machine.describe()}")
+    print(f"model:   {model}")
+    net = edgebnn.load(model)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, net.input_shape).astype(np.float32)
+    t = time.perf_counter()
+    net.warmup()
+    print(f"warm-up in this process: {time.perf_counter() - t:.2f} s (Numba cache: {numba.config.CACHE_DIR or 'default'})")
+    plan = net.plan
+    ours: dict[int, float] = {}
+    for n in threads:
+        runtime.set_threads(n)
+        plan.run(x)
+        ours[n] = _median_ms(lambda: plan.run(x), runs)
+    peers: dict[int, float] = {}
+    agreement = ""
+    if compare == "onnxruntime":
+        import onnxruntime as ort
+        from edgebnn.bench.onnx_export import nchw, to_onnx
+
+        blob = to_onnx(net)
+        xin = nchw(x)
+        for n in threads:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = n
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+            y = sess.run(None, {"x": xin})[0].reshape(-1)
+            for _ in range(3):
+                sess.run(None, {"x": xin})
+            peers[n] = _median_ms(lambda s=sess: s.run(None, {"x": xin}), runs)
+        diff = float(np.abs(y - net.forward(x)).max())
+        agreement = f"(ONNX Runtime {ort.__version__}; max |Δ| vs edgebnn output {diff:.2g})"
+    print()
+    header = f"{'threads':>7}  {'edgebnn ms/frame':>16}"
+    if peers:
+        header += f"  {'onnxruntime ms/frame':>20}  {'speed-up':>8}"
+    print(header)
+    for n in threads:
+        line = f"{n:>7}  {ours[n]:>16.2f}"
+        if peers:
+            line += f"  {peers[n]:>20.2f}  {peers[n] / ours[n]:>7.1f}x"
+        print(line)
+    if agreement:
+        print(agreement)
+    print(f"median of {runs} runs after warm-up; peak RSS {machine.peak_rss_mb():.0f} MB")
+    if breakdown:
+        n = max(threads)
+        runtime.set_threads(n)
+        print(f"\nper step ({n} threads, median of {runs}):")
+        for step in plan.steps:
+            ms = _median_ms(step, runs)
+            print(f"  {ms:7.3f} ms  {step.label}")
+    if cold:
+        with tempfile.TemporaryDirectory() as cache:
+            build, jit, total = _timed_start(model, cache)
+            print(f"\ncold start (empty Numba cache): build {build:.2f} s + JIT compile {jit:.2f} s = {total:.2f} s")
+            build, jit, total = _timed_start(model, cache)
+            print(f"warm start (Numba cache filled): build {build:.2f} s + load kernels {jit:.2f} s = {total:.2f} s")
+    return 0
