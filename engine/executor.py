@@ -33,8 +33,8 @@ from edgebnn.engine.layers import (
     SoftmaxLayer,
     filled_tensor,
 )
-from edgebnn.engine.thresholds import chain_thresholds, is_monotone
-from edgebnn.kernels import binary, conv, conv_blocked, elementwise, pool
+from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
+from edgebnn.kernels import binary, conv, conv_blocked, elementwise, mobile, pool
 from edgebnn.kernels.elementwise import EMPTY_ALPHA
 
 
@@ -200,7 +200,10 @@ class Plan:
         rows, cols, _ = layer.interior_shape
         if isinstance(layer, ConvolutionalLayer):
             x = self._input_of(node)
-            if layer.is_depthwise(x.shape[2]):
+            mobile = self._mobile_conv(layer, x, rows, cols, out, pad, codes, params, alpha)
+            if mobile is not None:
+                self.steps.append(Step(nodes, label, *mobile))
+            elif layer.is_depthwise(x.shape[2]):
                 w = conv.depthwise_weights_layout(layer.weights)
                 kernel = conv.depthwise_conv2d_chain
             else:
@@ -208,8 +211,9 @@ class Plan:
                 # Few filters and long rows: vectorise along columns instead of filters.
                 few = layer.weights.shape[0] <= 32 and cols >= 32
                 kernel = conv_blocked.conv2d_columns_chain if few else conv.conv2d_chain
-            args = (x, w, layer.stride, rows, cols, out, pad, codes, params, alpha)
-            self.steps.append(Step(nodes, label, kernel, args))
+            if mobile is None:
+                args = (x, w, layer.stride, rows, cols, out, pad, codes, params, alpha)
+                self.steps.append(Step(nodes, label, kernel, args))
         elif isinstance(layer, BinaryConvolutionalLayer):
             self._binary_conv_step(node, nodes, label, out, pad, codes, params, alpha)
         elif isinstance(layer, PoolingLayer):
@@ -242,6 +246,27 @@ class Plan:
         else:
             raise TypeError(f"no kernel for {type(layer).__name__}")
 
+    def _mobile_conv(self, layer, x, rows, cols, out, pad, codes, params, alpha):  # noqa: ANN001, ANN202
+        """(kernel, args) from :mod:`edgebnn.kernels.mobile` for a pointwise (1x1/s1, no
+        ring: BLAS GEMM) or depthwise convolution, else None (the generic kernels)."""
+        if layer.is_depthwise(x.shape[2]):
+            w = conv.depthwise_weights_layout(layer.weights)
+            lead = mobile.leading_zero_taps(layer.weights)
+            return mobile.depthwise_conv2d_rows_chain, (
+                x, w, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
+            )
+        if layer.receptive_field != 1 or layer.stride != 1 or x.shape[:2] != (rows, cols):
+            return None
+        if rows * cols < 64:
+            # A handful of pixels (the d-series head: 2x2): BLAS threads only fight Numba's
+            # here; the exact-order kernel is as fast and bit-identical to the reference.
+            return None
+        x2d = x.reshape(rows * cols, x.shape[2])
+        filters = layer.weights.shape[0]
+        y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
+        w = mobile.pointwise_weights_layout(layer.weights)
+        return mobile.pointwise_conv_chain, (x2d, w, y2d, out, pad, codes, params, alpha)
+
     def _bits_for(self, conv_node: int) -> np.ndarray:
         """The packed input bits of a binary conv, ring bits set from the ring's values."""
         if conv_node not in self.bit_buffers:
@@ -271,12 +296,13 @@ class Plan:
             return False
         last = chain[-1] if chain else node
         thresholds, modes, specials = chain_thresholds(ops, chans)
+        lo, hi = interval_bounds(thresholds, modes)
         bits = self._bits_for(conv_node)
         pad = self.nodes[last].output_padding.size
         size = layer.size if pooled else 1
         stride = layer.stride if pooled else 1
         is_max = layer.function == "max" if pooled else True
-        args = (x, pooled, is_max, size, stride, rows, cols, thresholds, modes, specials, bits, pad)
+        args = (x, pooled, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad)
         nodes = (node, *chain)
         label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
         self.steps.append(Step(nodes, label, pool.pool_to_bits, args))
@@ -293,15 +319,13 @@ class Plan:
         r_in, c_in, chans = self.nodes[producer].output_shape
         rows, cols, _ = layer.interior_shape
         k = layer.receptive_field
-        blocks = layer.weights_bits.shape[1]
-        patches = np.zeros((rows * cols, blocks), np.uint64)
         mask_pad = layer.input_padding.size if layer.masks_padding() else 0
         masks, nvalid = binary.patch_masks(r_in, c_in, chans, k, layer.stride, rows, cols, mask_pad)
         wt = binary.binary_weights_layout(layer.weights_bits)
-        self.steps.append(
-            Step((), "Im2colBits", binary.gather_patches, (bits, chans, k, layer.stride, rows, cols, patches))
+        args = (
+            bits, chans, k, layer.stride, masks, nvalid, wt, layer.filter_means,
+            layer.weights_scale == 1, rows, cols, out, pad, codes, params, alpha,
         )
-        args = (patches, masks, nvalid, wt, layer.filter_means, layer.weights_scale == 1, rows, cols, out, pad, codes, params, alpha)
         self.steps.append(Step(nodes, label, binary.binary_conv_chain, args))
 
     # -- running -------------------------------------------------------------------

@@ -109,3 +109,11 @@ def chain_thresholds(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.nd
     constant = direction == 0
     modes = np.where(constant, np.where(at_zero, MODE_ALWAYS, MODE_NEVER), modes).astype(np.int8)
     return thresholds.astype(np.float32), modes, specials
+
+
+def interval_bounds(thresholds: np.ndarray, modes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same test as (lo, hi) float32 bounds: a finite v gives a set bit iff lo <= v <= hi."""
+    big = np.float32(np.finfo(np.float32).max)
+    lo = np.select([modes == MODE_AT_LEAST, modes == MODE_NEVER], [thresholds, np.float32(np.inf)], -big)
+    hi = np.select([modes == MODE_AT_MOST, modes == MODE_NEVER], [thresholds, np.float32(-np.inf)], big)
+    return lo.astype(np.float32), hi.astype(np.float32)

@@ -14,7 +14,7 @@ so ``dot = nvalid[p] − 2 · Σ_b popcount((x_b XOR w_b) AND mask_b)``: exact i
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import PJIT, popcount64, prange
+from edgebnn.kernels._jit import JIT, PJIT, popcount64, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from numba import njit
 
@@ -39,28 +39,33 @@ def sign_pack(x, bits):  # type: ignore[no-untyped-def]
                 bits[r, c, w] = word
 
 
-@njit(**PJIT)
-def gather_patches(bits, chans, k, stride, rows, cols, patches):  # type: ignore[no-untyped-def]
-    """Receptive fields in ELL's volume order: ``patches[r*cols + c, :]``."""
+@njit(inline="always", **JIT)
+def _gather_row(bits, chans, k, stride, r, cols, patches):  # type: ignore[no-untyped-def]
+    """Receptive fields of output row ``r`` in ELL's volume order: ``patches[c, :]``."""
     words = bits.shape[2]
     blocks = patches.shape[1]
+    for c in range(cols):
+        for b in range(blocks):
+            patches[c, b] = np.uint64(0)
+        pos = 0
+        for i in range(k):
+            for j in range(k):
+                for w in range(words):
+                    nb = min(64, chans - w * 64)
+                    word = bits[r * stride + i, c * stride + j, w]
+                    blk = pos >> 6
+                    off = pos & 63
+                    patches[c, blk] |= word << np.uint64(off)
+                    if off + nb > 64:
+                        patches[c, blk + 1] |= word >> np.uint64(64 - off)
+                    pos += nb
+
+
+@njit(**PJIT)
+def gather_patches(bits, chans, k, stride, rows, cols, patches):  # type: ignore[no-untyped-def]
+    """All receptive fields, ``patches[r*cols + c, :]`` (the convolution gathers per row)."""
     for r in prange(rows):
-        for c in range(cols):
-            p = r * cols + c
-            for b in range(blocks):
-                patches[p, b] = np.uint64(0)
-            pos = 0
-            for i in range(k):
-                for j in range(k):
-                    for w in range(words):
-                        nb = min(64, chans - w * 64)
-                        word = bits[r * stride + i, c * stride + j, w]
-                        blk = pos >> 6
-                        off = pos & 63
-                        patches[p, blk] |= word << np.uint64(off)
-                        if off + nb > 64:
-                            patches[p, blk + 1] |= word >> np.uint64(64 - off)
-                        pos += nb
+        _gather_row(bits, chans, k, stride, r, cols, patches[r * cols : (r + 1) * cols])
 
 
 def patch_masks(
@@ -96,10 +101,16 @@ def binary_weights_layout(bits: np.ndarray) -> np.ndarray:
 
 
 @njit(**PJIT)
-def binary_conv_chain(patches, masks, nvalid, wt, scale, use_scale, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
-    """``out[interior] = chain(scale_f * (nvalid − 2·popcount((x XOR w) AND mask)))``."""
+def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """``out[interior] = chain(scale_f * (nvalid − 2·popcount((x XOR w) AND mask)))``.
+
+    ``bits`` are the channel-packed input (ring included); each output row gathers its
+    receptive fields first (:func:`_gather_row`), then runs the popcount product.
+    """
     blocks, filters = wt.shape
     for r in prange(rows):
+        patches = np.empty((cols, blocks), np.uint64)
+        _gather_row(bits, chans, k, stride, r, cols, patches)
         acc = np.empty(filters, np.int64)
         row = np.empty(cols * filters, np.float32)
         for c in range(cols):
@@ -107,7 +118,7 @@ def binary_conv_chain(patches, masks, nvalid, wt, scale, use_scale, rows, cols, 
             for f in range(filters):
                 acc[f] = 0
             for b in range(blocks):
-                xw = patches[p, b]
+                xw = patches[c, b]
                 mw = masks[p, b]
                 for f in range(filters):
                     acc[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))

@@ -61,40 +61,40 @@ def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alp
 
 
 @njit(**PJIT)
-def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, thresholds, modes, specials, bits, pad):  # type: ignore[no-untyped-def]
+def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad):  # type: ignore[no-untyped-def]
     """Pool (or read) then binarise into channel-packed words, without float output.
 
     Channel k's bit is set iff the float value that ELL would compute after the following
-    monotone chain is > 0, found exactly as a threshold on the pooled value (see
-    ``edgebnn.engine.thresholds``): mode 0: ``v >= t``; 1: ``v <= t``; 2: never; 3: always;
-    NaN, +inf and -inf take their bit from the ``specials`` flags 1, 2 and 4.
-    ``bits`` is (rows + 2 pad, cols + 2 pad, words); its ring was filled at plan time.
+    monotone chain is > 0. For finite pooled values that is ``lo[k] <= v <= hi[k]``, exact
+    bounds found at plan time (``edgebnn.engine.thresholds``); NaN, +inf and -inf take their
+    bit from the ``specials`` flags 1, 2 and 4. ``bits`` is (rows + 2 pad, cols + 2 pad,
+    words); its ring was filled at plan time.
     """
     chans = x.shape[2]
     words = bits.shape[2]
     for r in prange(rows):
         acc = np.empty(chans, np.float32)
+        on = np.empty(chans, np.uint64)
         for c in range(cols):
             if do_pool:
                 _pool_pixel(x, acc, is_max, size, stride, r, c)
             else:
                 for k in range(chans):
                     acc[k] = x[r, c, k]
+            finite = True
+            for k in range(chans):
+                v = acc[k]
+                on[k] = np.uint64(1) if (v >= lo[k]) & (v <= hi[k]) else np.uint64(0)
+                finite &= abs(v) <= FLT_MAX
+            if not finite:  # rare: NaN or inf reached the sign test
+                for k in range(chans):
+                    v = acc[k]
+                    if not abs(v) <= FLT_MAX:
+                        flag = 1 if v != v else (2 if v > 0 else 4)
+                        on[k] = np.uint64(1) if (specials[k] & flag) != 0 else np.uint64(0)
             for w in range(words):
                 word = np.uint64(0)
                 top = min(chans, (w + 1) * 64)
                 for k in range(w * 64, top):
-                    v = acc[k]
-                    m = modes[k]
-                    if not abs(v) <= FLT_MAX:
-                        flag = 1 if v != v else (2 if v > 0 else 4)
-                        on = (specials[k] & flag) != 0
-                    elif m == 0:
-                        on = v >= thresholds[k]
-                    elif m == 1:
-                        on = v <= thresholds[k]
-                    else:
-                        on = m == 3
-                    if on:
-                        word |= np.uint64(1) << np.uint64(k - w * 64)
+                    word |= on[k] << np.uint64(k - w * 64)
                 bits[r + pad, c + pad, w] = word

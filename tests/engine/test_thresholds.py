@@ -14,6 +14,7 @@ from edgebnn.engine.thresholds import (
     SPECIAL_NEG_INF,
     SPECIAL_POS_INF,
     chain_thresholds,
+    interval_bounds,
 )
 
 FLT_MAX = np.finfo(np.float32).max
@@ -27,6 +28,9 @@ def _bits(thresholds: np.ndarray, modes: np.ndarray, specials: np.ndarray, v: np
         np.zeros_like(v, bool),
     )
     flag = np.where(np.isnan(v), SPECIAL_NAN, np.where(v > 0, SPECIAL_POS_INF, SPECIAL_NEG_INF))
+    lo, hi = interval_bounds(thresholds, modes)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(np.isfinite(v) & (lo <= v) & (v <= hi), np.isfinite(v) & finite)
     return np.where(np.isfinite(v), finite, (specials & flag) != 0)
 
 

@@ -110,17 +110,33 @@ def test_zero_padding_mask_ignores_ring_values() -> None:
     np.testing.assert_array_equal(masked[2:-2, 2:-2], unmasked[2:-2, 2:-2])
     assert not np.array_equal(masked[0, 0], unmasked[0, 0])
     # And the fast path agrees with the masked reference for any ring content.
-    patches = np.zeros((size * size, layer.weights_bits.shape[1]), np.uint64)
     bits = np.zeros((size + 2, size + 2, 1), np.uint64)
     binary.sign_pack(x, bits)
-    binary.gather_patches(bits, chans, 3, 1, size, size, patches)
     masks, nvalid = binary.patch_masks(size + 2, size + 2, chans, 3, 1, size, size, 1)
     out = np.zeros((size, size, 4), np.float32)
     from edgebnn.kernels.elementwise import EMPTY_ALPHA, EMPTY_CODES, empty_params, tile_params
 
     binary.binary_conv_chain(
-        patches, masks, nvalid, binary.binary_weights_layout(layer.weights_bits),
+        bits, chans, 3, 1, masks, nvalid, binary.binary_weights_layout(layer.weights_bits),
         layer.filter_means, False, size, size, out, 0,
         EMPTY_CODES, tile_params(empty_params(4), size), EMPTY_ALPHA,
     )
     np.testing.assert_array_equal(out, masked)
+
+
+@pytest.mark.parametrize("chans", CHANNELS)
+@pytest.mark.parametrize("stride", (1, 2))
+def test_gathered_patches_are_ell_volume_order(chans: int, stride: int) -> None:
+    """Each patch holds bit v = (i*k + j)*C + ch of its window, LSB first (spec 4.7)."""
+    rng = np.random.default_rng(chans + stride)
+    x = _input_with_zeros(rng, (7, 7, chans))
+    bits = np.zeros((7, 7, binary.words_for(chans)), np.uint64)
+    binary.sign_pack(x, bits)
+    rows = (7 - 3) // stride + 1
+    blocks = -(-9 * chans // 64)
+    patches = np.zeros((rows * rows, blocks), np.uint64)
+    binary.gather_patches(bits, chans, 3, stride, rows, rows, patches)
+    for r in range(rows):
+        for c in range(rows):
+            window = x[r * stride : r * stride + 3, c * stride : c * stride + 3].reshape(1, -1)
+            np.testing.assert_array_equal(patches[r * rows + c], ref.pack_filter_bits(window)[0])
