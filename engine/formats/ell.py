@@ -187,10 +187,6 @@ def build_network(doc: Document, path: str, name: str = "network",
     if out_count > MAX_OUTPUTS:
         raise ModelError(f"the network has {out_count} outputs (at most {MAX_OUTPUTS})", path=path,
                          layer=len(layers) - 1, layer_type=types[-1], field="outputShape")  # fmt: skip
-    if predictor.has("output") and doc.is_array(predictor.get("output")):
-        n = doc.length(predictor.get("output"))
-        if n != out_count:
-            raise predictor.error(f"has {n} values, but the last layer outputs {out_count}", "output")
     inputs = found["InputNode"]
     metadata: dict[str, Any] = {"source_format": "ell", "ell_dialect": dialect}
     ell_metadata = _metadata(root) | (_metadata(inputs[0]) if inputs else {})
@@ -199,7 +195,7 @@ def build_network(doc: Document, path: str, name: str = "network",
     if ell_metadata:
         metadata["ell_metadata"] = ell_metadata
     try:
-        return Network(
+        net = Network(
             input_layer,
             layers,
             name=name,
@@ -211,6 +207,11 @@ def build_network(doc: Document, path: str, name: str = "network",
         index = exc.layer if exc.layer is not None else 0
         raise ModelError(exc.reason, path=path, layer=exc.layer,
                          layer_type=types[index], field="outputShape") from None  # fmt: skip
+    if predictor.has("output") and doc.is_array(predictor.get("output")):
+        n = doc.length(predictor.get("output"))
+        if n != out_count:
+            raise predictor.error(f"has {n} values, but the last layer outputs {out_count}", "output")
+    return net
 
 
 def _require_float(fields: Fields, type_name: str) -> None:
