@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +115,8 @@ def read_native(path: str | Path) -> Network:
             arrays = {name: npz[name] for name in npz.files if name != HEADER}
     except ModelError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, OverflowError, RuntimeError, NotImplementedError,
+            struct.error, zipfile.BadZipFile, zlib.error) as exc:  # fmt: skip
         raise ModelError(f"not a readable native model file ({exc})", path=where) from None
     return _network(header, arrays, where)
 
