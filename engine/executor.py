@@ -247,19 +247,22 @@ class Plan:
             raise TypeError(f"no kernel for {type(layer).__name__}")
 
     def _mobile_conv(self, layer, x, rows, cols, out, pad, codes, params, alpha):  # noqa: ANN001, ANN202
-        """(kernel, args) from :mod:`edgebnn.kernels.mobile` for a pointwise (1x1/s1, no
-        ring: BLAS GEMM) or depthwise convolution, else None (the generic kernels)."""
+        """(kernel, args) from :mod:`edgebnn.kernels.mobile` for a depthwise convolution,
+        or a pointwise one (1x1/s1, no ring) as a BLAS GEMM when the network's metadata
+        says ``pointwise: blas``; else None (the generic kernels)."""
         if layer.is_depthwise(x.shape[2]):
             w = conv.depthwise_weights_layout(layer.weights)
             lead = mobile.leading_zero_taps(layer.weights)
             return mobile.depthwise_conv2d_rows_chain, (
                 x, w, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
             )
+        if self.network.metadata.get("pointwise") != "blas":
+            return None  # default: the generic kernel, in ELL's exact summation order
         if layer.receptive_field != 1 or layer.stride != 1 or x.shape[:2] != (rows, cols):
             return None
-        if rows * cols < 64:
-            # A handful of pixels (the d-series head: 2x2): BLAS threads only fight Numba's
-            # here; the exact-order kernel is as fast and bit-identical to the reference.
+        if rows * cols * x.shape[2] * layer.weights.shape[0] < 1 << 18:
+            # A tiny GEMM (a 2x2 head): BLAS threads only fight Numba's here; the
+            # exact-order kernel is as fast and bit-identical to the reference.
             return None
         x2d = x.reshape(rows * cols, x.shape[2])
         filters = layer.weights.shape[0]

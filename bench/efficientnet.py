@@ -1,0 +1,166 @@
+"""Benchmark: EfficientNet-Lite0 ms/frame in edgebnn, optionally against ONNX Runtime.
+
+ONNX Runtime runs the very same folded float32 weights: the graph is built here with the
+``onnx`` helper API from the state dict (no torch), with TF "same" padding written as
+ONNX's asymmetric ``pads`` (so ORT does not pay for our leading zero taps). Both engines
+run in this process, one after the other, at each thread count; the figure is the median
+of ``runs`` timed forward passes after ``warmup`` untimed ones, input preprocessed.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+from edgebnn.engine.efficientnet import (
+    HEAD_CHANNELS,
+    INPUT_SIZE,
+    LITE0_STAGES,
+    STEM_CHANNELS,
+    fold_batch_norm,
+    same_padding,
+)
+
+
+def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def onnx_model(state: dict[str, np.ndarray]):
+    """EfficientNet-Lite0 as an ONNX graph (NCHW, logits) from the folded state dict."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+
+    def conv_bn(x: str, conv: str, bn: str, stride: int, size: int, group: int, relu6: bool) -> str:
+        w = state[f"{conv}.weight"]
+        params = [state[f"{bn}.{p}"] for p in ("weight", "bias", "running_mean", "running_var")]
+        wf, bf = fold_batch_norm(w, *params)
+        k = w.shape[-1]
+        _, before, after = same_padding(size, k, stride)
+        name = conv.replace(".", "_")
+        inits.extend([numpy_helper.from_array(wf, name + "_w"), numpy_helper.from_array(bf, name + "_b")])
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, name + "_w", name + "_b"], [name], kernel_shape=[k, k], strides=[stride, stride],
+                pads=[before, before, after, after], group=group,
+            )
+        )
+        if not relu6:
+            return name
+        nodes.append(helper.make_node("Clip", [name, "zero", "six"], [name + "_r6"]))
+        return name + "_r6"
+
+    inits += [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.float32(6), "six")]
+    size = INPUT_SIZE
+    x = conv_bn("input", "_conv_stem", "_bn0", 2, size, 1, True)
+    size = -(-size // 2)
+    index = 0
+    for st in LITE0_STAGES:
+        for repeat in range(st.repeats):
+            p = f"_blocks.{index}"
+            c_in = st.channels_in if repeat == 0 else st.channels_out
+            stride = st.stride if repeat == 0 else 1
+            hidden = c_in * st.expand
+            block_in = x
+            if st.expand != 1:
+                x = conv_bn(x, f"{p}._expand_conv", f"{p}._bn0", 1, size, 1, True)
+            x = conv_bn(x, f"{p}._depthwise_conv", f"{p}._bn1", stride, size, hidden, True)
+            size = -(-size // stride)
+            x = conv_bn(x, f"{p}._project_conv", f"{p}._bn2", 1, size, 1, False)
+            if stride == 1 and c_in == st.channels_out:
+                nodes.append(helper.make_node("Add", [x, block_in], [f"{p}_add"]))
+                x = f"{p}_add"
+            index += 1
+    x = conv_bn(x, "_conv_head", "_bn1", 1, size, 1, True)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"]))
+    inits += [numpy_helper.from_array(state["_fc.weight"], "fc_w"), numpy_helper.from_array(state["_fc.bias"], "fc_b")]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1))
+    graph = helper.make_graph(
+        nodes, "efficientnet_lite0",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, INPUT_SIZE, INPUT_SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])],
+        inits,
+    )
+    assert STEM_CHANNELS and HEAD_CHANNELS  # the builder's constants define both graphs
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def machine() -> str:
+    """One line naming the CPU, core count and Python."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def run_efficientnet_benchmark(
+    threads_list: list[int] | tuple[int, ...] = (1, 2), compare_onnx: bool = False, runs: int = 30, warmup: int = 5
+) -> str:
+    """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime)."""
+    import numba
+    from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
+    from edgebnn.engine.builtin import convert_efficientnet_lite0, efficientnet_pth
+    from edgebnn.engine.runtime import set_threads
+    from edgebnn.engine.torch_pth import load_state_dict
+
+    net = convert_efficientnet_lite0(softmax=False)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    x = net.preprocess(frame)
+    net.warmup()
+    session_for = None
+    if compare_onnx:
+        import onnxruntime as ort
+
+        model_bytes = onnx_model(load_state_dict(efficientnet_pth())).SerializeToString()
+        x_nchw = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+        def session_for(n: int):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = n
+            opts.inter_op_num_threads = 1
+            return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+    lines = [f"EfficientNet-Lite0 224x224, ms/frame (median of {runs} after {warmup} warm-up)", machine()]
+    saved, saved_blas = numba.get_num_threads(), blas_threads()
+    try:
+        for n in threads_list:
+            set_threads(n)
+            set_blas_threads(n)  # the pointwise GEMMs run in NumPy's BLAS
+            ours = _median_ms(lambda: net.forward(x), runs, warmup)
+            line = f"threads={n}: edgebnn {ours:7.2f} ms"
+            if session_for is not None:
+                sess = session_for(n)
+                diff = float(np.abs(sess.run(None, {"input": x_nchw})[0][0] - net.forward(x)).max())
+                theirs = _median_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs, warmup)
+                line += f" | onnxruntime {theirs:7.2f} ms | ratio {ours / theirs:5.2f}x | max |logit diff| {diff:.1e}"
+            lines.append(line)
+    finally:
+        set_threads(saved)
+        if saved_blas is not None:
+            set_blas_threads(saved_blas)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run_efficientnet_benchmark([1, 2], compare_onnx=True))

@@ -1,0 +1,75 @@
+"""Mobile-network kernels (pointwise GEMM, depthwise with skipped zero taps) vs NumPy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
+from edgebnn.engine.executor import encode_chain
+from edgebnn.engine.layers import ActivationLayer, BiasLayer
+from edgebnn.kernels import conv, mobile
+from edgebnn.kernels.reference import activation_ref, bias_ref, conv2d_ref
+
+
+def _chain(chans: int, cols: int, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    layers = [BiasLayer((1, cols, chans), bias=bias), ActivationLayer((1, cols, chans), function="relu6")]
+    return encode_chain(layers, chans, cols)
+
+
+def _expected(x: np.ndarray, w: np.ndarray, stride: int, rows: int, cols: int, bias: np.ndarray) -> np.ndarray:
+    return activation_ref(bias_ref(conv2d_ref(x, w, stride, rows, cols), bias), "relu6")
+
+
+@pytest.mark.parametrize(("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0)])
+@pytest.mark.parametrize("chans", [1, 16, 37])
+@pytest.mark.parametrize("pad", [0, 2])
+def test_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int, pad: int) -> None:
+    rng = np.random.default_rng(k * 100 + chans)
+    size = 13
+    x = rng.normal(size=(size, size, chans)).astype(np.float32) * 3
+    w = rng.normal(size=(chans, k, k, 1)).astype(np.float32)
+    w[:, :lead, :, :] = 0  # the builder's asymmetric "same" padding: leading zero taps
+    w[:, :, :lead, :] = 0
+    assert mobile.leading_zero_taps(w) == lead
+    rows = cols = (size - k) // stride + 1
+    bias = rng.normal(size=chans).astype(np.float32)
+    out = np.full((rows + 2 * pad, cols + 2 * pad, chans), -7.0, np.float32)
+    codes, params, alpha = _chain(chans, cols, bias)
+    wl = conv.depthwise_weights_layout(w)
+    mobile.depthwise_conv2d_rows_chain(x, wl, stride, lead, rows, cols, out, pad, codes, params, alpha)
+    expected = _expected(x, w, stride, rows, cols, bias)
+    # Same order of float32 sums as the reference; skipped taps add exact zeros.
+    np.testing.assert_array_equal(out[pad : pad + rows, pad : pad + cols], expected)
+    ring = np.ones(out.shape[:2], bool)
+    ring[pad : pad + rows, pad : pad + cols] = False
+    assert (out[ring] == -7.0).all()  # the ring is never written
+
+
+@pytest.mark.parametrize(("rows", "cols", "cin", "filters"), [(7, 7, 1152, 192), (14, 9, 40, 240), (1, 1, 1280, 1000), (3, 5, 3, 8)])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_pointwise_matches_reference(rows: int, cols: int, cin: int, filters: int, pad: int) -> None:
+    rng = np.random.default_rng(rows * cin + filters)
+    x = rng.normal(size=(rows, cols, cin)).astype(np.float32)
+    w = (rng.normal(size=(filters, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
+    bias = rng.normal(size=filters).astype(np.float32)
+    out = np.full((rows + 2 * pad, cols + 2 * pad, filters), -7.0, np.float32)
+    y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
+    codes, params, alpha = _chain(filters, cols, bias)
+    x2d = x.reshape(rows * cols, cin)
+    mobile.pointwise_conv_chain(x2d, mobile.pointwise_weights_layout(w), y2d, out, pad, codes, params, alpha)
+    expected = _expected(x, w, 1, rows, cols, bias)
+    # BLAS sums in its own order: float32 rounding differences only.
+    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+    if pad:
+        assert (out[0] == -7.0).all() and (out[:, -1] == -7.0).all()
+
+
+def test_blas_threads_round_trip() -> None:
+    before = blas_threads()
+    if before is None:
+        assert set_blas_threads(1) is False  # not OpenBLAS: reported, not pretended
+        return
+    try:
+        assert set_blas_threads(1) and blas_threads() == 1
+    finally:
+        set_blas_threads(before)
