@@ -75,6 +75,11 @@ def test_builtin_load_classifies_the_cat(tmp_path: Path, monkeypatch: pytest.Mon
     assert preds[0].label == "tiger cat"
     assert abs(preds[0].probability - ref["top1_probability"]) < 1e-3
     assert net.preprocessing.channel_order == "rgb" and net.preprocessing.mean == (127.0,) * 3
+    cached = tmp_path / "efficientnet-lite0.ebnn"
+    assert cached.is_file()  # converted once, then read from the native cache
+    again = load("efficientnet-lite0")
+    assert again.metadata["pointwise"] == "blas" and again.labels == net.labels
+    np.testing.assert_array_equal(again.predict(frame), net.predict(frame))
 
 
 def test_fold_batch_norm_matches_conv_then_bn() -> None:
