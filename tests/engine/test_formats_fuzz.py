@@ -79,8 +79,8 @@ JUNK = st.one_of(
     st.text(max_size=12),
     st.lists(st.integers(-3, 2**64), max_size=5),
     st.lists(st.floats(-1e40, 1e40), max_size=5),
-    st.just({}),
-    st.just([[[]]]),
+    st.builds(dict),
+    st.builds(lambda: [[[]]]),
     st.sampled_from(["ActivationLayer<float>", "PoolingLayer<float,MaxPoolingFunction", "Map",
                      "ActivationLayer<float,Foo<>>", "\x00", "<<>>"]),
 )
