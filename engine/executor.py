@@ -165,6 +165,10 @@ class Plan:
             ):
                 node = last + 1
                 continue
+            fused_to = self._try_conv_pool_bits_step(node, chain)
+            if fused_to is not None:
+                node = fused_to + 1
+                continue
             self._float_step(node, chain)
             node = last + 1
 
@@ -246,7 +250,7 @@ class Plan:
         else:
             raise TypeError(f"no kernel for {type(layer).__name__}")
 
-    def _mobile_conv(self, layer, x, rows, cols, out, pad, codes, params, alpha):  # noqa: ANN001, ANN202
+    def _mobile_conv(self, layer, x, rows, cols, out, pad, codes, params, alpha):
         """(kernel, args) from :mod:`edgebnn.kernels.mobile` for a depthwise convolution,
         or a pointwise one (1x1/s1, no ring) as a BLAS GEMM when the network's metadata
         says ``pointwise: blas``; else None (the generic kernels)."""
@@ -310,6 +314,49 @@ class Plan:
         label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
         self.steps.append(Step(nodes, label, pool.pool_to_bits, args))
         return True
+
+    def _try_conv_pool_bits_step(self, node: int, chain: list[int]) -> int | None:
+        """Fuse conv + monotone chain + max-pool + sign when a binary conv reads the pool.
+
+        The d-series stem: only the binary conv's bits are ever needed, so the 256x256x16
+        float tensor is never written. Returns the pool node, or None when not applicable.
+        """
+        layer = self.nodes[node]
+        last = chain[-1] if chain else node
+        if not isinstance(layer, ConvolutionalLayer) or len(self.consumers[last]) != 1:
+            return None
+        x = self._input_of(node)
+        rows, cols, filters = layer.interior_shape
+        if layer.is_depthwise(x.shape[2]) or filters > 32 or cols < 32:
+            return None
+        chain_layers = [self.nodes[i] for i in chain]
+        if self.nodes[last].output_padding.size or not all(is_monotone(c) for c in chain_layers):
+            return None
+        pool_node = self.consumers[last][0]
+        pool_layer = self.nodes[pool_node]
+        if (
+            not isinstance(pool_layer, PoolingLayer)
+            or pool_layer.function != "max"
+            or self.inputs[pool_node] != (last,)
+            or self._chain_after(pool_node)
+            or len(self.consumers[pool_node]) != 1
+            or not isinstance(self.nodes[self.consumers[pool_node][0]], BinaryConvolutionalLayer)
+        ):
+            return None
+        thresholds, modes, specials = chain_thresholds(chain_layers, filters)
+        lo, hi = interval_bounds(thresholds, modes)
+        conv_node = self.consumers[pool_node][0]
+        bits = self._bits_for(conv_node)
+        p_rows, p_cols, _ = pool_layer.interior_shape
+        w = conv.conv_weights_layout(layer.weights)
+        args = (
+            x, w, layer.stride, rows, cols, pool_layer.size, pool_layer.stride, p_rows, p_cols,
+            lo, hi, specials, bits, pool_layer.output_padding.size,
+        )
+        nodes = (node, *chain, pool_node)
+        label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
+        self.steps.append(Step(nodes, label, conv_blocked.conv2d_columns_pool_bits, args))
+        return pool_node
 
     def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:
         layer: BinaryConvolutionalLayer = self.nodes[node]  # type: ignore[assignment]

@@ -108,27 +108,40 @@ def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scal
     receptive fields first (:func:`_gather_row`), then runs the popcount product.
     """
     blocks, filters = wt.shape
+    # Large weight sets (deep layers: 72 blocks x 1024 filters) are streamed once per output
+    # row for all its pixels; small ones stay in L1 and each pixel runs over them in turn.
+    weights_outer = blocks * filters > 8192
     for r in prange(rows):
         patches = np.empty((cols, blocks), np.uint64)
         _gather_row(bits, chans, k, stride, r, cols, patches)
-        acc = np.empty(filters, np.int64)
+        acc = np.zeros(cols * filters, np.int64)
+        if weights_outer:
+            for b in range(blocks):
+                wrow = wt[b]
+                for c in range(cols):
+                    xw = patches[c, b]
+                    mw = masks[r * cols + c, b]
+                    a = acc[c * filters : (c + 1) * filters]
+                    for f in range(filters):
+                        a[f] += np.int64(popcount64((xw ^ wrow[f]) & mw))
+        else:
+            for c in range(cols):
+                a = acc[c * filters : (c + 1) * filters]
+                for b in range(blocks):
+                    xw = patches[c, b]
+                    mw = masks[r * cols + c, b]
+                    for f in range(filters):
+                        a[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
         row = np.empty(cols * filters, np.float32)
         for c in range(cols):
-            p = r * cols + c
-            for f in range(filters):
-                acc[f] = 0
-            for b in range(blocks):
-                xw = patches[c, b]
-                mw = masks[p, b]
-                for f in range(filters):
-                    acc[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
-            n = nvalid[p]
+            n = nvalid[r * cols + c]
+            a = acc[c * filters : (c + 1) * filters]
             v = row[c * filters : (c + 1) * filters]
             if use_scale:
                 for f in range(filters):
-                    v[f] = np.float32(n - 2 * acc[f]) * scale[f]
+                    v[f] = np.float32(n - 2 * a[f]) * scale[f]
             else:
                 for f in range(filters):
-                    v[f] = np.float32(n - 2 * acc[f])
+                    v[f] = np.float32(n - 2 * a[f])
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)

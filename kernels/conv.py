@@ -32,14 +32,16 @@ def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # t
     filters = w.shape[3]
     for r in prange(rows):
         row = np.zeros(cols * filters, np.float32)
-        for c in range(cols):
-            acc = row[c * filters : (c + 1) * filters]
-            for i in range(k):
-                for j in range(k):
-                    for ch in range(cin):
+        # Taps outside, pixels inside: each weight vector is read once per output row.
+        for i in range(k):
+            for j in range(k):
+                for ch in range(cin):
+                    wv = w[i, j, ch]
+                    for c in range(cols):
                         xv = x[r * stride + i, c * stride + j, ch]
+                        acc = row[c * filters : (c + 1) * filters]
                         for f in range(filters):
-                            acc[f] += xv * w[i, j, ch, f]
+                            acc[f] += xv * wv[f]
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)
 

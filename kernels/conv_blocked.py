@@ -50,3 +50,80 @@ def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alph
                 row[c * filters + f] = acc[f, c]
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)
+
+
+FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+
+@njit(**PJIT)
+def conv2d_columns_pool_bits(x, w, stride, conv_rows, conv_cols, size, pool_stride, rows, cols, lo, hi, specials, bits, pad):  # type: ignore[no-untyped-def]
+    """Convolution, monotone chain, max-pool and sign in one pass, writing packed bits.
+
+    ELL computes ``sign(maxpool(chain(conv(x))))``. A max-pooled value is > 0 iff one of
+    its window's values is, and ``chain(v) > 0`` is ``lo[f] <= v <= hi[f]`` for finite
+    convolution outputs v (``specials`` flags 1, 2, 4 give NaN, +inf, -inf), so each bit is
+    the OR of that test over the window: exact, and no float tensor is written. Window
+    cells past the convolution's output hold −FLT_MAX in ELL and never set a bit.
+    """
+    k = w.shape[0]
+    cin = w.shape[2]
+    filters = w.shape[3]
+    taps = k * k * cin
+    wf = w.reshape(taps, filters)
+    words = bits.shape[2]
+    for r in prange(rows):
+        table = np.empty((taps, conv_cols), np.float32)
+        acc = np.empty((filters, conv_cols), np.float32)
+        on = np.zeros((filters, cols), np.uint8)
+        hit = np.empty(conv_cols, np.uint8)
+        for pr in range(size):
+            cr = r * pool_stride + pr
+            if cr >= conv_rows:
+                continue
+            t = 0
+            for i in range(k):
+                for j in range(k):
+                    for ch in range(cin):
+                        src = x[cr * stride + i]
+                        dst = table[t]
+                        for c in range(conv_cols):
+                            dst[c] = src[c * stride + j, ch]
+                        t += 1
+            for f in range(filters):
+                a = acc[f]
+                for c in range(conv_cols):
+                    a[c] = np.float32(0.0)
+            for t in range(taps):
+                src = table[t]
+                for f in range(filters):
+                    wv = wf[t, f]
+                    a = acc[f]
+                    for c in range(conv_cols):
+                        a[c] += src[c] * wv
+            for f in range(filters):
+                a = acc[f]
+                lof = lo[f]
+                hif = hi[f]
+                finite = True
+                for c in range(conv_cols):
+                    v = a[c]
+                    hit[c] = np.uint8(1) if (v >= lof) & (v <= hif) else np.uint8(0)
+                    finite &= abs(v) <= FLT_MAX
+                if not finite:  # rare: NaN or inf out of the convolution
+                    for c in range(conv_cols):
+                        v = a[c]
+                        if not abs(v) <= FLT_MAX:
+                            flag = 1 if v != v else (2 if v > 0 else 4)
+                            hit[c] = np.uint8(1) if (specials[f] & flag) != 0 else np.uint8(0)
+                of = on[f]
+                for c in range(cols):
+                    for pc in range(size):
+                        cc = c * pool_stride + pc
+                        if cc < conv_cols:
+                            of[c] |= hit[cc]
+        for c in range(cols):
+            for wd in range(words):
+                word = np.uint64(0)
+                for f in range(wd * 64, min(filters, (wd + 1) * 64)):
+                    word |= np.uint64(on[f, c]) << np.uint64(f - wd * 64)
+                bits[r + pad, c + pad, wd] = word
