@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from edgebnn.engine.errors import ModelError
+from edgebnn.engine.formats import memory
 from edgebnn.engine.network import Network
 
 
@@ -94,20 +94,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def timed_load(spec: str) -> tuple[Network, float, float]:
-    """Load ``spec``; returns (network, seconds, peak RSS growth in MB)."""
+def timed_load(spec: str) -> tuple[Network, float, float, float]:
+    """Load ``spec``; returns (network, seconds, RSS before, peak RSS during the load), MiB."""
     from edgebnn.engine.load import load
 
-    before = _peak_rss_mb()
+    memory.reset_peak()
+    before = memory.current_rss_mb()
     start = time.perf_counter()
     net = load(spec)
     seconds = time.perf_counter() - start
-    return net, seconds, max(0.0, _peak_rss_mb() - before)
-
-
-def _peak_rss_mb() -> float:
-    scale = 1024 if sys.platform != "darwin" else 1  # Linux reports KiB, macOS bytes
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
+    return net, seconds, before, memory.peak_rss_mb()
 
 
 def packed_bytes(net: Network) -> tuple[int, int]:
@@ -122,7 +118,7 @@ def packed_bytes(net: Network) -> tuple[int, int]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    net, seconds, grown = timed_load(args.path)
+    net, seconds, before, peak = timed_load(args.path)
     total, binary = packed_bytes(net)
     meta = net.metadata
     print(net.summary())
@@ -132,7 +128,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"labels: {len(net.labels or [])}; preprocessing: {net.preprocessing.to_dict()}")
     if net.source_sha256:
         print(f"source sha256: {net.source_sha256}")
-    print(f"load time: {seconds:.3f} s; peak RSS: {_peak_rss_mb():.0f} MB ({grown:.0f} MB grown by the load)")
+    print(f"load time: {seconds:.3f} s; peak RSS during the load: {peak:.0f} MiB "
+          f"(+{peak - before:.0f} MiB over the {before:.0f} MiB before it)")
     return 0
 
 
@@ -151,7 +148,7 @@ def describe_format(spec: str, meta: dict) -> str:
 def cmd_convert(args: argparse.Namespace) -> int:
     from edgebnn.engine.formats.native import write_native
 
-    net, seconds, _ = timed_load(args.input)
+    net, seconds, _, _ = timed_load(args.input)
     out = write_native(net, args.output)
     start = time.perf_counter()
     from edgebnn.engine.formats.native import read_native
