@@ -154,7 +154,6 @@ class Plan:
         node = 0
         n = len(self.nodes)
         while node < n:
-            layer = self.nodes[node]
             chain = self._chain_after(node)
             last = chain[-1] if chain else node
             consumers = self.consumers[last]

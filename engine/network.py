@@ -81,7 +81,9 @@ class Preprocessing:
 def as_bgr_frame(image: np.ndarray) -> np.ndarray:
     """Check an OpenCV frame and return it as HxWx3 uint8 (grey and BGRA are converted)."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"a frame must be a numpy array, got {type(image).__name__}")
+        raise ValueError(  # noqa: TRY004 - one exception type for every bad frame
+            f"a frame must be a numpy array, got {type(image).__name__}"
+        )
     if image.dtype != np.uint8:
         raise ValueError(f"a frame must be uint8, got {image.dtype}")
     if image.ndim == 2:
@@ -176,13 +178,13 @@ class Network:
     def parameter_count(self) -> int:
         return sum(
             layer.parameter_count(shape)
-            for layer, shape in zip(self.layers, self.node_input_shapes[1:])
+            for layer, shape in zip(self.layers, self.node_input_shapes[1:], strict=True)
         )
 
     def summary(self) -> str:
         """The architecture listing, one line per layer, like ELL's gallery pages."""
         lines = [f"{self.name}: input {'x'.join(map(str, self.input_shape))}"]
-        for i, (layer, shape) in enumerate(zip(self.layers, self.node_input_shapes[1:])):
+        for i, (layer, shape) in enumerate(zip(self.layers, self.node_input_shapes[1:], strict=True)):
             lines.append(f"  {i:3d} {layer.describe(shape)}")
         return "\n".join(lines)
 

@@ -32,7 +32,7 @@ PJIT = {**JIT, "parallel": PARALLEL}
 
 def popcount64(x: int) -> int:
     """Number of set bits of a uint64 (pure-Python fallback; jitted code uses ``ctpop``)."""
-    return bin(int(x) & 0xFFFFFFFFFFFFFFFF).count("1")
+    return (int(x) & 0xFFFFFFFFFFFFFFFF).bit_count()
 
 
 @intrinsic

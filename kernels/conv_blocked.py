@@ -113,7 +113,7 @@ def conv2d_columns_pool_bits(x, w, stride, conv_rows, conv_cols, size, pool_stri
                     for c in range(conv_cols):
                         v = a[c]
                         if not abs(v) <= FLT_MAX:
-                            flag = 1 if v != v else (2 if v > 0 else 4)
+                            flag = 1 if np.isnan(v) else (2 if v > 0 else 4)
                             hit[c] = np.uint8(1) if (specials[f] & flag) != 0 else np.uint8(0)
                 of = on[f]
                 for c in range(cols):

@@ -133,8 +133,7 @@ def row_alpha(alpha: np.ndarray) -> np.ndarray:
 @njit(**PJIT)
 def chain_copy(x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(x)`` for an un-padded input ``x`` (rows, cols, channels)."""
-    rows, cols, chans = x.shape
-    for r in prange(rows):
+    for r in prange(x.shape[0]):
         v = x[r].reshape(-1).copy()
         apply_chain(v, r, codes, params, alpha)
         store_row(v, out, r, pad)

@@ -90,7 +90,7 @@ def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials,
                 for k in range(chans):
                     v = acc[k]
                     if not abs(v) <= FLT_MAX:
-                        flag = 1 if v != v else (2 if v > 0 else 4)
+                        flag = 1 if np.isnan(v) else (2 if v > 0 else 4)
                         on[k] = np.uint64(1) if (specials[k] & flag) != 0 else np.uint64(0)
             for w in range(words):
                 word = np.uint64(0)

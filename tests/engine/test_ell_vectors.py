@@ -65,7 +65,6 @@ def _layer(v: dict, in_shape: tuple, in_pad: Padding):
     out = v["output"]
     shape = tuple(out["shape"])
     opad = _padding(out["padding"])
-    chans = shape[2]
     kind = v["layer"]
     base = {"output_shape": shape, "input_padding": in_pad, "output_padding": opad}
     if kind in ("ActivationFunction", "Activation"):
@@ -175,6 +174,6 @@ def test_network_vector(nv: dict) -> None:
         elif spec["type"] == "ReLU":
             layers.append(ActivationLayer((1, 1, n), function="relu"))
     net = Network(InputLayer(tuple(nv["inputShape"])), layers)
-    for x, expected in zip(nv["inputs"], nv["expected_outputs"]):
+    for x, expected in zip(nv["inputs"], nv["expected_outputs"], strict=True):
         got = net.forward(np.array(x, np.float32).reshape(net.input_shape))
         np.testing.assert_allclose(got, expected, atol=nv["tolerance"]["abs"])
