@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 DATA = Path(__file__).resolve().parents[1] / "data"
 # CI runs 200 examples per test in seconds; EDGEBNN_FUZZ_EXAMPLES=5000 fuzzes deeper locally.
 EXAMPLES = int(os.environ.get("EDGEBNN_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=EXAMPLES, deadline=2000, database=None,
+                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 
 
 def _zipped(name: str, data: bytes) -> bytes:
@@ -118,7 +119,7 @@ def test_structure_mutations_raise_only_model_errors(name, data):
     only_model_errors(json.dumps(doc).encode(), name)
 
 
-@settings(max_examples=EXAMPLES // 2, deadline=2000,
+@settings(max_examples=EXAMPLES // 2, deadline=2000, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4))
 def test_native_byte_mutations_raise_only_model_errors(tmp_path, edits):
