@@ -156,7 +156,8 @@ class InputLayer(Layer):
         return self.interior_shape
 
     def forward_ref(self, x: np.ndarray, *others: np.ndarray) -> np.ndarray:
-        return (x.astype(np.float32) * np.float32(self.scale)).astype(np.float32)
+        ft = x.dtype.type if x.dtype == np.float64 else np.float32
+        return (x.astype(ft) * ft(self.scale)).astype(ft)
 
 
 @dataclass(eq=False)
@@ -526,7 +527,7 @@ class AddLayer(Layer):
 
     def forward_ref(self, x: np.ndarray, *others: np.ndarray) -> np.ndarray:
         (y,) = others
-        return (x + y).astype(np.float32)
+        return (x + y).astype(x.dtype)
 
 
 LAYER_TYPES = (

@@ -13,51 +13,60 @@ import numpy as np
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
+def _ftype(x: np.ndarray) -> type:
+    """float64 for float64 inputs (an information-only reference), else float32."""
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
 def bias_ref(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """``x + bias[k]``."""
-    return (x + bias).astype(np.float32)
+    ft = _ftype(x)
+    return (x + bias).astype(ft)
 
 
 def scale_ref(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """``x * scales[k]``."""
-    return (x * scales).astype(np.float32)
+    ft = _ftype(x)
+    return (x * scales).astype(ft)
 
 
 def batch_norm_ref(x: np.ndarray, mult: np.ndarray, add: np.ndarray) -> np.ndarray:
     """``mult[k] * x + add[k]``, rounded after the product and after the sum (no FMA)."""
-    prod = (x * mult).astype(np.float32)
-    return (prod + add).astype(np.float32)
+    ft = _ftype(x)
+    prod = (x * mult.astype(ft)).astype(ft)
+    return (prod + add).astype(ft)
 
 
 def activation_ref(
     x: np.ndarray, function: str, alpha: np.ndarray | None = None, leaky_factor: float = 0.1
 ) -> np.ndarray:
     """ELL's activation functions (spec 4.5); PReLU's ``alpha`` has the input's shape."""
-    x = x.astype(np.float32)
+    ft = _ftype(x)
+    x = x.astype(ft)
     if function == "relu":
-        return np.where(x > 0, x, np.float32(0)).astype(np.float32)
+        return np.where(x > 0, x, ft(0)).astype(ft)
     if function == "relu6":
-        return np.minimum(np.where(x > 0, x, np.float32(0)), np.float32(6)).astype(np.float32)
+        return np.minimum(np.where(x > 0, x, ft(0)), ft(6)).astype(ft)
     if function == "leaky_relu":
-        return np.where(x > 0, x, np.float32(leaky_factor) * x).astype(np.float32)
+        return np.where(x > 0, x, ft(leaky_factor) * x).astype(ft)
     if function == "prelu":
         assert alpha is not None
-        return np.where(x > 0, x, alpha * x).astype(np.float32)
+        return np.where(x > 0, x, alpha * x).astype(ft)
     if function == "sigmoid":
         with np.errstate(over="ignore"):
-            pos = np.float32(1) / (np.exp(-x) + np.float32(1))
+            pos = ft(1) / (np.exp(-x) + ft(1))
             e = np.exp(x)
-            neg = e / (e + np.float32(1))
-        return np.where(x > 0, pos, neg).astype(np.float32)
+            neg = e / (e + ft(1))
+        return np.where(x > 0, pos, neg).astype(ft)
     if function == "tanh":
-        return np.tanh(x).astype(np.float32)
+        return np.tanh(x).astype(ft)
     if function == "hard_sigmoid":
-        mid = np.float32(0.2) * x + np.float32(0.5)
-        return np.where(x < -2.5, np.float32(0), np.where(x > 2.5, np.float32(1), mid)).astype(
-            np.float32
+        mid = ft(0.2) * x + ft(0.5)
+        return np.where(x < -2.5, ft(0), np.where(x > 2.5, ft(1), mid)).astype(
+            ft
         )
     if function == "hard_tanh":
-        return np.clip(x, np.float32(-1), np.float32(1)).astype(np.float32)
+        return np.clip(x, ft(-1), ft(1)).astype(ft)
     raise ValueError(f"unknown activation {function!r}")
 
 
@@ -73,18 +82,19 @@ def conv2d_ref(x: np.ndarray, weights: np.ndarray, stride: int, rows: int, cols:
     product and each sum rounded to float32 (ELL's ``simple`` method order; its BLAS-based
     methods differ by rounding only). The Numba kernels follow the same order.
     """
+    ft = _ftype(x)
     filters, k, _, wch = weights.shape
     depthwise = wch == 1 and x.shape[2] > 1
-    out = np.zeros((rows, cols, filters), np.float32)
+    out = np.zeros((rows, cols, filters), ft)
     for i in range(k):
         for j in range(k):
             patch = _windows(x, i, j, stride, rows, cols)
             if depthwise:
-                out = (out + (patch * weights[:, i, j, 0]).astype(np.float32)).astype(np.float32)
+                out = (out + (patch * weights[:, i, j, 0]).astype(ft)).astype(ft)
                 continue
             for ch in range(patch.shape[2]):
-                prod = (patch[:, :, ch : ch + 1] * weights[:, i, j, ch]).astype(np.float32)
-                out = (out + prod).astype(np.float32)
+                prod = (patch[:, :, ch : ch + 1] * weights[:, i, j, ch]).astype(ft)
+                out = (out + prod).astype(ft)
     return out
 
 
@@ -122,6 +132,7 @@ def binary_conv2d_ref(
     sign is +1 iff the value is > 0. With ``mask_padding = P > 0`` the ring of width P
     contributes 0 whatever it holds (ELL's zero-padding mask).
     """
+    ft = _ftype(x)
     r_in, c_in, channels = x.shape
     volume = k * k * channels
     w = unpack_filter_signs(bits, volume)  # (F, volume)
@@ -134,9 +145,9 @@ def binary_conv2d_ref(
     taps = [_windows(xs, i, j, stride, rows, cols) for i in range(k) for j in range(k)]
     patches = np.concatenate(taps, axis=2).reshape(rows * cols, volume)
     dot = (patches.astype(np.int64) @ w.T.astype(np.int64)).reshape(rows, cols, -1)
-    out = dot.astype(np.float32)
+    out = dot.astype(ft)
     if scale is not None:
-        out = (out * scale).astype(np.float32)
+        out = (out * scale).astype(ft)
     return out
 
 
@@ -145,39 +156,42 @@ def pool_ref(
 ) -> np.ndarray:
     """Max or mean pooling; windows start at padded (0, 0); cells past the tensor count as
     −FLT_MAX (max) or 0 (mean); mean divides by size² in window order (spec 4.8)."""
+    ft = _ftype(x)
     r_in, c_in, channels = x.shape
-    fill = -FLT_MAX if function == "max" else np.float32(0)
+    fill = -FLT_MAX if function == "max" else ft(0)
     need_r = stride * (rows - 1) + size
     need_c = stride * (cols - 1) + size
-    big = np.full((max(need_r, r_in), max(need_c, c_in), channels), fill, np.float32)
+    big = np.full((max(need_r, r_in), max(need_c, c_in), channels), fill, ft)
     big[:r_in, :c_in] = x
     if function == "max":
-        acc = np.full((rows, cols, channels), -FLT_MAX, np.float32)
+        acc = np.full((rows, cols, channels), -FLT_MAX, ft)
         for i in range(size):
             for j in range(size):
                 acc = np.maximum(acc, _windows(big, i, j, stride, rows, cols))
         return acc
-    acc = np.zeros((rows, cols, channels), np.float32)
+    acc = np.zeros((rows, cols, channels), ft)
     with np.errstate(over="ignore", invalid="ignore"):  # a -FLT_MAX ring may overflow
         for i in range(size):
             for j in range(size):
-                acc = (acc + _windows(big, i, j, stride, rows, cols)).astype(np.float32)
-    return (acc / np.float32(size * size)).astype(np.float32)
+                acc = (acc + _windows(big, i, j, stride, rows, cols)).astype(ft)
+    return (acc / ft(size * size)).astype(ft)
 
 
 def fully_connected_ref(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``W @ x.ravel()`` over the full input (ring included): float32 products summed one
     at a time in input order (as the Numba kernel does)."""
-    prods = (weights * x.reshape(-1).astype(np.float32)).astype(np.float32)
-    return np.cumsum(prods, axis=1, dtype=np.float32)[:, -1].copy()
+    ft = _ftype(x)
+    prods = (weights * x.reshape(-1).astype(ft)).astype(ft)
+    return np.cumsum(prods, axis=1, dtype=ft)[:, -1].copy()
 
 
 def softmax_ref(x: np.ndarray) -> np.ndarray:
     """Softmax over the whole tensor; the sum runs sequentially in (r, c, k) order."""
-    flat = x.reshape(-1).astype(np.float32)
-    e = np.exp(flat - flat.max()).astype(np.float32)
-    total = np.cumsum(e, dtype=np.float32)[-1]
-    return (e / total).astype(np.float32).reshape(x.shape)
+    ft = _ftype(x)
+    flat = x.reshape(-1).astype(ft)
+    e = np.exp(flat - flat.max()).astype(ft)
+    total = np.cumsum(e, dtype=ft)[-1]
+    return (e / total).astype(ft).reshape(x.shape)
 
 
 def sign_bits_ref(x: np.ndarray) -> np.ndarray:
