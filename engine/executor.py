@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from edgebnn.engine.blas_threads import set_blas_threads
 from edgebnn.engine.layers import (
     ActivationLayer,
     AddLayer,
@@ -34,7 +35,7 @@ from edgebnn.engine.layers import (
     filled_tensor,
 )
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
-from edgebnn.kernels import binary, conv, conv_blocked, elementwise, mobile, pool
+from edgebnn.kernels import binary, blas, conv, conv_blocked, elementwise, mobile, pool
 from edgebnn.kernels.elementwise import EMPTY_ALPHA
 
 
@@ -251,8 +252,9 @@ class Plan:
 
     def _mobile_conv(self, layer, x, rows, cols, out, pad, codes, params, alpha):
         """(kernel, args) from :mod:`edgebnn.kernels.mobile` for a depthwise convolution,
-        or a pointwise one (1x1/s1, no ring) as a BLAS GEMM when the network's metadata
-        says ``pointwise: blas``; else None (the generic kernels)."""
+        or, when the network's metadata says ``pointwise: blas``, a 1x1/s1 (no ring) or
+        k x k convolution as BLAS sgemm calls on Numba's threads (``np.matmul`` where no
+        CBLAS is found); else None (the generic kernels, ELL's exact order)."""
         if layer.is_depthwise(x.shape[2]):
             w = conv.depthwise_weights_layout(layer.weights)
             lead = mobile.leading_zero_taps(layer.weights)
@@ -261,6 +263,20 @@ class Plan:
             )
         if self.network.metadata.get("pointwise") != "blas":
             return None  # default: the generic kernel, in ELL's exact summation order
+        filters = layer.weights.shape[0]
+        if layer.receptive_field > 1 and blas.AVAILABLE:
+            # A k x k convolution (the stem): gathered patches times weights, one sgemm per
+            # row block, leading zero taps skipped.
+            set_blas_threads(1)
+            lead = mobile.leading_zero_taps(layer.weights)
+            w2 = mobile.im2col_weights_layout(layer.weights, lead)
+            patches = np.zeros((rows, cols * w2.shape[0]), np.float32)
+            y_rows = np.zeros((rows, cols * filters), np.float32)
+            block = max(1, -(-128 // cols))
+            return mobile.im2col_sgemm_chain, (
+                x, w2, layer.receptive_field, lead, layer.stride, patches, y_rows, block,
+                out, pad, codes, params, alpha,
+            )
         if layer.receptive_field != 1 or layer.stride != 1 or x.shape[:2] != (rows, cols):
             return None
         if rows * cols * x.shape[2] * layer.weights.shape[0] < 1 << 18:
@@ -268,9 +284,14 @@ class Plan:
             # exact-order kernel is as fast and bit-identical to the reference.
             return None
         x2d = x.reshape(rows * cols, x.shape[2])
-        filters = layer.weights.shape[0]
         y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
         w = mobile.pointwise_weights_layout(layer.weights)
+        if blas.AVAILABLE:
+            # sgemm on Numba's threads (row blocks of ~128 pixels); BLAS's own pool off.
+            set_blas_threads(1)
+            block = max(1, -(-128 // cols))
+            x_rows, y_rows = x2d.reshape(rows, -1), y2d.reshape(rows, -1)
+            return mobile.pointwise_sgemm_chain, (x_rows, w, y_rows, block, out, pad, codes, params, alpha)
         return mobile.pointwise_conv_chain, (x2d, w, y2d, out, pad, codes, params, alpha)
 
     def _bits_for(self, conv_node: int) -> np.ndarray:

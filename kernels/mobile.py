@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from numba import njit
 
@@ -71,3 +72,71 @@ def depthwise_conv2d_rows_chain(x, w, stride, lead, rows, cols, out, pad, codes,
                         acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)
+
+
+@njit(**PJIT)
+def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """:func:`pointwise_conv_chain` on Numba's threads: per task, ``block`` image rows.
+
+    ``x_rows`` (rows, cols * C), ``w`` (C, F), ``y_rows`` (rows, cols * F) scratch or a
+    view of ``out`` (pad 0). Each task calls BLAS ``sgemm`` for its rows, then applies
+    the chain to them while they are in cache.
+    """
+    rows = x_rows.shape[0]
+    cin, f = w.shape
+    cols = x_rows.shape[1] // cin
+    tasks = (rows + block - 1) // block
+    for t in prange(tasks):
+        r0 = t * block
+        r1 = min(rows, r0 + block)
+        sgemm(
+            ROW_MAJOR, NO_TRANS, NO_TRANS, (r1 - r0) * cols, f, cin, np.float32(1.0),
+            x_rows.ctypes.data + r0 * cols * cin * 4, cin, w.ctypes.data, f, np.float32(0.0),
+            y_rows.ctypes.data + r0 * cols * f * 4, f,
+        )
+        for r in range(r0, r1):
+            row = y_rows[r]
+            apply_chain(row, r, codes, params, alpha)
+            if pad != 0:
+                store_row(row, out, r, pad)
+
+
+def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
+    """(F, k, k, C) -> (taps, F) over the taps from ``lead`` on, for :func:`im2col_sgemm_chain`."""
+    w = weights[:, lead:, lead:, :]
+    return np.ascontiguousarray(w.reshape(w.shape[0], -1).T, dtype=np.float32)
+
+
+@njit(**PJIT)
+def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """A k x k convolution as gathered patches times ``w2`` (taps, F), on Numba's threads.
+
+    ``patches`` (rows, cols * taps) and ``y_rows`` (rows, cols * F) are scratch; taps are
+    (kernel row, kernel column, channel) from ``lead`` on (leading zero taps skipped).
+    """
+    rows = y_rows.shape[0]
+    taps, f = w2.shape
+    cin = x.shape[2]
+    cols = y_rows.shape[1] // f
+    tasks = (rows + block - 1) // block
+    for t in prange(tasks):
+        r0 = t * block
+        r1 = min(rows, r0 + block)
+        for r in range(r0, r1):
+            prow = patches[r]
+            for c in range(cols):
+                e = c * taps
+                for i in range(lead, k):
+                    for j in range(lead, k):
+                        for ch in range(cin):
+                            prow[e] = x[r * stride + i, c * stride + j, ch]
+                            e += 1
+        sgemm(
+            ROW_MAJOR, NO_TRANS, NO_TRANS, (r1 - r0) * cols, f, taps, np.float32(1.0),
+            patches.ctypes.data + r0 * cols * taps * 4, taps, w2.ctypes.data, f, np.float32(0.0),
+            y_rows.ctypes.data + r0 * cols * f * 4, f,
+        )
+        for r in range(r0, r1):
+            row = y_rows[r]
+            apply_chain(row, r, codes, params, alpha)
+            store_row(row, out, r, pad)

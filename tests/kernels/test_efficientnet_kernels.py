@@ -7,7 +7,7 @@ import pytest
 from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
 from edgebnn.engine.executor import encode_chain
 from edgebnn.engine.layers import ActivationLayer, BiasLayer
-from edgebnn.kernels import conv, mobile
+from edgebnn.kernels import blas, conv, mobile
 from edgebnn.kernels.reference import activation_ref, bias_ref, conv2d_ref
 
 
@@ -73,3 +73,46 @@ def test_blas_threads_round_trip() -> None:
         assert set_blas_threads(1) and blas_threads() == 1
     finally:
         set_blas_threads(before)
+
+
+needs_cblas = pytest.mark.skipif(not blas.AVAILABLE, reason="NumPy's BLAS exports no CBLAS sgemm")
+
+
+@needs_cblas
+@pytest.mark.parametrize(("rows", "cols", "cin", "filters", "block"), [(7, 7, 1152, 192, 7), (14, 9, 40, 240, 3), (1, 1, 1280, 1000, 1)])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_pointwise_sgemm_matches_reference(rows: int, cols: int, cin: int, filters: int, block: int, pad: int) -> None:
+    rng = np.random.default_rng(rows + cin)
+    x = rng.normal(size=(rows, cols, cin)).astype(np.float32)
+    w = (rng.normal(size=(filters, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
+    bias = rng.normal(size=filters).astype(np.float32)
+    out = np.full((rows + 2 * pad, cols + 2 * pad, filters), -7.0, np.float32)
+    y = out.reshape(rows, -1) if pad == 0 else np.zeros((rows, cols * filters), np.float32)
+    codes, params, alpha = _chain(filters, cols, bias)
+    wl = mobile.pointwise_weights_layout(w)
+    mobile.pointwise_sgemm_chain(x.reshape(rows, -1), wl, y, block, out, pad, codes, params, alpha)
+    expected = _expected(x, w, 1, rows, cols, bias)
+    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+
+
+@needs_cblas
+@pytest.mark.parametrize(("k", "stride", "lead", "cin"), [(4, 2, 1, 3), (3, 1, 0, 5), (6, 2, 1, 2)])
+def test_im2col_sgemm_matches_reference(k: int, stride: int, lead: int, cin: int) -> None:
+    rng = np.random.default_rng(k + cin)
+    size, filters, pad = 17, 12, 1
+    x = rng.normal(size=(size, size, cin)).astype(np.float32)
+    w = rng.normal(size=(filters, k, k, cin)).astype(np.float32)
+    w[:, :lead] = 0
+    w[:, :, :lead] = 0
+    rows = cols = (size - k) // stride + 1
+    bias = rng.normal(size=filters).astype(np.float32)
+    out = np.full((rows + 2 * pad, cols + 2 * pad, filters), -7.0, np.float32)
+    w2 = mobile.im2col_weights_layout(w, lead)
+    assert w2.shape == ((k - lead) ** 2 * cin, filters)
+    patches = np.zeros((rows, cols * w2.shape[0]), np.float32)
+    y = np.zeros((rows, cols * filters), np.float32)
+    codes, params, alpha = _chain(filters, cols, bias)
+    mobile.im2col_sgemm_chain(x, w2, k, lead, stride, patches, y, 2, out, pad, codes, params, alpha)
+    expected = _expected(x, w, stride, rows, cols, bias)
+    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+    assert (out[0] == -7.0).all() and (out[-1] == -7.0).all()
