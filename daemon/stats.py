@@ -80,14 +80,15 @@ class RateMeter:
     """Per-camera frames/s between two calls of update()."""
 
     def __init__(self) -> None:
+        self._start = time.monotonic()
         self._last: dict[str, tuple[float, int, int]] = {}
 
     def update(self, name: str, processed: int, captured: int) -> tuple[float, float]:
         """(processed fps, captured fps) since the previous call for this camera."""
         now = time.monotonic()
-        previous = self._last.get(name)
+        previous = self._last.get(name, (self._start, 0, 0))
         self._last[name] = (now, processed, captured)
-        if previous is None or now <= previous[0]:
+        if now <= previous[0]:
             return 0.0, 0.0
         elapsed = now - previous[0]
         return (processed - previous[1]) / elapsed, (captured - previous[2]) / elapsed
