@@ -35,8 +35,18 @@ from edgebnn.engine.layers import (
     filled_tensor,
 )
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
-from edgebnn.kernels import binary, blas, conv, conv_blocked, elementwise, mobile, pool
+from edgebnn.kernels import binary, blas, conv, conv_blocked, elementwise, mbconv, mobile, pool
 from edgebnn.kernels.elementwise import EMPTY_ALPHA
+
+#: Narrowest input rows an MBConv block is fused for (below, its tensors stay in cache).
+MBCONV_MIN_COLS = 28
+
+
+def numba_threads() -> int:
+    """Numba's thread limit (the most threads a parallel kernel can be given)."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 @dataclass
@@ -166,6 +176,8 @@ class Plan:
                 node = last + 1
                 continue
             fused_to = self._try_conv_pool_bits_step(node, chain)
+            if fused_to is None:
+                fused_to = self._try_mbconv_step(node, chain)
             if fused_to is not None:
                 node = fused_to + 1
                 continue
@@ -293,6 +305,96 @@ class Plan:
             x_rows, y_rows = x2d.reshape(rows, -1), y2d.reshape(rows, -1)
             return mobile.pointwise_sgemm_chain, (x_rows, w, y_rows, block, out, pad, codes, params, alpha)
         return mobile.pointwise_conv_chain, (x2d, w, y2d, out, pad, codes, params, alpha)
+
+    def _is_pointwise(self, node: int) -> bool:
+        """A 1x1/s1 convolution reading an un-ringed tensor (a pointwise GEMM)."""
+        layer = self.nodes[node]
+        if not isinstance(layer, ConvolutionalLayer) or layer.receptive_field != 1 or layer.stride != 1:
+            return False
+        shape = self._filled_shape(node)
+        return shape[:2] == layer.interior_shape[:2] and not layer.is_depthwise(shape[2])
+
+    def _try_mbconv_step(self, node: int, chain: list[int]) -> int | None:
+        """Fuse an MBConv block ([expand ->] depthwise -> project [-> add]) into one
+        :func:`edgebnn.kernels.mbconv.mbconv_chain` step; returns its last node, or None.
+
+        Only for ``pointwise: blas`` networks (EfficientNet) and rows of at least
+        :data:`MBCONV_MIN_COLS` pixels, where the expanded tensor would leave the cache.
+        """
+        if self.network.metadata.get("pointwise") != "blas" or not blas.AVAILABLE:
+            return None
+        layer = self.nodes[node]
+        if not isinstance(layer, ConvolutionalLayer):
+            return None
+        x = self._input_of(node)
+        expand = self._is_pointwise(node)
+        if expand:
+            e_chain, dw = chain, (chain[-1] if chain else node) + 1
+            if self.consumers[dw - 1] != [dw] or self.inputs[dw] != (dw - 1,):
+                return None
+        else:
+            e_chain, dw = [], node
+        dw_layer = self.nodes[dw] if dw < len(self.nodes) else None
+        if not isinstance(dw_layer, ConvolutionalLayer) or not dw_layer.is_depthwise(self._filled_shape(dw)[2]):
+            return None
+        cols_in = (layer.interior_shape if expand else self.nodes[self.inputs[dw][0]].interior_shape)[1]
+        ring = self.nodes[self.inputs[dw][0]].output_padding
+        if ring.scheme != PaddingScheme.ZEROS or cols_in < MBCONV_MIN_COLS:
+            return None
+        d_chain = chain if not expand else self._chain_after(dw)
+        d_last = d_chain[-1] if d_chain else dw
+        proj = d_last + 1
+        if self.nodes[d_last].output_padding.size or self.consumers[d_last] != [proj] or not self._is_pointwise(proj):
+            return None
+        p_chain = self._chain_after(proj)
+        p_last = p_chain[-1] if p_chain else proj
+        last, res, a_chain = p_last, None, []
+        cons = self.consumers[p_last]
+        if len(cons) == 1 and isinstance(self.nodes[cons[0]], AddLayer):
+            add = cons[0]
+            block_input = self.inputs[node][0]
+            if (
+                expand
+                and self.inputs[add] in ((p_last, block_input), (block_input, p_last))
+                and self.nodes[p_last].output_padding.size == 0
+                and self.nodes[block_input].output_padding.size == 0
+            ):
+                a_chain = self._chain_after(add)
+                res, last = self._input_of(add, self.inputs[add].index(block_input)), (a_chain[-1] if a_chain else add)
+        out = self.buffer(last)
+        pad = self.nodes[last].output_padding.size
+        rows, cols, hidden = dw_layer.interior_shape
+        wd = conv.depthwise_weights_layout(dw_layer.weights)
+        lead = mobile.leading_zero_taps(dw_layer.weights)
+        k = wd.shape[0]
+        we = mobile.pointwise_weights_layout(layer.weights) if expand else np.zeros((1, 1), np.float32)
+        wp = mobile.pointwise_weights_layout(self.nodes[proj].weights)
+        f_out = wp.shape[1]
+        padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
+        set_blas_threads(1)
+        lines, tags, drows = mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols)
+
+        def enc(ids: list[int], chans: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return encode_chain([self.nodes[i] for i in ids], chans, width)
+
+        has_res = res is not None
+        if res is None:
+            res = np.zeros((1, 1, 1), np.float32)
+        args = (
+            x, expand, we, *enc(e_chain, hidden, cols_in),
+            wd, dw_layer.stride, lead, ring.size, *enc(d_chain, hidden, cols),
+            wp, *enc(p_chain, f_out, cols), res, has_res, *enc(a_chain, f_out, cols),
+            lines, tags, drows, rows, cols, out, pad,
+        )
+        first = node
+        nodes = tuple(range(first, last + 1))
+        self.steps.append(Step(nodes, "MBConv[" + ("expand," if expand else "") + f"dw{k - lead}/s{dw_layer.stride},project"
+                               + (",add" if has_res else "") + "]", mbconv.mbconv_chain, args))
+        return last
+
+    def _filled_shape(self, node: int) -> tuple[int, ...]:
+        """The (ring-included) shape of ``node``'s input tensor, without allocating it."""
+        return self.nodes[self.inputs[node][0]].output_shape
 
     def _bits_for(self, conv_node: int) -> np.ndarray:
         """The packed input bits of a binary conv, ring bits set from the ring's values."""

@@ -67,9 +67,14 @@ def depthwise_conv2d_rows_chain(x, w, stride, lead, rows, cols, out, pad, codes,
         for c in range(cols):
             acc = row[c * chans : (c + 1) * chans]
             for i in range(lead, k):
+                line = x[r * stride + i].reshape(-1)
                 for j in range(lead, k):
+                    # 1-D views: the channel loop vectorises without 3-D index arithmetic.
+                    b = (c * stride + j) * chans
+                    src = line[b : b + chans]
+                    wv = w[i, j]
                     for f in range(chans):
-                        acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
+                        acc[f] += src[f] * wv[f]
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)
 

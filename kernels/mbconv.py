@@ -1,0 +1,120 @@
+"""A whole MBConv block (1x1 expand, depthwise, 1x1 project, residual add) in one step.
+
+Run layer by layer, the 6x-expanded tensor of an EfficientNet block (112x112x96 floats:
+4.8 MB) is written by the expand GEMM and read back by the depthwise from main memory,
+and so is the depthwise output. Here each thread walks its band of output rows with a
+line buffer of ``k`` expanded rows: an expanded row is computed (one ``sgemm`` of a row of
+pixels, then its element-wise chain) when the depthwise first needs it, kept while its
+window needs it, and the depthwise row goes straight into the project ``sgemm`` and its
+epilogue (chain, residual add, the add's chain). Only the block's input and output touch
+memory. Rows shared by two bands are computed by both (a few rows per step).
+
+Arithmetic is the layer-by-layer plan's: the same ``sgemm`` per pixel (BLAS order, as
+:mod:`.mobile`), the depthwise summed per (pixel, channel) in (kernel row, kernel column)
+order from tap ``lead`` on, every chain op rounded to float32 on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
+from edgebnn.kernels.elementwise import apply_chain
+from numba import njit
+
+
+def line_buffers(slots: int, k: int, padded_cols: int, hidden: int, cols_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scratch for :func:`mbconv_chain`: (lines, tags, depthwise rows), one set per thread slot.
+
+    ``lines`` is zero-filled once: its ring columns are never written and stay zero.
+    """
+    lines = np.zeros((slots, k, padded_cols * hidden), np.float32)
+    tags = np.full((slots, k), -1, np.int64)
+    drows = np.zeros((slots, cols_out * hidden), np.float32)
+    return lines, tags, drows
+
+
+@njit(**PJIT)
+def mbconv_chain(  # type: ignore[no-untyped-def]
+    x, expand, we, e_codes, e_params, e_alpha,
+    wd, stride, lead, ring, d_codes, d_params, d_alpha,
+    wp, p_codes, p_params, p_alpha,
+    res, has_res, a_codes, a_params, a_alpha,
+    lines, tags, drows, rows_out, cols_out, out, pad,
+):
+    """``out[interior] = block(x)`` for one MBConv block, row bands on Numba's threads.
+
+    With ``expand``, ``x`` is the un-padded block input (H, W, C) and ``we`` (C, hidden);
+    without, ``x`` is the depthwise input with its ``ring`` already in place. ``wd`` is
+    (k, k, hidden) with its first ``lead`` rows and columns zero (skipped); ``wp``
+    (hidden, F). With ``has_res`` the un-padded ``res`` (rows_out, cols_out, F) is added
+    after the project chain, then the add's chain runs. ``lines``/``tags``/``drows`` come
+    from :func:`line_buffers` (one slot per thread).
+    """
+    k = wd.shape[0]
+    hidden = wd.shape[2]
+    f_out = wp.shape[1]
+    cin = x.shape[2]
+    in_rows = x.shape[0]
+    in_cols = x.shape[1]
+    row_len = lines.shape[2]
+    bands = min(lines.shape[0], rows_out)
+    for t in prange(bands):
+        r0 = t * rows_out // bands
+        r1 = (t + 1) * rows_out // bands
+        for s in range(k):
+            tags[t, s] = -1
+        drow = drows[t]
+        for r in range(r0, r1):
+            # Bring the window's expanded rows into the line buffer.
+            for i in range(lead, k):
+                p = r * stride + i
+                s = p % k
+                if tags[t, s] == p:
+                    continue
+                tags[t, s] = p
+                line = lines[t, s]
+                if not expand:
+                    src = x[p].reshape(-1)
+                    for e in range(row_len):
+                        line[e] = src[e]
+                    continue
+                q = p - ring
+                inner = line[ring * hidden : (ring + in_cols) * hidden]
+                if q < 0 or q >= in_rows:
+                    for e in range(inner.shape[0]):
+                        inner[e] = np.float32(0.0)
+                    continue
+                sgemm(
+                    ROW_MAJOR, NO_TRANS, NO_TRANS, in_cols, hidden, cin, np.float32(1.0),
+                    x.ctypes.data + q * in_cols * cin * 4, cin, we.ctypes.data, hidden, np.float32(0.0),
+                    lines.ctypes.data + ((t * k + s) * row_len + ring * hidden) * 4, hidden,
+                )
+                apply_chain(inner, q, e_codes, e_params, e_alpha)
+            # Depthwise row, (kernel row, kernel column) order per (pixel, channel).
+            for c in range(cols_out):
+                acc = drow[c * hidden : (c + 1) * hidden]
+                for f in range(hidden):
+                    acc[f] = np.float32(0.0)
+                for i in range(lead, k):
+                    line = lines[t, (r * stride + i) % k]
+                    for j in range(lead, k):
+                        b = (c * stride + j) * hidden
+                        src = line[b : b + hidden]
+                        wv = wd[i, j]
+                        for f in range(hidden):
+                            acc[f] += src[f] * wv[f]
+            apply_chain(drow, r, d_codes, d_params, d_alpha)
+            # Project straight into the output row, then its epilogue.
+            dst = out[r + pad].reshape(-1)[pad * f_out : (pad + cols_out) * f_out]
+            sgemm(
+                ROW_MAJOR, NO_TRANS, NO_TRANS, cols_out, f_out, hidden, np.float32(1.0),
+                drows.ctypes.data + t * drows.shape[1] * 4, hidden, wp.ctypes.data, f_out, np.float32(0.0),
+                out.ctypes.data + ((r + pad) * out.shape[1] + pad) * f_out * 4, f_out,
+            )
+            apply_chain(dst, r, p_codes, p_params, p_alpha)
+            if has_res:
+                rr = res[r].reshape(-1)
+                for e in range(dst.shape[0]):
+                    dst[e] = dst[e] + rr[e]
+                apply_chain(dst, r, a_codes, a_params, a_alpha)
