@@ -12,9 +12,36 @@ bit-identical to the generic kernel and to the NumPy reference.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from numba import njit
+
+
+@njit(inline="always", **JIT)
+def _conv_row(x, wf, k, cin, stride, r, table, acc):  # type: ignore[no-untyped-def]
+    """Convolution output row ``r`` into ``acc`` (filters, cols), via the tap table."""
+    taps, cols = table.shape
+    filters = wf.shape[1]
+    t = 0
+    for i in range(k):
+        for j in range(k):
+            for ch in range(cin):
+                src = x[r * stride + i]
+                dst = table[t]
+                for c in range(cols):
+                    dst[c] = src[c * stride + j, ch]
+                t += 1
+    for f in range(filters):
+        a = acc[f]
+        for c in range(cols):
+            a[c] = np.float32(0.0)
+    for t in range(taps):
+        src = table[t]
+        for f in range(filters):
+            wv = wf[t, f]
+            a = acc[f]
+            for c in range(cols):
+                a[c] += src[c] * wv
 
 
 @njit(**PJIT)
@@ -27,23 +54,8 @@ def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alph
     wf = w.reshape(taps, filters)
     for r in prange(rows):
         table = np.empty((taps, cols), np.float32)
-        t = 0
-        for i in range(k):
-            for j in range(k):
-                for ch in range(cin):
-                    src = x[r * stride + i]
-                    dst = table[t]
-                    for c in range(cols):
-                        dst[c] = src[c * stride + j, ch]
-                    t += 1
-        acc = np.zeros((filters, cols), np.float32)
-        for t in range(taps):
-            src = table[t]
-            for f in range(filters):
-                wv = wf[t, f]
-                a = acc[f]
-                for c in range(cols):
-                    a[c] += src[c] * wv
+        acc = np.empty((filters, cols), np.float32)
+        _conv_row(x, wf, k, cin, stride, r, table, acc)
         row = np.empty(cols * filters, np.float32)
         for c in range(cols):
             for f in range(filters):
@@ -80,26 +92,7 @@ def conv2d_columns_pool_bits(x, w, stride, conv_rows, conv_cols, size, pool_stri
             cr = r * pool_stride + pr
             if cr >= conv_rows:
                 continue
-            t = 0
-            for i in range(k):
-                for j in range(k):
-                    for ch in range(cin):
-                        src = x[cr * stride + i]
-                        dst = table[t]
-                        for c in range(conv_cols):
-                            dst[c] = src[c * stride + j, ch]
-                        t += 1
-            for f in range(filters):
-                a = acc[f]
-                for c in range(conv_cols):
-                    a[c] = np.float32(0.0)
-            for t in range(taps):
-                src = table[t]
-                for f in range(filters):
-                    wv = wf[t, f]
-                    a = acc[f]
-                    for c in range(conv_cols):
-                        a[c] += src[c] * wv
+            _conv_row(x, wf, k, cin, stride, cr, table, acc)
             for f in range(filters):
                 a = acc[f]
                 lof = lo[f]
