@@ -38,6 +38,12 @@ class NotifyListener:
     def messages(self) -> list[str]:
         return [m for _, m in self.got]
 
+    def wait_for(self, prefix: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(m.startswith(prefix) for m in self.messages()):
+            assert time.monotonic() < deadline, self.messages()
+            time.sleep(0.01)
+
     def watchdogs_between(self, start: float, end: float) -> int:
         return sum(1 for t, m in self.got if m == "WATCHDOG=1" and start <= t <= end)
 
@@ -56,6 +62,7 @@ def test_notify_protocol(tmp_path, image_dir, start_daemon) -> None:
         running = start_daemon(config, notifier=notifier)
         running.wait_ready()
         daemon = running.daemon
+        listener.wait_for("READY=1")
         messages = listener.messages()
         ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
         assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in messages[:ready])
@@ -65,22 +72,24 @@ def test_notify_protocol(tmp_path, image_dir, start_daemon) -> None:
         # Frames flow: pings every 0.1 s.
         time.sleep(1.0)
         now = time.monotonic()
-        assert listener.watchdogs_between(now - 0.8, now) >= 4
+        assert listener.watchdogs_between(now - 0.8, now) >= 3
 
         # Stall the inference thread: pings stop once the last frame is older than 0.5 s.
         with daemon.pipeline.model_lock:
             stalled_at = time.monotonic()
-            time.sleep(1.6)
+            time.sleep(2.2)
             stall_end = time.monotonic()
-        assert listener.watchdogs_between(stalled_at + 0.8, stall_end) == 0
+        assert listener.watchdogs_between(stalled_at + 1.0, stall_end) == 0
         assert daemon.stats["s"].state == "online"  # the camera is fine: it is the pipeline
-        time.sleep(0.8)
-        assert listener.watchdogs_between(stall_end + 0.1, time.monotonic()) >= 2
+        deadline = time.monotonic() + 5
+        while listener.watchdogs_between(stall_end, time.monotonic()) < 2:
+            assert time.monotonic() < deadline, "pings did not resume"
+            time.sleep(0.05)
 
         # Reload: RELOADING=1 then READY=1.
         count = len(listener.got)
         assert daemon.reload(config)
-        time.sleep(0.2)
+        time.sleep(0.3)
         after = listener.messages()[count:]
         reloading = next(i for i, m in enumerate(after) if m.startswith("RELOADING=1"))
         assert any(m.startswith("READY=1") for m in after[reloading + 1:])
@@ -88,7 +97,7 @@ def test_notify_protocol(tmp_path, image_dir, start_daemon) -> None:
 
         # STATUS lines carry the frame rate.
         assert running.stop() == 0
-        time.sleep(0.1)
+        listener.wait_for("STOPPING=1")
         assert listener.messages()[-1] == "STOPPING=1"
     finally:
         listener.close()
