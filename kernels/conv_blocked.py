@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
+from edgebnn.kernels.pool import FLT_MAX, nonfinite_bit
 from numba import njit
 
 
@@ -64,9 +65,6 @@ def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alph
         store_row(row, out, r, pad)
 
 
-FLT_MAX = np.float32(np.finfo(np.float32).max)
-
-
 @njit(**PJIT)
 def conv2d_columns_pool_bits(x, w, stride, conv_rows, conv_cols, size, pool_stride, rows, cols, lo, hi, specials, bits, pad):  # type: ignore[no-untyped-def]
     """Convolution, monotone chain, max-pool and sign in one pass, writing packed bits.
@@ -106,8 +104,7 @@ def conv2d_columns_pool_bits(x, w, stride, conv_rows, conv_cols, size, pool_stri
                     for c in range(conv_cols):
                         v = a[c]
                         if not abs(v) <= FLT_MAX:
-                            flag = 1 if np.isnan(v) else (2 if v > 0 else 4)
-                            hit[c] = np.uint8(1) if (specials[f] & flag) != 0 else np.uint8(0)
+                            hit[c] = np.uint8(1) if nonfinite_bit(v, specials[f]) else np.uint8(0)
                 of = on[f]
                 for c in range(cols):
                     for pc in range(size):

@@ -60,6 +60,13 @@ def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alp
         store_row(row, out, r, pad)
 
 
+@njit(inline="always", **JIT)
+def nonfinite_bit(v, flags):  # type: ignore[no-untyped-def]
+    """The sign bit for a NaN or ±inf value: flag 1 (NaN), 2 (+inf) or 4 (-inf) of ``flags``."""
+    flag = 1 if np.isnan(v) else (2 if v > 0 else 4)
+    return (flags & flag) != 0
+
+
 @njit(**PJIT)
 def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad):  # type: ignore[no-untyped-def]
     """Pool (or read) then binarise into channel-packed words, without float output.
@@ -90,8 +97,7 @@ def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials,
                 for k in range(chans):
                     v = acc[k]
                     if not abs(v) <= FLT_MAX:
-                        flag = 1 if np.isnan(v) else (2 if v > 0 else 4)
-                        on[k] = np.uint64(1) if (specials[k] & flag) != 0 else np.uint64(0)
+                        on[k] = np.uint64(1) if nonfinite_bit(v, specials[k]) else np.uint64(0)
             for w in range(words):
                 word = np.uint64(0)
                 top = min(chans, (w + 1) * 64)

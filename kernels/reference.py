@@ -167,7 +167,8 @@ def pool_ref(
         acc = np.full((rows, cols, channels), -FLT_MAX, ft)
         for i in range(size):
             for j in range(size):
-                acc = np.maximum(acc, _windows(big, i, j, stride, rows, cols))
+                v = _windows(big, i, j, stride, rows, cols)
+                acc = np.where(v > acc, v, acc)  # C++ std::max(acc, v): NaN never wins
         return acc
     acc = np.zeros((rows, cols, channels), ft)
     with np.errstate(over="ignore", invalid="ignore"):  # a -FLT_MAX ring may overflow

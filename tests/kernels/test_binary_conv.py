@@ -140,3 +140,35 @@ def test_gathered_patches_are_ell_volume_order(chans: int, stride: int) -> None:
         for c in range(rows):
             window = x[r * stride : r * stride + 3, c * stride : c * stride + 3].reshape(1, -1)
             np.testing.assert_array_equal(patches[r * rows + c], ref.pack_filter_bits(window)[0])
+
+
+def test_fused_sign_handles_nan_inf_and_extremes() -> None:
+    """Pool -> batch-norm -> bias -> binary conv, fused into threshold tests, gives ELL's bits
+    for NaN, ±inf and ±FLT_MAX inputs too (0 * inf is NaN; NaN is never > 0)."""
+    from edgebnn.engine.layers import BatchNormalizationLayer, BiasLayer, PoolingLayer
+
+    rng = np.random.default_rng(11)
+    chans = 65
+    big = np.finfo(np.float32).max
+    inp = InputLayer((8, 8, chans))
+    mult = rng.normal(size=chans).astype(np.float32)
+    mult[:4] = [0.0, -1.0, 1.0, 1e-38]
+    layers = [
+        PoolingLayer((4, 4, chans), function="max", size=2, stride=2),
+        BatchNormalizationLayer((4, 4, chans), multiplication=mult, addition=rng.normal(size=chans)),
+        BiasLayer((6, 6, chans), output_padding=Padding(PaddingScheme.ZEROS, 1), bias=rng.normal(size=chans)),
+    ]
+    w = rng.normal(size=(9, 3, 3, chans)).astype(np.float32)
+    layers.append(BinaryConvolutionalLayer.from_real_weights(w, output_shape=(4, 4, 9), input_padding=Padding(PaddingScheme.ZEROS, 1)))
+    net = Network(inp, layers)
+    assert any(step.label.endswith("+Sign") for step in net.plan.steps)
+    x = rng.normal(size=net.input_shape).astype(np.float32)
+    specials = np.array([np.nan, np.inf, -np.inf, big, -big, 0.0, -0.0], np.float32)
+    mask = rng.random(x.shape) < 0.3
+    x[mask] = rng.choice(specials, size=int(mask.sum()))
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
+    # The same float layers alone (no sign fusion) agree with the reference bit for bit.
+    floats = Network(inp, layers[:3])
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(floats.forward(x), forward_ref(floats, x))
