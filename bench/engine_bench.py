@@ -66,6 +66,11 @@ def run_engine_benchmark(
     t = time.perf_counter()
     net.warmup()
     print(f"warm-up in this process: {time.perf_counter() - t:.2f} s (Numba cache: {numba.config.CACHE_DIR or 'default'})")
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel launched (serial build)
+        layer = "none (serial kernels)"
+    print(f"numba threading layer: {layer} (set NUMBA_THREADING_LAYER to compare)")
     plan = net.plan
     ours: dict[int, float] = {}
     for n in threads:
