@@ -288,8 +288,12 @@ class CameraWorker:
         stats: CameraStats,
         on_state: Callable[[str], None],
         source_factory: Callable[[CameraConfig], FrameSource] = make_source,
+        start_delay: float = 0.0,
     ) -> None:
         self.camera = camera
+        self.start_delay = start_delay
+        self.busy_since: float | None = None  # monotonic time a source call started
+        self.busy_limit = 0.0  # seconds that call may take (the configured timeout)
         self.board = board
         self.stats = stats
         self.on_state = on_state
@@ -317,8 +321,30 @@ class CameraWorker:
         cap = min(self.camera.backoff_max, self.camera.backoff_initial * 2 ** min(attempt, 30))
         return cap * self._random.uniform(0.5, 1.0)
 
+    def hung_for(self, grace: float = 1.0) -> float | None:
+        """Seconds spent in one open/read call beyond its timeout plus `grace`, or None.
+
+        OpenCV's own timeouts do not cover every backend (V4L2 reads, some streams), so the
+        daemon checks this and replaces a hung worker instead of waiting forever."""
+        since = self.busy_since
+        if since is None or self._stop.is_set():
+            return None
+        elapsed = time.monotonic() - since
+        return elapsed if elapsed > self.busy_limit + grace else None
+
+    def _call(self, limit: float, function: Callable[[], Any]) -> Any:
+        """Run a source call with busy tracking."""
+        self.busy_limit = limit
+        self.busy_since = time.monotonic()
+        try:
+            return function()
+        finally:
+            self.busy_since = None
+
     def _state(self, state: str, reason: str) -> None:
         """Record and announce a state; repeated retries log at debug level only."""
+        if self._stop.is_set():
+            return  # stopped or abandoned: a newer worker owns the camera's state
         previous = self.stats.state
         if self.stats.set_state(state, reason):
             level = logging.INFO if state == ONLINE else logging.WARNING
@@ -327,11 +353,15 @@ class CameraWorker:
             self.on_state(self.camera.name)
 
     def _run(self) -> None:
-        attempt = 0
+        attempt = 1 if self.start_delay else 0
+        if self.start_delay and self._stop.wait(self.start_delay):
+            return
         while not self._stop.is_set():
             source = self.source_factory(self.camera)
             try:
-                source.open()
+                self._call(self.camera.open_timeout, source.open)
+                if self._stop.is_set():
+                    break
                 self._state(ONLINE, f"opened {self.camera.kind} source")
                 delivered = self._read_frames(source)
                 if self._stop.is_set():
@@ -371,13 +401,13 @@ class CameraWorker:
                 now = time.monotonic()
                 if now < next_due:
                     if source.live:
-                        source.grab()  # keep the device's own buffer fresh
+                        self._call(self.camera.read_timeout, source.grab)  # keep it fresh
                         continue
                     if self._stop.wait(next_due - now):
                         break
                 next_due = max(next_due + interval, time.monotonic())
             try:
-                image = source.read()
+                image = self._call(self.camera.read_timeout, source.read)
                 if image is None:
                     return delivered
                 check_frame(image)

@@ -33,6 +33,7 @@ from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.daemon.stats import (
     OFFLINE,
     ONLINE,
+    RECONNECTING,
     CameraStats,
     RateMeter,
     cpu_temperature,
@@ -175,6 +176,7 @@ class Daemon:
                 next_watchdog = now + watchdog_every
                 if self.frames_flowing():
                     self.notifier.watchdog()
+            self._replace_hung_workers()
             if now >= next_status:
                 next_status = now + self.config.status_interval
                 for name in list(self.stats):
@@ -310,13 +312,32 @@ class Daemon:
         self.metrics.start()
         log.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics.address)
 
-    def _start_camera(self, camera: Any) -> None:
+    def _start_camera(self, camera: Any, start_delay: float = 0.0) -> None:
         stats = self.stats.get(camera.name)
         if stats is None:
             stats = self.stats[camera.name] = CameraStats(camera.name)
-        worker = CameraWorker(camera, self.board, stats, self._publish_status)
+        worker = CameraWorker(camera, self.board, stats, self._publish_status,
+                              start_delay=start_delay)
         self.workers[camera.name] = worker
         worker.start()
+
+    def _replace_hung_workers(self) -> None:
+        """Abandon a capture thread stuck in a source call past its timeout and start a
+        fresh one after a backoff delay; the stuck thread can no longer deliver frames and
+        ends by itself if the call ever returns."""
+        for name, worker in list(self.workers.items()):
+            hung = worker.hung_for()
+            if hung is None:
+                continue
+            worker.stop()
+            stats = self.stats[name]
+            stats.add(reconnects=1)
+            delay = worker.backoff(min(stats.reconnects, 30))
+            stats.set_state(RECONNECTING, f"no frame for {hung:.0f} s (the source call is "
+                                          f"stuck); reopening in {delay:.1f} s")
+            log.warning("camera %s: %s", name, stats.reason)
+            self._publish_status(name)
+            self._start_camera(worker.camera, start_delay=delay)
 
     def _stop_camera(self, name: str, removed: bool) -> None:
         worker = self.workers.pop(name)

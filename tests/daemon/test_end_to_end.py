@@ -274,3 +274,42 @@ def test_fallback_model_is_used_with_a_warning(tmp_path, image_dir, start_daemon
 def test_config_error_object_for_dict_configs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         make_config(tmp_path, [{"name": "x"}])
+
+
+def test_a_source_stuck_in_a_read_is_replaced(tmp_path, image_dir, video, start_daemon,
+                                              recorder) -> None:
+    """A FIFO without a writer blocks cv2.imread for ever, as a hung device read does: the
+    daemon reports the camera, starts a fresh capture thread, and the others carry on."""
+    import os
+
+    stuck = tmp_path / "stuck"
+    stuck.mkdir()
+    (stuck / "a.jpg").write_bytes((image_dir / "chelsea.jpg").read_bytes())
+    fifo = stuck / "b.jpg"
+    os.mkfifo(fifo)
+    config = make_config(tmp_path, [
+        {"name": "stuck", "source": str(stuck), "read_timeout": 0.3, "max_fps": 50,
+         "backoff": {"initial": 0.1, "max": 0.3}},
+        {"name": "clip", "source": str(video), "max_fps": 30},
+    ])
+    rec = recorder(config.publish.endpoints[0])
+    running = start_daemon(config)
+    try:
+        running.wait_ready()
+        assert rec.wait_for(lambda r: any("stuck" in s["reason"]
+                                          for s in r.of("status/stuck/")))
+        first = running.daemon.workers["stuck"]
+        # The replacement reads a.jpg again (a fresh frame), then blocks again.
+        assert rec.wait_for(lambda r: len(r.of("predictions/stuck/")) >= 2)
+        assert rec.wait_for(lambda r: running.daemon.workers["stuck"] is not first)
+        assert running.daemon.stats["stuck"].reconnects >= 1
+        clip_count = len(rec.of("predictions/clip/"))
+        assert rec.wait_for(lambda r: len(r.of("predictions/clip/")) >= clip_count + 5)
+        assert running.stop() == 0
+    finally:
+        for _ in range(50):  # release the readers still blocked on the FIFO
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                break
+            os.close(fd)
