@@ -35,7 +35,17 @@ from edgebnn.engine.layers import (
     filled_tensor,
 )
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
-from edgebnn.kernels import binary, blas, conv, conv_blocked, elementwise, mbconv, mobile, pool
+from edgebnn.kernels import (
+    binary,
+    blas,
+    conv,
+    conv_blocked,
+    depthwise,
+    elementwise,
+    mbconv,
+    mobile,
+    pool,
+)
 from edgebnn.kernels.elementwise import EMPTY_ALPHA
 
 #: Narrowest input rows an MBConv block is fused for (below, its tensors stay in cache).
@@ -270,6 +280,12 @@ class Plan:
         if layer.is_depthwise(x.shape[2]):
             w = conv.depthwise_weights_layout(layer.weights)
             lead = mobile.leading_zero_taps(layer.weights)
+            if self.network.metadata.get("pointwise") == "blas" and depthwise.taps_supported(w.shape[0], lead):
+                # EfficientNet: sums kept in registers over the taps (same bits, faster).
+                wt = depthwise.tile_taps(w, lead, layer.stride, cols)
+                return depthwise.depthwise_rows_chain, (
+                    x, w, wt, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
+                )
             return mobile.depthwise_conv2d_rows_chain, (
                 x, w, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
             )
@@ -367,6 +383,9 @@ class Plan:
         wd = conv.depthwise_weights_layout(dw_layer.weights)
         lead = mobile.leading_zero_taps(dw_layer.weights)
         k = wd.shape[0]
+        if not depthwise.taps_supported(k, lead):
+            return None
+        wt = depthwise.tile_taps(wd, lead, dw_layer.stride, cols)
         we = mobile.pointwise_weights_layout(layer.weights) if expand else np.zeros((1, 1), np.float32)
         wp = mobile.pointwise_weights_layout(self.nodes[proj].weights)
         f_out = wp.shape[1]
@@ -382,7 +401,7 @@ class Plan:
             res = np.zeros((1, 1, 1), np.float32)
         args = (
             x, expand, we, *enc(e_chain, hidden, cols_in),
-            wd, dw_layer.stride, lead, ring.size, *enc(d_chain, hidden, cols),
+            wd, wt, dw_layer.stride, lead, ring.size, *enc(d_chain, hidden, cols),
             wp, *enc(p_chain, f_out, cols), res, has_res, *enc(a_chain, f_out, cols),
             lines, tags, drows, rows, cols, out, pad,
         )

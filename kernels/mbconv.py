@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from edgebnn.kernels._jit import PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
+from edgebnn.kernels.depthwise import depthwise_row
 from edgebnn.kernels.elementwise import apply_chain
 from numba import njit
 
@@ -37,7 +38,7 @@ def line_buffers(slots: int, k: int, padded_cols: int, hidden: int, cols_out: in
 @njit(**PJIT)
 def mbconv_chain(  # type: ignore[no-untyped-def]
     x, expand, we, e_codes, e_params, e_alpha,
-    wd, stride, lead, ring, d_codes, d_params, d_alpha,
+    wd, wt, stride, lead, ring, d_codes, d_params, d_alpha,
     wp, p_codes, p_params, p_alpha,
     res, has_res, a_codes, a_params, a_alpha,
     lines, tags, drows, rows_out, cols_out, out, pad,
@@ -46,7 +47,8 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
 
     With ``expand``, ``x`` is the un-padded block input (H, W, C) and ``we`` (C, hidden);
     without, ``x`` is the depthwise input with its ``ring`` already in place. ``wd`` is
-    (k, k, hidden) with its first ``lead`` rows and columns zero (skipped); ``wp``
+    (k, k, hidden) with its first ``lead`` rows and columns zero (skipped), 3x3 or 5x5
+    after them, ``wt`` its :func:`~edgebnn.kernels.depthwise.tile_taps`; ``wp``
     (hidden, F). With ``has_res`` the un-padded ``res`` (rows_out, cols_out, F) is added
     after the project chain, then the add's chain runs. ``lines``/``tags``/``drows`` come
     from :func:`line_buffers` (one slot per thread).
@@ -58,6 +60,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     in_rows = x.shape[0]
     in_cols = x.shape[1]
     row_len = lines.shape[2]
+    five = k - lead == 5
     bands = min(lines.shape[0], rows_out)
     for t in prange(bands):
         r0 = t * rows_out // bands
@@ -92,18 +95,13 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
                 )
                 apply_chain(inner, q, e_codes, e_params, e_alpha)
             # Depthwise row, (kernel row, kernel column) order per (pixel, channel).
-            for c in range(cols_out):
-                acc = drow[c * hidden : (c + 1) * hidden]
-                for f in range(hidden):
-                    acc[f] = np.float32(0.0)
-                for i in range(lead, k):
-                    line = lines[t, (r * stride + i) % k]
-                    for j in range(lead, k):
-                        b = (c * stride + j) * hidden
-                        src = line[b : b + hidden]
-                        wv = wd[i, j]
-                        for f in range(hidden):
-                            acc[f] += src[f] * wv[f]
+            p = r * stride + lead
+            l0 = lines[t, p % k]
+            l1 = lines[t, (p + 1) % k]
+            l2 = lines[t, (p + 2) % k]
+            l3 = lines[t, (p + 3) % k] if five else l0
+            l4 = lines[t, (p + 4) % k] if five else l0
+            depthwise_row(l0, l1, l2, l3, l4, wd, wt, lead, stride, cols_out, drow)
             apply_chain(drow, r, d_codes, d_params, d_alpha)
             # Project straight into the output row, then its epilogue.
             dst = out[r + pad].reshape(-1)[pad * f_out : (pad + cols_out) * f_out]

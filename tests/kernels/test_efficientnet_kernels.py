@@ -7,7 +7,7 @@ import pytest
 from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
 from edgebnn.engine.executor import encode_chain
 from edgebnn.engine.layers import ActivationLayer, BiasLayer
-from edgebnn.kernels import blas, conv, mbconv, mobile
+from edgebnn.kernels import blas, conv, depthwise, mbconv, mobile
 from edgebnn.kernels.reference import activation_ref, bias_ref, conv2d_ref
 
 
@@ -157,7 +157,8 @@ def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, expand, resi
     p_chain = encode_chain([BiasLayer((1, rows, cout), bias=bp)], cout, rows)
     a_chain = encode_chain([], cout, rows)
     mbconv.mbconv_chain(
-        src, expand, mobile.pointwise_weights_layout(we), *e_chain, wd_l, stride, lead, ring, *d_chain,
+        src, expand, mobile.pointwise_weights_layout(we), *e_chain, wd_l,
+        depthwise.tile_taps(wd_l, lead, stride, rows), stride, lead, ring, *d_chain,
         mobile.pointwise_weights_layout(wp), *p_chain, x if residual else np.zeros((1, 1, 1), np.float32), residual,
         *a_chain, lines, tags, drows, rows, rows, out, pad,
     )
@@ -165,3 +166,28 @@ def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, expand, resi
     np.testing.assert_allclose(out[pad : pad + rows, pad : pad + rows], expected, rtol=1e-4, atol=1e-4)
     if pad:
         assert (out[0] == -7.0).all() and (out[:, -1] == -7.0).all()
+
+
+@pytest.mark.parametrize(("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0), (5, 2, 0)])
+@pytest.mark.parametrize("chans", [1, 16, 37, 96])
+@pytest.mark.parametrize("pad", [0, 2])
+def test_register_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int, pad: int) -> None:
+    rng = np.random.default_rng(k * 1000 + chans)
+    size = 15
+    x = rng.normal(size=(size, size, chans)).astype(np.float32) * 3
+    w = rng.normal(size=(chans, k, k, 1)).astype(np.float32)
+    w[:, :lead], w[:, :, :lead] = 0, 0
+    rows = cols = (size - k) // stride + 1
+    bias = rng.normal(size=chans).astype(np.float32)
+    out = np.full((rows + 2 * pad, cols + 2 * pad, chans), -7.0, np.float32)
+    codes, params, alpha = _chain(chans, cols, bias)
+    wl = conv.depthwise_weights_layout(w)
+    assert depthwise.taps_supported(k, lead)
+    wt = depthwise.tile_taps(wl, lead, stride, cols)
+    assert (wt.shape[0] > 1) == (stride == 1 and chans <= depthwise.FLAT_MAX_CHANNELS)
+    depthwise.depthwise_rows_chain(x, wl, wt, stride, lead, rows, cols, out, pad, codes, params, alpha)
+    # Taps summed in the reference's order, each sum rounded to float32: the same bits.
+    np.testing.assert_array_equal(out[pad : pad + rows, pad : pad + cols], _expected(x, w, stride, rows, cols, bias))
+    ring = np.ones(out.shape[:2], bool)
+    ring[pad : pad + rows, pad : pad + cols] = False
+    assert (out[ring] == -7.0).all()
