@@ -17,10 +17,24 @@ bit-identical for finite inputs.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from numba import njit
+
+
+@njit(inline="always", **JIT)
+def store_interior(row, out, r, pad):  # type: ignore[no-untyped-def]
+    """Copy a finished row (cols * F) into ``out``'s interior row ``r``.
+
+    Both sides are sliced first so the copy is a plain vectorised loop (indexed as
+    ``dst[start + e]`` Numba's negative-index check keeps LLVM from vectorising it).
+    """
+    n = row.shape[0]
+    start = pad * out.shape[2]
+    dst = out[r + pad].reshape(-1)[start : start + n]
+    for e in range(n):
+        dst[e] = row[e]
 
 
 def pointwise_weights_layout(weights: np.ndarray) -> np.ndarray:
@@ -54,7 +68,7 @@ def _chain_rows(y, out, pad, codes, params, alpha, store):  # type: ignore[no-un
         row = y[r]
         apply_chain(row, r, codes, params, alpha)
         if store:
-            store_row(row, out, r, pad)
+            store_interior(row, out, r, pad)
 
 
 @njit(**PJIT)
@@ -67,14 +81,9 @@ def depthwise_conv2d_rows_chain(x, w, stride, lead, rows, cols, out, pad, codes,
         for c in range(cols):
             acc = row[c * chans : (c + 1) * chans]
             for i in range(lead, k):
-                line = x[r * stride + i].reshape(-1)
                 for j in range(lead, k):
-                    # 1-D views: the channel loop vectorises without 3-D index arithmetic.
-                    b = (c * stride + j) * chans
-                    src = line[b : b + chans]
-                    wv = w[i, j]
                     for f in range(chans):
-                        acc[f] += src[f] * wv[f]
+                        acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)
 
@@ -103,7 +112,7 @@ def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alp
             row = y_rows[r]
             apply_chain(row, r, codes, params, alpha)
             if pad != 0:
-                store_row(row, out, r, pad)
+                store_interior(row, out, r, pad)
 
 
 def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
@@ -129,13 +138,14 @@ def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad,
         r1 = min(rows, r0 + block)
         for r in range(r0, r1):
             prow = patches[r]
-            for c in range(cols):
-                e = c * taps
-                for i in range(lead, k):
-                    for j in range(lead, k):
-                        for ch in range(cin):
-                            prow[e] = x[r * stride + i, c * stride + j, ch]
-                            e += 1
+            span = (k - lead) * cin  # one kernel row's taps: contiguous in x
+            for i in range(lead, k):
+                line = x[r * stride + i].reshape(-1)
+                for c in range(cols):
+                    src = line[(c * stride + lead) * cin : (c * stride + lead) * cin + span]
+                    dst = prow[c * taps + (i - lead) * span : c * taps + (i - lead + 1) * span]
+                    for e in range(span):
+                        dst[e] = src[e]
         sgemm(
             ROW_MAJOR, NO_TRANS, NO_TRANS, (r1 - r0) * cols, f, taps, np.float32(1.0),
             patches.ctypes.data + r0 * cols * taps * 4, taps, w2.ctypes.data, f, np.float32(0.0),
@@ -144,4 +154,4 @@ def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad,
         for r in range(r0, r1):
             row = y_rows[r]
             apply_chain(row, r, codes, params, alpha)
-            store_row(row, out, r, pad)
+            store_interior(row, out, r, pad)
