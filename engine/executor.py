@@ -311,6 +311,10 @@ class Plan:
             # A tiny GEMM (a 2x2 head): BLAS threads only fight Numba's here; the
             # exact-order kernel is as fast and bit-identical to the reference.
             return None
+        if rows * cols == 1 and pad == 0:
+            # One pixel (the classifier): a vectorised GEMV, w read once.
+            w = mobile.pointwise_weights_layout(layer.weights)
+            return mobile.gemv_chain, (x.reshape(-1), w, out.reshape(-1), codes, params, alpha)
         x2d = x.reshape(rows * cols, x.shape[2])
         y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
         w = mobile.pointwise_weights_layout(layer.weights)

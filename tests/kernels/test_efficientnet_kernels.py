@@ -191,3 +191,16 @@ def test_register_depthwise_matches_reference(k: int, stride: int, lead: int, ch
     ring = np.ones(out.shape[:2], bool)
     ring[pad : pad + rows, pad : pad + cols] = False
     assert (out[ring] == -7.0).all()
+
+
+@pytest.mark.parametrize(("cin", "filters"), [(1280, 1000), (7, 300), (33, 5)])
+def test_gemv_matches_reference(cin: int, filters: int) -> None:
+    rng = np.random.default_rng(cin + filters)
+    x = rng.normal(size=(1, 1, cin)).astype(np.float32)
+    w = (rng.normal(size=(filters, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
+    bias = rng.normal(size=filters).astype(np.float32)
+    out = np.full(filters, -7.0, np.float32)
+    codes, params, alpha = encode_chain([BiasLayer((1, 1, filters), bias=bias)], filters, 1)
+    mobile.gemv_chain(x.reshape(-1), mobile.pointwise_weights_layout(w), out, codes, params, alpha)
+    expected = bias_ref(conv2d_ref(x, w, 1, 1, 1), bias).reshape(-1)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-5)
