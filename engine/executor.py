@@ -58,6 +58,9 @@ def numba_threads() -> int:
 
     return int(numba.config.NUMBA_NUM_THREADS)
 
+#: Row-block GEMMs are split into at least this many tasks (one per thread Numba may use).
+GEMM_TASKS = numba_threads()
+
 
 @dataclass
 class Step:
@@ -321,8 +324,12 @@ class Plan:
         if blas.AVAILABLE:
             # sgemm on Numba's threads (row blocks of ~128 pixels); BLAS's own pool off.
             set_blas_threads(1)
-            block = max(1, -(-128 // cols))
+            block = max(1, min(-(-128 // cols), -(-rows // GEMM_TASKS)))  # >= one task per thread
             x_rows, y_rows = x2d.reshape(rows, -1), y2d.reshape(rows, -1)
+            if -(-rows // block) < GEMM_TASKS or rows * cols < 64:
+                # Too few rows to share out (7x7): split the output channels instead.
+                args = (x_rows, w, y_rows, GEMM_TASKS, out, pad, codes, params, alpha)
+                return mobile.pointwise_sgemm_columns_chain, args
             return mobile.pointwise_sgemm_chain, (x_rows, w, y_rows, block, out, pad, codes, params, alpha)
         return mobile.pointwise_conv_chain, (x2d, w, y2d, out, pad, codes, params, alpha)
 

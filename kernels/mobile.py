@@ -115,6 +115,31 @@ def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alp
                 store_interior(row, out, r, pad)
 
 
+
+@njit(**PJIT)
+def pointwise_sgemm_columns_chain(x_rows, w, y_rows, parts, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """:func:`pointwise_sgemm_chain` for small images (7x7: too few rows to share out):
+    each task computes every pixel for its slice of the ``F`` outputs (one ``sgemm`` with
+    the full pixel count, slices of 16 columns), then the rows' epilogues are shared out."""
+    rows = x_rows.shape[0]
+    cin, f = w.shape
+    cols = x_rows.shape[1] // cin
+    width = ((f + parts - 1) // parts + 15) // 16 * 16
+    for t in prange(parts):
+        f0 = min(f, t * width)
+        f1 = min(f, f0 + width)
+        if f1 > f0:
+            sgemm(
+                ROW_MAJOR, NO_TRANS, NO_TRANS, rows * cols, f1 - f0, cin, np.float32(1.0),
+                x_rows.ctypes.data, cin, w.ctypes.data + f0 * 4, f, np.float32(0.0),
+                y_rows.ctypes.data + f0 * 4, f,
+            )
+    for r in prange(rows):
+        row = y_rows[r]
+        apply_chain(row, r, codes, params, alpha)
+        if pad != 0:
+            store_interior(row, out, r, pad)
+
 def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
     """(F, k, k, C) -> (taps, F) over the taps from ``lead`` on, for :func:`im2col_sgemm_chain`."""
     w = weights[:, lead:, lead:, :]

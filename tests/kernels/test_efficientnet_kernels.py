@@ -93,6 +93,12 @@ def test_pointwise_sgemm_matches_reference(rows: int, cols: int, cin: int, filte
     mobile.pointwise_sgemm_chain(x.reshape(rows, -1), wl, y, block, out, pad, codes, params, alpha)
     expected = _expected(x, w, 1, rows, cols, bias)
     np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+    for parts in (1, 2, 3):  # the same GEMM, output channels split into slices
+        out[...] = -7.0
+        mobile.pointwise_sgemm_columns_chain(x.reshape(rows, -1), wl, y, parts, out, pad, codes, params, alpha)
+        np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+        if pad:
+            assert (out[0] == -7.0).all() and (out[:, -1] == -7.0).all()
 
 
 @needs_cblas
