@@ -3,7 +3,8 @@
 Other threads hand messages over through a bounded queue (ZeroMQ sockets must not be
 shared between threads); a full queue drops the message and counts it. The socket has a
 low send high-water mark, so a slow or dead subscriber costs at most that many messages
-of memory, and linger=0, so closing never waits for the network.
+of memory, and closing lingers at most CLOSE_LINGER_MS, so that the last status messages
+leave but a dead network never holds up a shutdown.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from zmq.auth.thread import ThreadAuthenticator
 log = logging.getLogger(__name__)
 
 SCHEMA = 1  # version of every JSON payload; bumped on incompatible changes
+CLOSE_LINGER_MS = 100  # on close: time for already-sent messages to leave, then drop them
 
 
 class PublishError(Exception):
@@ -118,7 +120,7 @@ class Publisher:
         return self._queue.qsize()
 
     def stop(self, timeout: float = 0.5) -> None:
-        """Stop the thread and close the socket without lingering."""
+        """Stop the thread (after it sent what was queued) and close the socket."""
         if self._thread is not None:
             try:
                 self._queue.put(None, timeout=timeout)
@@ -126,7 +128,7 @@ class Publisher:
                 pass
             self._thread.join(timeout)
         if self._socket is not None and (self._thread is None or not self._thread.is_alive()):
-            self._socket.close(linger=0)
+            self._socket.close(linger=CLOSE_LINGER_MS)
             self._socket = None
         self._stop_auth()
 

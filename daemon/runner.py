@@ -63,7 +63,8 @@ class Daemon:
         self.config = config
         self.notifier = notifier or Notifier(environ={})
         self.max_frames = max_frames
-        self.context = context or zmq.Context.instance()
+        self._own_context = context is None
+        self.context = context or zmq.Context()
         self.board = FrameBoard()
         self.stats: dict[str, CameraStats] = {}
         self.workers: dict[str, CameraWorker] = {}
@@ -207,6 +208,8 @@ class Daemon:
             self.publisher.stop(timeout=max(0.05, deadline - time.monotonic()))
         if self.metrics is not None:
             self.metrics.stop()
+        if self._own_context:
+            self.context.term()  # waits at most CLOSE_LINGER_MS for the last messages
         self.notifier.close()
 
     # -- reload

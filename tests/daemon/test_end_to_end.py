@@ -49,6 +49,8 @@ def test_predictions_from_a_video_and_an_image_folder(tmp_path, video, image_dir
     assert rec.wait_for(lambda r: len(r.of("predictions/clip/")) >= 5
                         and len(r.of("predictions/stills/")) >= 5 and r.of("stats/"))
     assert running.stop() == 0
+    for camera in ("clip", "stills"):  # the last messages: the cameras went offline
+        assert rec.wait_for(lambda r, c=camera: r.of(f"status/{c}/")[-1]["state"] == "offline")
 
     for camera in ("clip", "stills"):
         preds = rec.of(f"predictions/{camera}/")
