@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import JIT, PJIT, prange
-from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.epilogue import chain_into
 from numba import njit
 
 #: Most channels for which a stride-1 row runs flat (tiled weights: taps * cols * chans floats).
@@ -319,4 +319,4 @@ def depthwise_rows_chain(x, w, wt, stride, lead, rows, cols, out, pad, codes, pa
         l4 = x[p + 4].reshape(-1) if five else l0
         dst = out[r + pad].reshape(-1)[pad * chans : (pad + cols) * chans]
         depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, dst)
-        apply_chain(dst, r, codes, params, alpha)
+        chain_into(dst, dst, r, codes, params, alpha)

@@ -21,6 +21,7 @@ from edgebnn.kernels._jit import PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.depthwise import depthwise_row
 from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.epilogue import chain_into
 from numba import njit
 
 
@@ -93,7 +94,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
                     x.ctypes.data + q * in_cols * cin * 4, cin, we.ctypes.data, hidden, np.float32(0.0),
                     lines.ctypes.data + ((t * k + s) * row_len + ring * hidden) * 4, hidden,
                 )
-                apply_chain(inner, q, e_codes, e_params, e_alpha)
+                chain_into(inner, inner, q, e_codes, e_params, e_alpha)
             # Depthwise row, (kernel row, kernel column) order per (pixel, channel).
             p = r * stride + lead
             l0 = lines[t, p % k]
@@ -102,7 +103,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
             l3 = lines[t, (p + 3) % k] if five else l0
             l4 = lines[t, (p + 4) % k] if five else l0
             depthwise_row(l0, l1, l2, l3, l4, wd, wt, lead, stride, cols_out, drow)
-            apply_chain(drow, r, d_codes, d_params, d_alpha)
+            chain_into(drow, drow, r, d_codes, d_params, d_alpha)
             # Project straight into the output row, then its epilogue.
             dst = out[r + pad].reshape(-1)[pad * f_out : (pad + cols_out) * f_out]
             sgemm(
@@ -110,7 +111,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
                 drows.ctypes.data + t * drows.shape[1] * 4, hidden, wp.ctypes.data, f_out, np.float32(0.0),
                 out.ctypes.data + ((r + pad) * out.shape[1] + pad) * f_out * 4, f_out,
             )
-            apply_chain(dst, r, p_codes, p_params, p_alpha)
+            chain_into(dst, dst, r, p_codes, p_params, p_alpha)
             if has_res:
                 rr = res[r].reshape(-1)
                 for e in range(dst.shape[0]):

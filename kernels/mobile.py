@@ -20,6 +20,7 @@ import numpy as np
 from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.elementwise import apply_chain, store_row
+from edgebnn.kernels.epilogue import chain_into, interior
 from numba import njit
 
 
@@ -110,9 +111,7 @@ def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alp
         )
         for r in range(r0, r1):
             row = y_rows[r]
-            apply_chain(row, r, codes, params, alpha)
-            if pad != 0:
-                store_interior(row, out, r, pad)
+            chain_into(row, interior(out, r, pad, row.shape[0]) if pad != 0 else row, r, codes, params, alpha)
 
 
 
@@ -136,9 +135,7 @@ def pointwise_sgemm_columns_chain(x_rows, w, y_rows, parts, out, pad, codes, par
             )
     for r in prange(rows):
         row = y_rows[r]
-        apply_chain(row, r, codes, params, alpha)
-        if pad != 0:
-            store_interior(row, out, r, pad)
+        chain_into(row, interior(out, r, pad, row.shape[0]) if pad != 0 else row, r, codes, params, alpha)
 
 def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
     """(F, k, k, C) -> (taps, F) over the taps from ``lead`` on, for :func:`im2col_sgemm_chain`."""
@@ -178,8 +175,7 @@ def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad,
         )
         for r in range(r0, r1):
             row = y_rows[r]
-            apply_chain(row, r, codes, params, alpha)
-            store_interior(row, out, r, pad)
+            chain_into(row, interior(out, r, pad, row.shape[0]), r, codes, params, alpha)
 
 
 @njit(**PJIT)

@@ -210,3 +210,28 @@ def test_gemv_matches_reference(cin: int, filters: int) -> None:
     mobile.gemv_chain(x.reshape(-1), mobile.pointwise_weights_layout(w), out, codes, params, alpha)
     expected = bias_ref(conv2d_ref(x, w, 1, 1, 1), bias).reshape(-1)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("ops", [("bias", "relu6"), ("bias",), ("scale", "relu"), ("bias", "relu6", "relu"), ()])
+@pytest.mark.parametrize("same", [True, False])
+def test_chain_into_matches_apply_chain(ops: tuple[str, ...], same: bool) -> None:
+    from edgebnn.engine.layers import ScalingLayer
+    from edgebnn.kernels.elementwise import apply_chain
+    from edgebnn.kernels.epilogue import chain_into
+
+    rng = np.random.default_rng(len(ops))
+    chans, cols = 24, 5
+    row = (rng.normal(size=cols * chans) * 5).astype(np.float32)
+    row[:3] = [np.nan, np.inf, -np.inf]
+    make = {
+        "bias": lambda: BiasLayer((1, cols, chans), bias=rng.normal(size=chans).astype(np.float32)),
+        "scale": lambda: ScalingLayer((1, cols, chans), scales=rng.normal(size=chans).astype(np.float32)),
+        "relu6": lambda: ActivationLayer((1, cols, chans), function="relu6"),
+        "relu": lambda: ActivationLayer((1, cols, chans), function="relu"),
+    }
+    codes, params, alpha = encode_chain([make[o]() for o in ops], chans, cols)
+    expected = row.copy()
+    apply_chain(expected, 0, codes, params, alpha)
+    dst = row if same else np.full_like(row, -7.0)
+    chain_into(row, dst, 0, codes, params, alpha)
+    np.testing.assert_array_equal(dst, expected)  # the same float32 operations: same bits
