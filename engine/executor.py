@@ -354,7 +354,13 @@ class Plan:
         if not isinstance(layer, ConvolutionalLayer):
             return None
         x = self._input_of(node)
-        expand = self._is_pointwise(node)
+        if self._is_pointwise(node):
+            mode = mbconv.POINTWISE
+        elif layer.receptive_field > 1 and not layer.is_depthwise(x.shape[2]):
+            mode = mbconv.STEM  # a k x k convolution (the stem) makes the depthwise input
+        else:
+            mode = mbconv.COPY
+        expand = mode != mbconv.COPY
         if expand:
             e_chain, dw = chain, (chain[-1] if chain else node) + 1
             if self.consumers[dw - 1] != [dw] or self.inputs[dw] != (dw - 1,):
@@ -381,7 +387,7 @@ class Plan:
             add = cons[0]
             block_input = self.inputs[node][0]
             if (
-                expand
+                mode == mbconv.POINTWISE
                 and self.inputs[add] in ((p_last, block_input), (block_input, p_last))
                 and self.nodes[p_last].output_padding.size == 0
                 and self.nodes[block_input].output_padding.size == 0
@@ -397,7 +403,13 @@ class Plan:
         if not depthwise.taps_supported(k, lead):
             return None
         wt = depthwise.tile_taps(wd, lead, dw_layer.stride, cols)
-        we = mobile.pointwise_weights_layout(layer.weights) if expand else np.zeros((1, 1), np.float32)
+        we, patches = np.zeros((1, 1), np.float32), np.zeros((1, max(cols_in, 1)), np.float32)
+        slead = mobile.leading_zero_taps(layer.weights) if mode == mbconv.STEM else 0
+        if mode == mbconv.POINTWISE:
+            we = mobile.pointwise_weights_layout(layer.weights)
+        elif mode == mbconv.STEM:
+            we = mobile.im2col_weights_layout(layer.weights, slead)
+            patches = np.zeros((numba_threads(), cols_in * we.shape[0]), np.float32)
         wp = mobile.pointwise_weights_layout(self.nodes[proj].weights)
         f_out = wp.shape[1]
         padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
@@ -411,15 +423,17 @@ class Plan:
         if res is None:
             res = np.zeros((1, 1, 1), np.float32)
         args = (
-            x, expand, we, *enc(e_chain, hidden, cols_in),
+            x, mode, we, *enc(e_chain, hidden, cols_in), *layer.interior_shape[:2],
+            layer.receptive_field, slead, layer.stride, patches,
             wd, wt, dw_layer.stride, lead, ring.size, *enc(d_chain, hidden, cols),
             wp, *enc(p_chain, f_out, cols), res, has_res, *enc(a_chain, f_out, cols),
             lines, tags, drows, rows, cols, out, pad,
         )
         first = node
         nodes = tuple(range(first, last + 1))
-        self.steps.append(Step(nodes, "MBConv[" + ("expand," if expand else "") + f"dw{k - lead}/s{dw_layer.stride},project"
-                               + (",add" if has_res else "") + "]", mbconv.mbconv_chain, args))
+        first_op = {mbconv.POINTWISE: "expand,", mbconv.STEM: "stem,", mbconv.COPY: ""}[mode]
+        label = f"MBConv[{first_op}dw{k - lead}/s{dw_layer.stride},project" + (",add]" if has_res else "]")
+        self.steps.append(Step(nodes, label, mbconv.mbconv_chain, args))
         return last
 
     def _filled_shape(self, node: int) -> tuple[int, ...]:

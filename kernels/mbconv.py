@@ -24,6 +24,9 @@ from edgebnn.kernels.elementwise import apply_chain
 from edgebnn.kernels.epilogue import chain_into
 from numba import njit
 
+#: How :func:`mbconv_chain` makes its depthwise input rows.
+COPY, POINTWISE, STEM = 0, 1, 2
+
 
 def line_buffers(slots: int, k: int, padded_cols: int, hidden: int, cols_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scratch for :func:`mbconv_chain`: (lines, tags, depthwise rows), one set per thread slot.
@@ -38,7 +41,7 @@ def line_buffers(slots: int, k: int, padded_cols: int, hidden: int, cols_out: in
 
 @njit(**PJIT)
 def mbconv_chain(  # type: ignore[no-untyped-def]
-    x, expand, we, e_codes, e_params, e_alpha,
+    x, expand, we, e_codes, e_params, e_alpha, e_rows, e_cols, sk, slead, sstride, patches,
     wd, wt, stride, lead, ring, d_codes, d_params, d_alpha,
     wp, p_codes, p_params, p_alpha,
     res, has_res, a_codes, a_params, a_alpha,
@@ -46,8 +49,13 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
 ):
     """``out[interior] = block(x)`` for one MBConv block, row bands on Numba's threads.
 
-    With ``expand``, ``x`` is the un-padded block input (H, W, C) and ``we`` (C, hidden);
-    without, ``x`` is the depthwise input with its ``ring`` already in place. ``wd`` is
+    ``expand`` says what makes the depthwise input rows (``e_rows`` x ``e_cols`` before the
+    ring): :data:`COPY`: ``x`` is that input, its ``ring`` in place; :data:`POINTWISE`:
+    ``x`` is the un-padded block input (H, W, C), ``we`` (C, hidden); :data:`STEM`: ``x``
+    is the network input with its ring and ``we`` (taps, hidden) a ``sk`` x ``sk``,
+    stride ``sstride`` convolution from tap ``slead`` on (:func:`~edgebnn.kernels.mobile.
+    im2col_weights_layout`), gathered row by row into ``patches`` (slots, e_cols * taps).
+    ``wd`` is
     (k, k, hidden) with its first ``lead`` rows and columns zero (skipped), 3x3 or 5x5
     after them, ``wt`` its :func:`~edgebnn.kernels.depthwise.tile_taps`; ``wp``
     (hidden, F). With ``has_res`` the un-padded ``res`` (rows_out, cols_out, F) is added
@@ -58,8 +66,9 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     hidden = wd.shape[2]
     f_out = wp.shape[1]
     cin = x.shape[2]
-    in_rows = x.shape[0]
-    in_cols = x.shape[1]
+    kin = we.shape[0]
+    taps = patches.shape[1] // e_cols
+    span = (sk - slead) * cin
     row_len = lines.shape[2]
     five = k - lead == 5
     bands = min(lines.shape[0], rows_out)
@@ -78,20 +87,31 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
                     continue
                 tags[t, s] = p
                 line = lines[t, s]
-                if not expand:
+                if expand == COPY:
                     src = x[p].reshape(-1)
                     for e in range(row_len):
                         line[e] = src[e]
                     continue
                 q = p - ring
-                inner = line[ring * hidden : (ring + in_cols) * hidden]
-                if q < 0 or q >= in_rows:
+                inner = line[ring * hidden : (ring + e_cols) * hidden]
+                if q < 0 or q >= e_rows:
                     for e in range(inner.shape[0]):
                         inner[e] = np.float32(0.0)
                     continue
+                a = x.ctypes.data + q * e_cols * cin * 4
+                if expand == STEM:
+                    prow = patches[t]
+                    for i in range(slead, sk):
+                        xl = x[q * sstride + i].reshape(-1)
+                        for c in range(e_cols):
+                            src = xl[(c * sstride + slead) * cin : (c * sstride + slead) * cin + span]
+                            dst = prow[c * taps + (i - slead) * span : c * taps + (i - slead + 1) * span]
+                            for e in range(span):
+                                dst[e] = src[e]
+                    a = patches.ctypes.data + t * patches.shape[1] * 4
                 sgemm(
-                    ROW_MAJOR, NO_TRANS, NO_TRANS, in_cols, hidden, cin, np.float32(1.0),
-                    x.ctypes.data + q * in_cols * cin * 4, cin, we.ctypes.data, hidden, np.float32(0.0),
+                    ROW_MAJOR, NO_TRANS, NO_TRANS, e_cols, hidden, kin, np.float32(1.0),
+                    a, kin, we.ctypes.data, hidden, np.float32(0.0),
                     lines.ctypes.data + ((t * k + s) * row_len + ring * hidden) * 4, hidden,
                 )
                 chain_into(inner, inner, q, e_codes, e_params, e_alpha)

@@ -124,46 +124,63 @@ def test_im2col_sgemm_matches_reference(k: int, stride: int, lead: int, cin: int
     assert (out[0] == -7.0).all() and (out[-1] == -7.0).all()
 
 
-def _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, expand):  # type: ignore[no-untyped-def]
-    """Random weights and the layer-by-layer NumPy result of one MBConv block."""
+def _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode):  # type: ignore[no-untyped-def]
+    """Random weights, the kernel's input and the layer-by-layer NumPy result of one block."""
     x = rng.normal(size=(size, size, cin)).astype(np.float32)
-    we = (rng.normal(size=(hidden, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
+    if mode == mbconv.STEM:  # a 4x4/s2 stem with one leading zero tap on a padded image
+        src = rng.normal(size=(2 * size + 2, 2 * size + 2, cin)).astype(np.float32)
+        we = rng.normal(size=(hidden, 4, 4, cin)).astype(np.float32)
+        we[:, :1], we[:, :, :1] = 0, 0
+    else:
+        src = x
+        we = (rng.normal(size=(hidden, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
     wd = rng.normal(size=(hidden, k, k, 1)).astype(np.float32)
     wd[:, :lead], wd[:, :, :lead] = 0, 0
     wp = (rng.normal(size=(cout, 1, 1, hidden)) / np.sqrt(hidden)).astype(np.float32)
     be, bd, bp = (rng.normal(size=n).astype(np.float32) for n in (hidden, hidden, cout))
-    e = _expected(x, we, 1, size, size, be) if expand else x
+    if mode == mbconv.COPY:
+        e = x
+    else:
+        e = _expected(src, we, 2 if mode == mbconv.STEM else 1, size, size, be)
     padded = np.zeros((size + 2 * ring, size + 2 * ring, hidden), np.float32)
     padded[ring : ring + size, ring : ring + size] = e
+    if mode == mbconv.COPY:
+        src = padded
     rows = (size + 2 * ring - k) // stride + 1
     d = _expected(padded, wd, stride, rows, rows, bd)
     p = bias_ref(conv2d_ref(d, wp, 1, rows, rows), bp)
-    return x, padded, (we, be), (wd, bd), (wp, bp), rows, p
+    return x, src, (we, be), (wd, bd), (wp, bp), rows, p
 
 
 @needs_cblas
 @pytest.mark.parametrize(
-    ("size", "k", "stride", "lead", "ring", "expand", "residual", "slots"),
-    [(13, 3, 1, 0, 1, True, True, 2), (12, 4, 2, 1, 1, True, False, 2), (12, 6, 2, 1, 2, True, False, 3),
-     (11, 5, 1, 0, 2, True, True, 1), (10, 3, 1, 0, 1, False, False, 2)],
+    ("size", "k", "stride", "lead", "ring", "mode", "residual", "slots"),
+    [(13, 3, 1, 0, 1, mbconv.POINTWISE, True, 2), (12, 4, 2, 1, 1, mbconv.POINTWISE, False, 2),
+     (12, 6, 2, 1, 2, mbconv.POINTWISE, False, 3), (11, 5, 1, 0, 2, mbconv.POINTWISE, True, 1),
+     (10, 3, 1, 0, 1, mbconv.COPY, False, 2), (9, 3, 1, 0, 1, mbconv.STEM, False, 2), (8, 4, 2, 1, 1, mbconv.STEM, False, 1)],
 )
 @pytest.mark.parametrize("pad", [0, 1])
-def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, expand, residual, slots, pad) -> None:  # type: ignore[no-untyped-def]
+def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, mode, residual, slots, pad) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(size * 10 + k)
-    cin = 7 if expand else 12
+    cin = {mbconv.POINTWISE: 7, mbconv.COPY: 12, mbconv.STEM: 3}[mode]
     hidden, cout = 12, (cin if residual else 5)
-    x, padded, (we, be), (wd, bd), (wp, bp), rows, p = _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, expand)
+    x, src, (we, be), (wd, bd), (wp, bp), rows, p = _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode)
     expected = p + x if residual else p
     out = np.full((rows + 2 * pad, rows + 2 * pad, cout), -7.0, np.float32)
     wd_l = conv.depthwise_weights_layout(wd)
-    src = x if expand else padded
     lines, tags, drows = mbconv.line_buffers(slots, k, size + 2 * ring, hidden, rows)
+    if mode == mbconv.STEM:
+        we_l = mobile.im2col_weights_layout(we, 1)
+        patches = np.zeros((slots, size * we_l.shape[0]), np.float32)
+    else:
+        we_l = mobile.pointwise_weights_layout(we) if mode == mbconv.POINTWISE else np.zeros((1, 1), np.float32)
+        patches = np.zeros((1, size), np.float32)
     e_chain = _chain(hidden, size, be)
     d_chain = _chain(hidden, rows, bd)
     p_chain = encode_chain([BiasLayer((1, rows, cout), bias=bp)], cout, rows)
     a_chain = encode_chain([], cout, rows)
     mbconv.mbconv_chain(
-        src, expand, mobile.pointwise_weights_layout(we), *e_chain, wd_l,
+        src, mode, we_l, *e_chain, size, size, 4, 1, 2, patches, wd_l,
         depthwise.tile_taps(wd_l, lead, stride, rows), stride, lead, ring, *d_chain,
         mobile.pointwise_weights_layout(wp), *p_chain, x if residual else np.zeros((1, 1, 1), np.float32), residual,
         *a_chain, lines, tags, drows, rows, rows, out, pad,
