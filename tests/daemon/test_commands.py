@@ -176,8 +176,10 @@ def test_subscribe_times_out_with_exit_1() -> None:
 
 
 def test_demo_runs_alone_and_exits(tmp_path) -> None:
-    out = subprocess.run([*EDGEBNN, "demo", "--frames", "3"], check=False, capture_output=True,
-                         text=True, env=subprocess_env(), timeout=120)
+    # The small random model keeps this fast everywhere; the default (the bundled
+    # EfficientNet-Lite0) is the engine's to test.
+    out = subprocess.run([*EDGEBNN, "demo", "--frames", "3", "--model", MODEL], check=False,
+                         capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert out.returncode == 0, out.stderr
     predictions = [line for line in out.stdout.splitlines() if " #" in line]
     assert len(predictions) == 3

@@ -226,7 +226,6 @@ def test_a_subscriber_that_never_reads_cannot_grow_memory(tmp_path, recorder) ->
 
 
 def test_prometheus_metrics(tmp_path, image_dir, start_daemon, recorder) -> None:
-    pytest.importorskip("prometheus_client")
     config = make_config(tmp_path, [{"name": "stills", "source": str(image_dir), "max_fps": 30}],
                          metrics={"enabled": True, "port": 0})
     rec = recorder(config.publish.endpoints[0])
