@@ -234,6 +234,10 @@ class Daemon:
             self.rejected_reloads += 1
             log.error("reload rejected, the running configuration stays: %s", exc)
             return False
+        except Exception:  # e.g. a compiler error while warming a new model up
+            self.rejected_reloads += 1
+            log.exception("reload rejected, the running configuration stays")
+            return False
         finally:
             self.notifier.ready(status=self._status_line())
         self.reloads += 1
@@ -244,6 +248,16 @@ class Daemon:
         assert self.pipeline is not None and self.pipeline.runtime is not None
         old = self.config
         runtime = self._runtime(new, self.pipeline.runtime)
+        if new.publish != old.publish:
+            self._restart_publisher(new)
+        elif self.publisher is not None:
+            self.publisher.reload_clients()
+        if new.metrics != old.metrics:
+            if self.metrics is not None:
+                self.metrics.stop()
+                self.metrics = None
+            if new.metrics.enabled:
+                self._start_metrics(new)
         current = self.pipeline.runtime
         if not (runtime.net is current.net and runtime.scorer is current.scorer
                 and (runtime.top_k, runtime.min_score, runtime.threads)
@@ -255,16 +269,6 @@ class Daemon:
                     break
                 except FutureTimeout:
                     self.notifier.extend_timeout(STARTUP_EXTENSION)
-        if new.publish != old.publish:
-            self._restart_publisher(new)
-        elif self.publisher is not None:
-            self.publisher.reload_clients()
-        if new.metrics != old.metrics:
-            if self.metrics is not None:
-                self.metrics.stop()
-                self.metrics = None
-            if new.metrics.enabled:
-                self._start_metrics(new)
         set_level(new.log_level)
         old_cameras = {c.name: c for c in old.cameras}
         new_cameras = {c.name: c for c in new.cameras}

@@ -314,3 +314,21 @@ def test_a_source_stuck_in_a_read_is_replaced(tmp_path, image_dir, video, start_
             except OSError:
                 break
             os.close(fd)
+
+
+def test_reload_moves_the_publisher_to_a_new_endpoint(tmp_path, image_dir, start_daemon,
+                                                       recorder) -> None:
+    cameras = [{"name": "stills", "source": str(image_dir), "max_fps": 30}]
+    config = make_config(tmp_path, cameras)
+    running = start_daemon(config)
+    running.wait_ready()
+    moved = make_config(tmp_path, cameras)
+    assert moved.publish.endpoints != config.publish.endpoints
+    old = recorder(config.publish.endpoints[0])
+    assert old.wait_for(lambda r: len(r.of("predictions/")) >= 2)
+    assert running.daemon.reload(moved)
+    new = recorder(moved.publish.endpoints[0])
+    assert new.wait_for(lambda r: len(r.of("predictions/stills/")) >= 3)
+    seqs = [p["seq"] for p in old.of("predictions/") + new.of("predictions/")]
+    assert seqs == sorted(set(seqs))  # one camera, one sequence, across the move
+    assert running.stop() == 0
