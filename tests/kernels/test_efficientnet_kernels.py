@@ -194,9 +194,9 @@ def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, mode, residu
 @pytest.mark.parametrize(("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0), (5, 2, 0)])
 @pytest.mark.parametrize("chans", [1, 16, 37, 96])
 @pytest.mark.parametrize("pad", [0, 2])
-def test_register_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int, pad: int) -> None:
+@pytest.mark.parametrize("size", [14, 15])  # even and odd output widths (column pairs + tail)
+def test_register_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int, pad: int, size: int) -> None:
     rng = np.random.default_rng(k * 1000 + chans)
-    size = 15
     x = rng.normal(size=(size, size, chans)).astype(np.float32) * 3
     w = rng.normal(size=(chans, k, k, 1)).astype(np.float32)
     w[:, :lead], w[:, :, :lead] = 0, 0
