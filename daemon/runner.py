@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -140,8 +141,14 @@ class Daemon:
         self.notifier.extend_timeout(STARTUP_EXTENSION)
         self.notifier.status(f"compiling kernels for {runtime.net.name}")
         self.pipeline.start(runtime)
-        while not self.pipeline.warm.wait(STARTUP_EXTENSION / 3):
-            self.notifier.extend_timeout(STARTUP_EXTENSION)
+        extended_at = time.monotonic()
+        while not self.pipeline.warm.wait(0.2):
+            if self._stop.is_set():
+                log.info("stopped while the model was warming up")
+                return EX_OK
+            if time.monotonic() - extended_at > STARTUP_EXTENSION / 3:
+                extended_at = time.monotonic()
+                self.notifier.extend_timeout(STARTUP_EXTENSION)
         if self.pipeline.error is not None:
             log.error("model warm-up failed: %s", self.pipeline.error)
             return EX_CONFIG if isinstance(self.pipeline.error, ValueError) else EX_ERROR
@@ -481,4 +488,12 @@ def run_config_file(path: str | Path, max_frames: int | None = None) -> int:
     prefer_workqueue_threading_layer()
     daemon = Daemon(config, notifier=Notifier(), max_frames=max_frames)
     daemon.install_signal_handlers()
-    return daemon.run()
+    code = daemon.run()
+    if daemon.pipeline is not None and not daemon.pipeline.join(0):
+        # A frame (or a warm-up) is still in a Numba kernel: exit now rather than let the
+        # interpreter tear down under it, and keep the 2 s stop promise.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
