@@ -24,13 +24,17 @@ PARALLEL: bool = platform.machine().lower() not in ("armv6l", "armv7l", "armv8l"
     os.environ.get("EDGEBNN_SERIAL", "") in ("", "0")
 )
 
-# OpenMP first, TBB last: on an idle machine here OpenMP ran the headline network in 4.1 ms
-# at 2 threads where TBB took 8.5 ms, and TBB's layer kept ~7 KB per parallel launch (the
-# daemon measured +90 MB over 1,000 frames). The daemon itself picks workqueue, which
-# degrades gracefully when other processes take the cores (OpenMP's spinning barriers do
-# not). A user's NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY still wins.
+# OpenMP first with passive waiting, TBB last. Measured here (headline network, 2 threads,
+# ms/frame; idle / one core busy / both cores busy with other processes):
+#   OpenMP, spinning workers (libgomp's default)  4.6-5.3 / 10.1 / 38
+#   OpenMP, OMP_WAIT_POLICY=PASSIVE               5.8     / 10.0 / 17
+#   workqueue                                     6.3-6.9 / 12.2 / 31
+#   TBB                                           8.5 at 1 and 2 threads; kept ~7 KB per launch
+# A device that also decodes video never has its cores to itself, so passive waiting is the
+# robust default. A user's NUMBA_THREADING_LAYER(_PRIORITY) or OMP_WAIT_POLICY still wins.
 if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by libgomp when the pool starts
 
 #: Options for element-wise and integer kernels: exact float32, no fast-math.
 JIT = {"cache": True, "nogil": True, "boundscheck": False}
