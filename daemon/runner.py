@@ -18,7 +18,13 @@ from typing import Any
 
 import zmq
 from edgebnn.daemon.capture import CameraWorker, FrameBoard
-from edgebnn.daemon.config import EX_CONFIG, ConfigError, DaemonConfig, load_config
+from edgebnn.daemon.config import (
+    EX_CONFIG,
+    ConfigError,
+    DaemonConfig,
+    is_loopback_endpoint,
+    load_config,
+)
 from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.logs import set_level
 from edgebnn.daemon.pipeline import Pipeline, Runtime
@@ -325,6 +331,9 @@ class Daemon:
         self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.snapshot)
         self.metrics.start()
         log.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics.address)
+        if not is_loopback_endpoint(f"tcp://{config.metrics.host}:1"):
+            log.warning("metrics are served unauthenticated on %s: anyone on the network can "
+                        "read them", config.metrics.host)
 
     def _start_camera(self, camera: Any, start_delay: float = 0.0) -> None:
         stats = self.stats.get(camera.name)
