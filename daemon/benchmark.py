@@ -8,7 +8,6 @@ the RSS growth over a soak of N frames (default 10,000).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import zmq
 from edgebnn.daemon.config import SAMPLES_DIR, config_from_dict
 from edgebnn.daemon.demo import free_port
-from edgebnn.daemon.runner import Daemon, prefer_workqueue_threading_layer
+from edgebnn.daemon.runner import Daemon
 from edgebnn.daemon.stats import rss_bytes
 from edgebnn.daemon.subscribe import connect, receive
 
@@ -56,14 +55,11 @@ print(statistics.median(times) * 1000)
 """
 
 
-def engine_rate(model: str, frame_file: Path, runs: int, layer: str | None) -> float:
+def engine_rate(model: str, frame_file: Path, runs: int) -> float:
     """Median milliseconds of net.predict on one frame, in a separate process (so this
     process's RSS is the daemon's alone)."""
-    env = dict(os.environ)
-    if layer:
-        env["NUMBA_THREADING_LAYER"] = layer
     out = subprocess.run([sys.executable, "-c", ENGINE_PROBE, model, str(frame_file), str(runs)],
-                         check=True, capture_output=True, text=True, env=env)
+                         check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -164,7 +160,6 @@ def run_daemon_benchmark(args: argparse.Namespace) -> int:
     model = getattr(args, "model", None) or DEFAULT_MODEL
     soak = getattr(args, "frames", None) or 10_000
     runs = max(10, getattr(args, "runs", 30) or 30)
-    layer = prefer_workqueue_threading_layer()
     print(f"machine: {_machine()}")
     print(f"model: {model}")
     with tempfile.TemporaryDirectory(prefix="edgebnn-bench-") as tmp:
@@ -174,7 +169,7 @@ def run_daemon_benchmark(args: argparse.Namespace) -> int:
         cap.release()
         assert ok, "OpenCV cannot read back the generated clip"
         cv2.imwrite(str(Path(tmp) / "frame.png"), frame)
-        engine_ms = engine_rate(model, Path(tmp) / "frame.png", runs, layer)
+        engine_ms = engine_rate(model, Path(tmp) / "frame.png", runs)
         print(f"engine alone: {engine_ms:.2f} ms per {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frame "
               f"(median of {runs}), {1000 / engine_ms:.1f} frames/s")
 

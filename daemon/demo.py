@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 from edgebnn.daemon.config import PACKAGE_DATA, SAMPLES_DIR, config_from_dict
-from edgebnn.daemon.runner import Daemon, log, prefer_workqueue_threading_layer
+from edgebnn.daemon.runner import Daemon, log
 from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.daemon.subscribe import connect, format_message, receive, topics_for
 
@@ -63,7 +63,6 @@ def run_demo(frames: int = 8, model: str | None = None, as_json: bool = False,
              out: Any = None) -> int:
     """Run the demo; returns the exit code."""
     out = out or sys.stdout
-    prefer_workqueue_threading_layer()
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = demo_config(endpoint, model or demo_model())
     context = zmq.Context()

@@ -456,23 +456,6 @@ class Daemon:
         return f"{online}/{len(snapshot)} cameras online, {fps:.1f} fps{inference}"
 
 
-def prefer_workqueue_threading_layer() -> str | None:
-    """Use Numba's workqueue threading layer unless NUMBA_THREADING_LAYER says otherwise.
-
-    The daemon drives every parallel kernel from its one inference thread, which is what
-    workqueue supports. Measured here (numba 0.68.1, 2 cores): the default TBB layer kept
-    about 7 KB per parallel kernel launch (~120 KB per frame, +90 MB over 1,000 frames of
-    the headline network), workqueue kept nothing and was faster (5.9 vs 8.8 ms), OpenMP
-    kept nothing but was slower. Must run before the first parallel launch.
-    """
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return None
-    import numba
-
-    numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue"
-
-
 def load_model(spec: str, fallback: str | None) -> Any:
     """edgebnn.load(spec), or the fallback model (with a warning) if that fails."""
     try:
@@ -494,7 +477,6 @@ def run_config_file(path: str | Path, max_frames: int | None = None) -> int:
         for line in exc.lines():
             log.error("%s", line)
         return EX_CONFIG
-    prefer_workqueue_threading_layer()
     daemon = Daemon(config, notifier=Notifier(), max_frames=max_frames)
     daemon.install_signal_handlers()
     code = daemon.run()
