@@ -39,7 +39,7 @@ def sign_pack(x, bits):  # type: ignore[no-untyped-def]
                 bits[r, c, w] = word
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _gather_row(bits, chans, k, stride, r, cols, patches):  # type: ignore[no-untyped-def]
     """Receptive fields of output row ``r`` in ELL's volume order: ``patches[c, :]``."""
     words = bits.shape[2]

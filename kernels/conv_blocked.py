@@ -18,7 +18,7 @@ from edgebnn.kernels.pool import FLT_MAX, nonfinite_bit
 from numba import njit
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _conv_row(x, wf, k, cin, stride, r, table, acc):  # type: ignore[no-untyped-def]
     """Convolution output row ``r`` into ``acc`` (filters, cols), via the tap table."""
     taps, cols = table.shape

@@ -24,7 +24,7 @@ from edgebnn.kernels.epilogue import chain_into, interior
 from numba import njit
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def store_interior(row, out, r, pad):  # type: ignore[no-untyped-def]
     """Copy a finished row (cols * F) into ``out``'s interior row ``r``.
 
