@@ -32,6 +32,28 @@ def set_threads(n: int | None) -> int:
     return wanted
 
 
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``); False elsewhere.
+
+    Compiling or loading Numba kernels frees tens of MB inside glibc's arenas that the
+    process would otherwise keep: measured here, 219 -> 191 MB RSS after warming up the
+    headline network.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True
+
+
 def cpu_count() -> int:
     """Cores this process may use."""
     try:
