@@ -13,16 +13,10 @@ Every buffer is allocated and its padding ring filled once; ``run`` allocates no
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
-from edgebnn.engine.blas_threads import set_blas_threads
 from edgebnn.engine.layers import (
     ActivationLayer,
     AddLayer,
-    BatchNormalizationLayer,
-    BiasLayer,
     BinaryConvolutionalLayer,
     ConvolutionalLayer,
     FullyConnectedLayer,
@@ -34,71 +28,16 @@ from edgebnn.engine.layers import (
     SoftmaxLayer,
     filled_tensor,
 )
+from edgebnn.engine.plan_mobile import MobilePlanning
+from edgebnn.engine.steps import Step, encode_chain
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
 from edgebnn.kernels import (
     binary,
-    blas,
     conv,
     conv_blocked,
-    depthwise,
     elementwise,
-    mbconv,
-    mobile,
     pool,
 )
-from edgebnn.kernels.elementwise import EMPTY_ALPHA
-
-#: Narrowest input rows an MBConv block is fused for (below, its tensors stay in cache).
-MBCONV_MIN_COLS = 28
-
-
-def numba_threads() -> int:
-    """Numba's thread limit (the most threads a parallel kernel can be given)."""
-    import numba
-
-    return int(numba.config.NUMBA_NUM_THREADS)
-
-#: Row-block GEMMs are split into at least this many tasks (one per thread Numba may use).
-GEMM_TASKS = numba_threads()
-
-
-@dataclass
-class Step:
-    """One kernel call of the plan: the layer nodes it covers and how to call it."""
-
-    nodes: tuple[int, ...]  # node ids computed by this step (0 = input layer)
-    label: str
-    kernel: Callable
-    args: tuple
-
-    def __call__(self) -> None:
-        self.kernel(*self.args)
-
-
-def encode_chain(
-    layers: list[Layer], chans: int, cols: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes, params, alpha) arrays for :func:`edgebnn.kernels.elementwise.apply_chain`,
-    for output rows of ``cols`` pixels."""
-    codes = np.zeros(len(layers), np.int64)
-    params = np.zeros((len(layers), 2, chans), np.float32)
-    alpha = EMPTY_ALPHA
-    for i, layer in enumerate(layers):
-        if isinstance(layer, BiasLayer):
-            codes[i], params[i, 0] = elementwise.OP_BIAS, layer.bias
-        elif isinstance(layer, ScalingLayer):
-            codes[i], params[i, 0] = elementwise.OP_SCALE, layer.scales
-        elif isinstance(layer, BatchNormalizationLayer):
-            codes[i] = elementwise.OP_BATCH_NORM
-            params[i, 0], params[i, 1] = layer.multiplication, layer.addition
-        elif isinstance(layer, ActivationLayer):
-            codes[i] = elementwise.ACTIVATION_CODES[layer.function]
-            params[i, 0] = np.float32(layer.leaky_factor)
-            if layer.function == "prelu":
-                alpha = layer.alpha  # type: ignore[assignment]
-        else:
-            raise TypeError(f"{type(layer).__name__} is not element-wise")
-    return codes, elementwise.tile_params(params, cols), elementwise.row_alpha(alpha)
 
 
 def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
@@ -110,7 +49,7 @@ def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
     return True
 
 
-class Plan:
+class Plan(MobilePlanning):
     """The compiled form of a :class:`~edgebnn.engine.network.Network`."""
 
     def __init__(self, network) -> None:
@@ -209,7 +148,7 @@ class Plan:
         chans = layer.interior_shape[2]
         chain_layers = [self.nodes[i] for i in chain]
         nodes = (node, *chain)
-        label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes)
+        label = self._label(nodes)
 
         if isinstance(layer, InputLayer):
             # InputLayer computes data * scale; a scale of 1 is exact identity.
@@ -275,167 +214,6 @@ class Plan:
         else:
             raise TypeError(f"no kernel for {type(layer).__name__}")
 
-    def _mobile_conv(self, layer, x, rows, cols, out, pad, codes, params, alpha):
-        """(kernel, args) from :mod:`edgebnn.kernels.mobile` for a depthwise convolution,
-        or, when the network's metadata says ``pointwise: blas``, a 1x1/s1 (no ring) or
-        k x k convolution as BLAS sgemm calls on Numba's threads (``np.matmul`` where no
-        CBLAS is found); else None (the generic kernels, ELL's exact order)."""
-        if layer.is_depthwise(x.shape[2]):
-            w = conv.depthwise_weights_layout(layer.weights)
-            lead = mobile.leading_zero_taps(layer.weights)
-            if self.network.metadata.get("pointwise") == "blas" and depthwise.taps_supported(w.shape[0], lead):
-                # EfficientNet: sums kept in registers over the taps (same bits, faster).
-                wt = depthwise.tile_taps(w, lead, layer.stride, cols)
-                return depthwise.depthwise_rows_chain, (
-                    x, w, wt, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
-                )
-            return mobile.depthwise_conv2d_rows_chain, (
-                x, w, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
-            )
-        if self.network.metadata.get("pointwise") != "blas":
-            return None  # default: the generic kernel, in ELL's exact summation order
-        filters = layer.weights.shape[0]
-        if layer.receptive_field > 1 and blas.AVAILABLE:
-            # A k x k convolution (the stem): gathered patches times weights, one sgemm per
-            # row block, leading zero taps skipped.
-            set_blas_threads(1)
-            lead = mobile.leading_zero_taps(layer.weights)
-            w2 = mobile.im2col_weights_layout(layer.weights, lead)
-            patches = np.zeros((rows, cols * w2.shape[0]), np.float32)
-            y_rows = np.zeros((rows, cols * filters), np.float32)
-            block = max(1, -(-128 // cols))
-            return mobile.im2col_sgemm_chain, (
-                x, w2, layer.receptive_field, lead, layer.stride, patches, y_rows, block,
-                out, pad, codes, params, alpha,
-            )
-        if layer.receptive_field != 1 or layer.stride != 1 or x.shape[:2] != (rows, cols):
-            return None
-        if rows * cols * x.shape[2] * layer.weights.shape[0] < 1 << 18:
-            # A tiny GEMM (a 2x2 head): BLAS threads only fight Numba's here; the
-            # exact-order kernel is as fast and bit-identical to the reference.
-            return None
-        if rows * cols == 1 and pad == 0:
-            # One pixel (the classifier): a vectorised GEMV, w read once.
-            w = mobile.pointwise_weights_layout(layer.weights)
-            return mobile.gemv_chain, (x.reshape(-1), w, out.reshape(-1), codes, params, alpha)
-        x2d = x.reshape(rows * cols, x.shape[2])
-        y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
-        w = mobile.pointwise_weights_layout(layer.weights)
-        if blas.AVAILABLE:
-            # sgemm on Numba's threads (row blocks of ~128 pixels); BLAS's own pool off.
-            set_blas_threads(1)
-            block = max(1, min(-(-128 // cols), -(-rows // GEMM_TASKS)))  # >= one task per thread
-            x_rows, y_rows = x2d.reshape(rows, -1), y2d.reshape(rows, -1)
-            if -(-rows // block) < GEMM_TASKS or rows * cols < 64:
-                # Too few rows to share out (7x7): split the output channels instead.
-                args = (x_rows, w, y_rows, GEMM_TASKS, out, pad, codes, params, alpha)
-                return mobile.pointwise_sgemm_columns_chain, args
-            return mobile.pointwise_sgemm_chain, (x_rows, w, y_rows, block, out, pad, codes, params, alpha)
-        return mobile.pointwise_conv_chain, (x2d, w, y2d, out, pad, codes, params, alpha)
-
-    def _is_pointwise(self, node: int) -> bool:
-        """A 1x1/s1 convolution reading an un-ringed tensor (a pointwise GEMM)."""
-        layer = self.nodes[node]
-        if not isinstance(layer, ConvolutionalLayer) or layer.receptive_field != 1 or layer.stride != 1:
-            return False
-        shape = self._filled_shape(node)
-        return shape[:2] == layer.interior_shape[:2] and not layer.is_depthwise(shape[2])
-
-    def _try_mbconv_step(self, node: int, chain: list[int]) -> int | None:
-        """Fuse an MBConv block ([expand ->] depthwise -> project [-> add]) into one
-        :func:`edgebnn.kernels.mbconv.mbconv_chain` step; returns its last node, or None.
-
-        Only for ``pointwise: blas`` networks (EfficientNet) and rows of at least
-        :data:`MBCONV_MIN_COLS` pixels, where the expanded tensor would leave the cache.
-        """
-        if self.network.metadata.get("pointwise") != "blas" or not blas.AVAILABLE:
-            return None
-        layer = self.nodes[node]
-        if not isinstance(layer, ConvolutionalLayer):
-            return None
-        x = self._input_of(node)
-        if self._is_pointwise(node):
-            mode = mbconv.POINTWISE
-        elif layer.receptive_field > 1 and not layer.is_depthwise(x.shape[2]):
-            mode = mbconv.STEM  # a k x k convolution (the stem) makes the depthwise input
-        else:
-            mode = mbconv.COPY
-        expand = mode != mbconv.COPY
-        if expand:
-            e_chain, dw = chain, (chain[-1] if chain else node) + 1
-            if self.consumers[dw - 1] != [dw] or self.inputs[dw] != (dw - 1,):
-                return None
-        else:
-            e_chain, dw = [], node
-        dw_layer = self.nodes[dw] if dw < len(self.nodes) else None
-        if not isinstance(dw_layer, ConvolutionalLayer) or not dw_layer.is_depthwise(self._filled_shape(dw)[2]):
-            return None
-        cols_in = (layer.interior_shape if expand else self.nodes[self.inputs[dw][0]].interior_shape)[1]
-        ring = self.nodes[self.inputs[dw][0]].output_padding
-        if ring.scheme != PaddingScheme.ZEROS or cols_in < MBCONV_MIN_COLS:
-            return None
-        d_chain = chain if not expand else self._chain_after(dw)
-        d_last = d_chain[-1] if d_chain else dw
-        proj = d_last + 1
-        if self.nodes[d_last].output_padding.size or self.consumers[d_last] != [proj] or not self._is_pointwise(proj):
-            return None
-        p_chain = self._chain_after(proj)
-        p_last = p_chain[-1] if p_chain else proj
-        last, res, a_chain = p_last, None, []
-        cons = self.consumers[p_last]
-        if len(cons) == 1 and isinstance(self.nodes[cons[0]], AddLayer):
-            add = cons[0]
-            block_input = self.inputs[node][0]
-            if (
-                mode == mbconv.POINTWISE
-                and self.inputs[add] in ((p_last, block_input), (block_input, p_last))
-                and self.nodes[p_last].output_padding.size == 0
-                and self.nodes[block_input].output_padding.size == 0
-            ):
-                a_chain = self._chain_after(add)
-                res, last = self._input_of(add, self.inputs[add].index(block_input)), (a_chain[-1] if a_chain else add)
-        out = self.buffer(last)
-        pad = self.nodes[last].output_padding.size
-        rows, cols, hidden = dw_layer.interior_shape
-        wd = conv.depthwise_weights_layout(dw_layer.weights)
-        lead = mobile.leading_zero_taps(dw_layer.weights)
-        k = wd.shape[0]
-        if not depthwise.taps_supported(k, lead):
-            return None
-        wt = depthwise.tile_taps(wd, lead, dw_layer.stride, cols)
-        we, patches = np.zeros((1, 1), np.float32), np.zeros((1, max(cols_in, 1)), np.float32)
-        slead = mobile.leading_zero_taps(layer.weights) if mode == mbconv.STEM else 0
-        if mode == mbconv.POINTWISE:
-            we = mobile.pointwise_weights_layout(layer.weights)
-        elif mode == mbconv.STEM:
-            we = mobile.im2col_weights_layout(layer.weights, slead)
-            patches = np.zeros((numba_threads(), cols_in * we.shape[0]), np.float32)
-        wp = mobile.pointwise_weights_layout(self.nodes[proj].weights)
-        f_out = wp.shape[1]
-        padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
-        set_blas_threads(1)
-        lines, tags, drows = mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols)
-
-        def enc(ids: list[int], chans: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return encode_chain([self.nodes[i] for i in ids], chans, width)
-
-        has_res = res is not None
-        if res is None:
-            res = np.zeros((1, 1, 1), np.float32)
-        args = (
-            x, mode, we, *enc(e_chain, hidden, cols_in), *layer.interior_shape[:2],
-            layer.receptive_field, slead, layer.stride, patches,
-            wd, wt, dw_layer.stride, lead, ring.size, *enc(d_chain, hidden, cols),
-            wp, *enc(p_chain, f_out, cols), res, has_res, *enc(a_chain, f_out, cols),
-            lines, tags, drows, rows, cols, out, pad,
-        )
-        first = node
-        nodes = tuple(range(first, last + 1))
-        first_op = {mbconv.POINTWISE: "expand,", mbconv.STEM: "stem,", mbconv.COPY: ""}[mode]
-        label = f"MBConv[{first_op}dw{k - lead}/s{dw_layer.stride},project" + (",add]" if has_res else "]")
-        self.steps.append(Step(nodes, label, mbconv.mbconv_chain, args))
-        return last
-
     def _filled_shape(self, node: int) -> tuple[int, ...]:
         """The (ring-included) shape of ``node``'s input tensor, without allocating it."""
         return self.nodes[self.inputs[node][0]].output_shape
@@ -477,7 +255,7 @@ class Plan:
         is_max = layer.function == "max" if pooled else True
         args = (x, pooled, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad)
         nodes = (node, *chain)
-        label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
+        label = self._label(nodes, "+Sign")
         self.steps.append(Step(nodes, label, pool.pool_to_bits, args))
         return True
 
@@ -520,7 +298,7 @@ class Plan:
             lo, hi, specials, bits, pool_layer.output_padding.size,
         )
         nodes = (node, *chain, pool_node)
-        label = "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + "+Sign"
+        label = self._label(nodes, "+Sign")
         self.steps.append(Step(nodes, label, conv_blocked.conv2d_columns_pool_bits, args))
         return pool_node
 
@@ -543,6 +321,10 @@ class Plan:
             layer.weights_scale == 1, rows, cols, out, pad, codes, params, alpha,
         )
         self.steps.append(Step(nodes, label, binary.binary_conv_chain, args))
+
+    def _label(self, nodes: tuple[int, ...], suffix: str = "") -> str:
+        """A step's name: its layer types joined by '+' (e.g. Pooling+BatchNormalization)."""
+        return "+".join(type(self.nodes[i]).__name__.replace("Layer", "") for i in nodes) + suffix
 
     # -- running -------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
