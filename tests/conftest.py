@@ -13,7 +13,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.par
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201
+def pytest_runtest_makereport(item, call):
     """Under CI (``CI`` set) a skip is a failure: CI installs everything the tests need, so
     a skip there could only hide a missing dependency or a broken set-up."""
     outcome = yield

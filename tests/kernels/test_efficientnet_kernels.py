@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
-from edgebnn.engine.steps import encode_chain
 from edgebnn.engine.layers import ActivationLayer, BiasLayer
+from edgebnn.engine.steps import encode_chain
 from edgebnn.kernels import blas, conv, depthwise, mbconv, mobile
 from edgebnn.kernels.reference import activation_ref, bias_ref, conv2d_ref
 
