@@ -4,7 +4,9 @@ Every vector's layer is built as a one-layer network whose input tensor is the v
 full input (ring included), run by the fast engine and by the NumPy reference, and held to
 ELL's checks (its own tolerance, or exact) and to the derived full outputs. All 36 layer
 vectors and both network vectors run; "double" vectors are computed in float32 (the engine
-has no float64 path), so their derived outputs are compared at 1e-5 relative.
+has no float64 path), so their derived outputs are compared at 1e-5 relative. Not run:
+``test_vectors_region_detection.json`` (ELL's RegionDetectionLayer, a YOLO output layer the
+engine does not implement: no gallery ImageNet model uses it).
 """
 
 from __future__ import annotations
