@@ -14,7 +14,7 @@ so ``dot = nvalid[p] − 2 · Σ_b popcount((x_b XOR w_b) AND mask_b)``: exact i
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT, PJIT, popcount64, prange
+from edgebnn.kernels._jit import HOT_JIT, PJIT, popcount64, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from numba import njit
 
@@ -39,7 +39,7 @@ def sign_pack(x, bits):  # type: ignore[no-untyped-def]
                 bits[r, c, w] = word
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _gather_row(bits, chans, k, stride, r, cols, patches):  # type: ignore[no-untyped-def]
     """Receptive fields of output row ``r`` in ELL's volume order: ``patches[c, :]``."""
     words = bits.shape[2]

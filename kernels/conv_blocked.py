@@ -12,13 +12,13 @@ bit-identical to the generic kernel and to the NumPy reference.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from edgebnn.kernels.pool import FLT_MAX, nonfinite_bit
 from numba import njit
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _conv_row(x, wf, k, cin, stride, r, table, acc):  # type: ignore[no-untyped-def]
     """Convolution output row ``r`` into ``acc`` (filters, cols), via the tap table."""
     taps, cols = table.shape

@@ -19,7 +19,7 @@ builder's asymmetric "same" padding) and skipped.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
 from edgebnn.kernels.epilogue import chain_into
 from numba import njit
 
@@ -43,7 +43,7 @@ def tile_taps(w: np.ndarray, lead: int, stride: int, cols: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(taps, (1, cols)), dtype=np.float32)
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _flat3(l0, l1, l2, wt, lead, chans, acc):  # type: ignore[no-untyped-def]
     """Stride 1, 3x3 taps: ``acc[e] = sum(x[e + tap offset] * wt[tap, e])`` over the row."""
     n = acc.shape[0]
@@ -79,7 +79,7 @@ def _flat3(l0, l1, l2, wt, lead, chans, acc):  # type: ignore[no-untyped-def]
         acc[e] = s
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _flat5(l0, l1, l2, l3, l4, wt, lead, chans, acc):  # type: ignore[no-untyped-def]
     """Stride 1, 5x5 taps: ``acc[e] = sum(x[e + tap offset] * wt[tap, e])`` over the row."""
     n = acc.shape[0]
@@ -163,7 +163,7 @@ def _flat5(l0, l1, l2, l3, l4, wt, lead, chans, acc):  # type: ignore[no-untyped
         acc[e] = s
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _cols3(l0, l1, l2, w, lead, stride, cols, chans, acc):  # type: ignore[no-untyped-def]
     """Any stride, 3x3 taps: per output pixel, the channel loop with its sum in a register."""
     w00 = w[lead + 0, lead + 0]
@@ -201,7 +201,7 @@ def _cols3(l0, l1, l2, w, lead, stride, cols, chans, acc):  # type: ignore[no-un
             a[f] = s
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _cols5(l0, l1, l2, l3, l4, w, lead, stride, cols, chans, acc):  # type: ignore[no-untyped-def]
     """Any stride, 5x5 taps: per output pixel, the channel loop with its sum in a register."""
     w00 = w[lead + 0, lead + 0]
@@ -287,7 +287,7 @@ def _cols5(l0, l1, l2, l3, l4, w, lead, stride, cols, chans, acc):  # type: igno
             a[f] = s
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _pairs3(l0, l1, l2, w, lead, pairs, chans, acc):  # type: ignore[no-untyped-def]
     """Stride 1, 3x3 taps, output columns two at a time: each loaded input vector
     serves both columns (12 input loads for two outputs instead of 18)."""
@@ -342,7 +342,7 @@ def _pairs3(l0, l1, l2, w, lead, pairs, chans, acc):  # type: ignore[no-untyped-
             a1[f] = s1
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def _pairs5(l0, l1, l2, l3, l4, w, lead, pairs, chans, acc):  # type: ignore[no-untyped-def]
     """Stride 1, 5x5 taps, output columns two at a time: each loaded input vector
     serves both columns (30 input loads for two outputs instead of 50)."""
@@ -463,7 +463,7 @@ def _pairs5(l0, l1, l2, l3, l4, w, lead, pairs, chans, acc):  # type: ignore[no-
             a1[f] = s1
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):  # type: ignore[no-untyped-def]
     """One output row into ``acc`` (cols * C) from input rows ``l0..`` (padded rows,
     flattened; the kernel rows from ``lead`` on; ``l3``, ``l4`` unused for 3x3)."""

@@ -10,7 +10,7 @@ so fusing a chain into the kernel that produces its input changes no bit (spec 6
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, prange
 from numba import njit
 
 OP_BIAS = 0
@@ -45,7 +45,7 @@ def empty_params(channels: int) -> np.ndarray:
     return np.zeros((0, 2, channels), np.float32)
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def apply_chain(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
     """Apply the chain in place to ``v``, output row ``r`` flattened as (column, channel).
 
@@ -111,7 +111,7 @@ def apply_chain(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
                 v[e] = -one if x < -one else (min(x, one))
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def store_row(row, out, r, pad):  # type: ignore[no-untyped-def]
     """Copy a finished row (columns * channels) into ``out``'s interior row ``r``."""
     dst = out[r + pad].reshape(-1)

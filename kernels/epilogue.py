@@ -11,12 +11,12 @@ then ``max(0, .)``, then ``min(6, .)``): identical bits. Any other chain falls b
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT
+from edgebnn.kernels._jit import HOT_JIT
 from edgebnn.kernels.elementwise import OP_BIAS, OP_RELU6, apply_chain
 from numba import njit
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def chain_into(row, dst, r, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``dst = chain(row)`` for output row ``r``; ``dst`` may be ``row`` itself."""
     n = row.shape[0]
@@ -39,7 +39,7 @@ def chain_into(row, dst, r, codes, params, alpha):  # type: ignore[no-untyped-de
             dst[e] = row[e]
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def interior(out, r, pad, n):  # type: ignore[no-untyped-def]
     """``out``'s interior row ``r`` (the first ``n`` values after the ring), flattened."""
     start = pad * out.shape[2]

@@ -17,14 +17,14 @@ bit-identical for finite inputs.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from edgebnn.kernels.epilogue import chain_into, interior
 from numba import njit
 
 
-@njit(**JIT)
+@njit(**HOT_JIT)
 def store_interior(row, out, r, pad):  # type: ignore[no-untyped-def]
     """Copy a finished row (cols * F) into ``out``'s interior row ``r``.
 
