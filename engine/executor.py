@@ -168,18 +168,15 @@ class Plan(MobilePlanning):
         rows, cols, _ = layer.interior_shape
         if isinstance(layer, ConvolutionalLayer):
             x = self._input_of(node)
+            # Depthwise and (for BLAS-pointwise networks) GEMM-shaped convolutions.
             mobile = self._mobile_conv(layer, x, rows, cols, out, pad, codes, params, alpha)
             if mobile is not None:
                 self.steps.append(Step(nodes, label, *mobile))
-            elif layer.is_depthwise(x.shape[2]):
-                w = conv.depthwise_weights_layout(layer.weights)
-                kernel = conv.depthwise_conv2d_chain
             else:
                 w = conv.conv_weights_layout(layer.weights)
                 # Few filters and long rows: vectorise along columns instead of filters.
                 few = layer.weights.shape[0] <= 32 and cols >= 32
                 kernel = conv_blocked.conv2d_columns_chain if few else conv.conv2d_chain
-            if mobile is None:
                 args = (x, w, layer.stride, rows, cols, out, pad, codes, params, alpha)
                 self.steps.append(Step(nodes, label, kernel, args))
         elif isinstance(layer, BinaryConvolutionalLayer):

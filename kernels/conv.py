@@ -20,7 +20,7 @@ def conv_weights_layout(weights: np.ndarray) -> np.ndarray:
 
 
 def depthwise_weights_layout(weights: np.ndarray) -> np.ndarray:
-    """(F, k, k, 1) -> (k, k, F) for :func:`depthwise_conv2d_chain`."""
+    """(F, k, k, 1) -> (k, k, F) for the depthwise kernels (:mod:`.mobile`, :mod:`.depthwise`)."""
     return np.ascontiguousarray(np.transpose(weights[:, :, :, 0], (1, 2, 0)), dtype=np.float32)
 
 
@@ -42,22 +42,5 @@ def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # t
                         acc = row[c * filters : (c + 1) * filters]
                         for f in range(filters):
                             acc[f] += xv * wv[f]
-        apply_chain(row, r, codes, params, alpha)
-        store_row(row, out, r, pad)
-
-
-@njit(**PJIT)
-def depthwise_conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
-    """Depthwise convolution: filter f sees input channel f only; weights (k, k, F)."""
-    k = w.shape[0]
-    chans = w.shape[2]
-    for r in prange(rows):
-        row = np.zeros(cols * chans, np.float32)
-        for c in range(cols):
-            acc = row[c * chans : (c + 1) * chans]
-            for i in range(k):
-                for j in range(k):
-                    for f in range(chans):
-                        acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)

@@ -22,6 +22,7 @@ from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.depthwise import depthwise_row
 from edgebnn.kernels.elementwise import apply_chain
 from edgebnn.kernels.epilogue import chain_into
+from edgebnn.kernels.mobile import gather_im2col_row
 from numba import njit
 
 #: How :func:`mbconv_chain` makes its depthwise input rows.
@@ -67,8 +68,6 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     f_out = wp.shape[1]
     cin = x.shape[2]
     kin = we.shape[0]
-    taps = patches.shape[1] // e_cols
-    span = (sk - slead) * cin
     row_len = lines.shape[2]
     five = k - lead == 5
     bands = min(lines.shape[0], rows_out)
@@ -100,14 +99,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
                     continue
                 a = x.ctypes.data + q * e_cols * cin * 4
                 if expand == STEM:
-                    prow = patches[t]
-                    for i in range(slead, sk):
-                        xl = x[q * sstride + i].reshape(-1)
-                        for c in range(e_cols):
-                            src = xl[(c * sstride + slead) * cin : (c * sstride + slead) * cin + span]
-                            dst = prow[c * taps + (i - slead) * span : c * taps + (i - slead + 1) * span]
-                            for e in range(span):
-                                dst[e] = src[e]
+                    gather_im2col_row(x, q, sk, slead, sstride, e_cols, patches[t])
                     a = patches.ctypes.data + t * patches.shape[1] * 4
                 sgemm(
                     ROW_MAJOR, NO_TRANS, NO_TRANS, e_cols, hidden, kin, np.float32(1.0),

@@ -143,6 +143,22 @@ def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(w.shape[0], -1).T, dtype=np.float32)
 
 
+@njit(**HOT_JIT)
+def gather_im2col_row(x, r, k, lead, stride, cols, prow):  # type: ignore[no-untyped-def]
+    """Output row ``r``'s receptive fields, taps from ``lead`` on, into ``prow`` (cols * taps):
+    each kernel row's taps are one contiguous slice of ``x``."""
+    cin = x.shape[2]
+    span = (k - lead) * cin
+    taps = (k - lead) * span
+    for i in range(lead, k):
+        line = x[r * stride + i].reshape(-1)
+        for c in range(cols):
+            src = line[(c * stride + lead) * cin : (c * stride + lead) * cin + span]
+            dst = prow[c * taps + (i - lead) * span : c * taps + (i - lead + 1) * span]
+            for e in range(span):
+                dst[e] = src[e]
+
+
 @njit(**PJIT)
 def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """A k x k convolution as gathered patches times ``w2`` (taps, F), on Numba's threads.
@@ -152,22 +168,13 @@ def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad,
     """
     rows = y_rows.shape[0]
     taps, f = w2.shape
-    cin = x.shape[2]
     cols = y_rows.shape[1] // f
     tasks = (rows + block - 1) // block
     for t in prange(tasks):
         r0 = t * block
         r1 = min(rows, r0 + block)
         for r in range(r0, r1):
-            prow = patches[r]
-            span = (k - lead) * cin  # one kernel row's taps: contiguous in x
-            for i in range(lead, k):
-                line = x[r * stride + i].reshape(-1)
-                for c in range(cols):
-                    src = line[(c * stride + lead) * cin : (c * stride + lead) * cin + span]
-                    dst = prow[c * taps + (i - lead) * span : c * taps + (i - lead + 1) * span]
-                    for e in range(span):
-                        dst[e] = src[e]
+            gather_im2col_row(x, r, k, lead, stride, cols, patches[r])
         sgemm(
             ROW_MAJOR, NO_TRANS, NO_TRANS, (r1 - r0) * cols, f, taps, np.float32(1.0),
             patches.ctypes.data + r0 * cols * taps * 4, taps, w2.ctypes.data, f, np.float32(0.0),
