@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.engine.blas_threads import set_blas_threads
-from edgebnn.engine.layers import AddLayer, ConvolutionalLayer, PaddingScheme
+from edgebnn.engine.layers import (
+    ActivationLayer,
+    AddLayer,
+    BiasLayer,
+    ConvolutionalLayer,
+    PaddingScheme,
+)
 from edgebnn.engine.steps import Step, encode_chain
-from edgebnn.kernels import blas, conv, depthwise, mbconv, mobile
+from edgebnn.kernels import blas, conv, depthwise, gemm, mbconv, mobile
 
 #: Narrowest input rows an MBConv block is fused for (below, its tensors stay in cache).
 MBCONV_MIN_COLS = 28
@@ -107,6 +113,8 @@ class MobilePlanning:
         """
         if self.network.metadata.get("pointwise") != "blas" or not blas.AVAILABLE:
             return None
+        if self._is_pointwise(node) and self.nodes[node].interior_shape[1] < MBCONV_MIN_COLS:
+            return self._try_packed_pointwise_step(node, chain)
         layer = self.nodes[node]
         if not isinstance(layer, ConvolutionalLayer):
             return None
@@ -191,4 +199,57 @@ class MobilePlanning:
         first_op = {mbconv.POINTWISE: "expand,", mbconv.STEM: "stem,", mbconv.COPY: ""}[mode]
         label = f"MBConv[{first_op}dw{k - lead}/s{dw_layer.stride},project" + (",add]" if has_res else "]")
         self.steps.append(Step(nodes, label, mbconv.mbconv_chain, args))
+        return last
+
+    def _packed_epilogue(self, chain: list[int]) -> tuple[np.ndarray | None, int] | None:
+        """(bias or None, flags) when ``chain`` is what the packed GEMM's epilogue does
+        (nothing, a bias, a bias then ReLU6); else None."""
+        layers = [self.nodes[i] for i in chain]
+        bias, flags = None, 0
+        if layers and isinstance(layers[0], BiasLayer):
+            bias = layers.pop(0).bias
+        if layers and isinstance(layers[0], ActivationLayer) and layers[0].function == "relu6":
+            layers.pop(0)
+            flags = gemm.RELU6
+        return None if layers else (bias, flags)
+
+    def _try_packed_pointwise_step(self, node: int, chain: list[int]) -> int | None:
+        """A pointwise convolution of a small image (14x14, 7x7: the expand, project and
+        head layers of EfficientNet's late blocks) as one :func:`edgebnn.kernels.gemm.
+        pointwise_packed` step on weights packed here; the residual ``Add`` right after a
+        project layer is done in its epilogue. Returns the step's last node, or None."""
+        layer = self.nodes[node]
+        rows, cols, filters = layer.interior_shape
+        epilogue = self._packed_epilogue(chain)
+        if epilogue is None or rows * cols < 2:
+            return None  # other chains, and the one-pixel classifier (a GEMV), as before
+        bias, flags = epilogue
+        last = chain[-1] if chain else node
+        res = np.zeros((1, 1), np.float32)
+        cons = self.consumers[last]
+        if len(cons) == 1 and cons[0] == last + 1 and isinstance(self.nodes[last + 1], AddLayer):
+            add = last + 1
+            other = [i for i in self.inputs[add] if i != last]
+            if (
+                len(other) == 1
+                and not self._chain_after(add)
+                and self.nodes[other[0]].output_padding.size == 0
+            ):
+                res = self.buffer(other[0]).reshape(rows * cols, filters)
+                flags |= gemm.RESIDUAL
+                last = add
+        out = self.buffer(last)
+        pad = self.nodes[last].output_padding.size
+        x = self._input_of(node)
+        a = x.reshape(rows * cols, x.shape[2])
+        w = mobile.pointwise_weights_layout(layer.weights)
+        threads = numba_threads()
+        blocks, ptrs = gemm.scratch(threads)
+        args = (
+            a, gemm.pack_weights(w), gemm.pad_bias(bias, filters), filters, flags,
+            out.reshape(out.shape[0], -1), pad, cols, res,
+            gemm.thread_ranges(rows * cols, filters, threads), blocks, ptrs,
+        )
+        nodes = tuple(range(node, last + 1))
+        self.steps.append(Step(nodes, self._label(nodes, " [packed GEMM]"), gemm.pointwise_packed, args))
         return last
