@@ -110,7 +110,9 @@ def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alph
 
 
 @njit(**PJIT)
-def conv2d_columns_pool_bits(x, w, stride, conv_rows, conv_cols, size, pool_stride, rows, cols, lo, hi, specials, bits, pad):  # type: ignore[no-untyped-def]
+def conv2d_columns_pool_bits(
+    x, w, stride, conv_rows, conv_cols, size, pool_stride, rows, cols, lo, hi, specials, bits, pad
+):  # type: ignore[no-untyped-def]
     """Convolution, monotone chain, max-pool and sign in one pass, writing packed bits.
 
     ELL computes ``sign(maxpool(chain(conv(x))))``. A max-pooled value is > 0 iff one of

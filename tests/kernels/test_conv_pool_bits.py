@@ -29,7 +29,7 @@ def _expected_bits(values: np.ndarray, lo, hi, specials, size, stride, rows, col
 
 
 def _run(x, w, stride, size, pool_stride, lo, hi, specials) -> tuple[np.ndarray, np.ndarray]:
-    filters, k = w.shape[0], w.shape[1]
+    k = w.shape[1]
     conv_rows = (x.shape[0] - k) // stride + 1
     conv_cols = (x.shape[1] - k) // stride + 1
     rows = -(-conv_rows // pool_stride)
@@ -38,8 +38,20 @@ def _run(x, w, stride, size, pool_stride, lo, hi, specials) -> tuple[np.ndarray,
     pad = 1
     bits = np.zeros((rows + 2 * pad, cols + 2 * pad, 1), np.uint64)
     conv_blocked.conv2d_columns_pool_bits(
-        x, conv.conv_weights_layout(w), stride, conv_rows, conv_cols, size, pool_stride,
-        rows, cols, lo, hi, specials, bits, pad,
+        x,
+        conv.conv_weights_layout(w),
+        stride,
+        conv_rows,
+        conv_cols,
+        size,
+        pool_stride,
+        rows,
+        cols,
+        lo,
+        hi,
+        specials,
+        bits,
+        pad,
     )
     expected = _expected_bits(values, lo, hi, specials, size, pool_stride, rows, cols)
     return bits[pad:-pad, pad:-pad], expected
@@ -47,7 +59,15 @@ def _run(x, w, stride, size, pool_stride, lo, hi, specials) -> tuple[np.ndarray,
 
 @pytest.mark.parametrize(
     ("k", "cin", "stride", "filters"),
-    [(3, 3, 1, 16), (3, 3, 1, 5), (3, 3, 2, 16), (3, 1, 1, 8), (5, 4, 1, 16), (1, 3, 1, 32), (3, 16, 1, 64)],
+    [
+        (3, 3, 1, 16),
+        (3, 3, 1, 5),
+        (3, 3, 2, 16),
+        (3, 1, 1, 8),
+        (5, 4, 1, 16),
+        (1, 3, 1, 32),
+        (3, 16, 1, 64),
+    ],
 )
 def test_bits_exact_at_the_thresholds(k: int, cin: int, stride: int, filters: int) -> None:
     rng = np.random.default_rng(k * 100 + cin * 10 + stride + filters)
@@ -58,11 +78,19 @@ def test_bits_exact_at_the_thresholds(k: int, cin: int, stride: int, filters: in
     conv_cols = (x.shape[1] - k) // stride + 1
     values = ref.conv2d_ref(x, w, stride, conv_rows, conv_cols)
     # lo/hi sit exactly on (or one ulp beside) values the convolution really produces.
-    picks = values.reshape(-1, filters)[rng.integers(0, conv_rows * conv_cols, size=filters), np.arange(filters)]
+    picks = values.reshape(-1, filters)[
+        rng.integers(0, conv_rows * conv_cols, size=filters), np.arange(filters)
+    ]
     nudge = rng.integers(-1, 2, size=filters)
-    lo = np.where(nudge < 0, np.nextafter(picks, -np.inf), np.where(nudge > 0, np.nextafter(picks, np.inf), picks))
+    lo = np.where(
+        nudge < 0,
+        np.nextafter(picks, -np.inf),
+        np.where(nudge > 0, np.nextafter(picks, np.inf), picks),
+    )
     lo = lo.astype(np.float32)
-    hi = np.where(rng.random(filters) < 0.5, np.float32(np.inf), np.nextafter(lo, np.inf) + 50).astype(np.float32)
+    hi = np.where(
+        rng.random(filters) < 0.5, np.float32(np.inf), np.nextafter(lo, np.inf) + 50
+    ).astype(np.float32)
     specials = np.zeros(filters, np.int64)
     got, expected = _run(x, w, stride, 2, 2, lo, hi, specials)
     np.testing.assert_array_equal(got, expected)
