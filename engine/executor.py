@@ -33,11 +33,17 @@ from edgebnn.engine.steps import Step, encode_chain
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
 from edgebnn.kernels import (
     binary,
+    binary_pool,
     conv,
     conv_blocked,
     elementwise,
     pool,
 )
+
+#: Binary conv blocks with fewer output rows keep separate conv and pooling steps.
+BAND_MIN_ROWS = 64
+#: Row bands of a fused binary block (one per core of a Raspberry Pi 3; two per core here).
+BANDS = 4
 
 
 def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
@@ -128,6 +134,8 @@ class Plan(MobilePlanning):
                 node = last + 1
                 continue
             fused_to = self._try_conv_pool_bits_step(node, chain)
+            if fused_to is None:
+                fused_to = self._try_binary_pool_bits_step(node, chain)
             if fused_to is None:
                 fused_to = self._try_mbconv_step(node, chain)
             if fused_to is not None:
@@ -299,7 +307,11 @@ class Plan(MobilePlanning):
         self.steps.append(Step(nodes, label, conv_blocked.conv2d_columns_pool_bits, args))
         return pool_node
 
-    def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:
+    def _binary_conv_args(self, node: int) -> tuple:
+        """The binary convolution's inputs, bits to scale: (bits, chans, ..., use_scale).
+
+        Adds a sign-packing step first when the producer writes floats.
+        """
         layer: BinaryConvolutionalLayer = self.nodes[node]  # type: ignore[assignment]
         producer = self.inputs[node][0]
         if node not in self.bit_buffers:
@@ -311,13 +323,65 @@ class Plan(MobilePlanning):
         rows, cols, _ = layer.interior_shape
         k = layer.receptive_field
         mask_pad = layer.input_padding.size if layer.masks_padding() else 0
-        masks, nvalid = binary.patch_masks(r_in, c_in, chans, k, layer.stride, rows, cols, mask_pad)
-        wt = binary.binary_weights_layout(layer.weights_bits)
-        args = (
-            bits, chans, k, layer.stride, masks, nvalid, wt, layer.filter_means,
-            layer.weights_scale == 1, rows, cols, out, pad, codes, params, alpha,
-        )
+        geometry = (r_in, c_in, chans, k, layer.stride, rows, cols, mask_pad)
+        windows = binary.row_windows(chans, k)
+        if windows:
+            masks, nvalid = binary.window_masks(*geometry)
+            wt = binary.window_weights_layout(layer.weights_bits, chans, k)
+        else:
+            masks, nvalid = binary.patch_masks(*geometry)
+            wt = binary.binary_weights_layout(layer.weights_bits)
+        use_scale = layer.weights_scale == 1
+        return (bits, chans, k, layer.stride, masks, nvalid, wt, layer.filter_means, use_scale, windows)
+
+    def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:
+        rows, cols, _ = self.nodes[node].interior_shape
+        args = (*self._binary_conv_args(node), rows, cols, out, pad, codes, params, alpha)
         self.steps.append(Step(nodes, label, binary.binary_conv_chain, args))
+
+    def _try_binary_pool_bits_step(self, node: int, chain: list[int]) -> int | None:
+        """Fuse a binary conv block (conv, chain, max-pool, monotone chain, sign) into one
+        step when the next binary conv reads it; returns its last node, or None.
+
+        Only for tall layers (>= BAND_MIN_ROWS output rows: the first two d-series blocks): each thread's band recomputes
+        the rows it shares with the next band, which costs more than it saves on small maps.
+        """
+        layer = self.nodes[node]
+        last = chain[-1] if chain else node
+        if not isinstance(layer, BinaryConvolutionalLayer) or len(self.consumers[last]) != 1:
+            return None
+        rows, cols, filters = layer.interior_shape
+        pool_node = self.consumers[last][0]
+        pool_layer = self.nodes[pool_node]
+        if (
+            rows < BAND_MIN_ROWS
+            or not isinstance(pool_layer, PoolingLayer)
+            or pool_layer.function != "max"
+            or self.inputs[pool_node] != (last,)
+        ):
+            return None
+        post = self._chain_after(pool_node)
+        post_layers = [self.nodes[i] for i in post]
+        end = post[-1] if post else pool_node
+        if not all(is_monotone(x) for x in post_layers) or len(self.consumers[end]) != 1:
+            return None
+        next_conv = self.consumers[end][0]
+        if not isinstance(self.nodes[next_conv], BinaryConvolutionalLayer):
+            return None
+        codes, params, alpha = encode_chain([self.nodes[i] for i in chain], filters, cols)
+        thresholds, modes, specials = chain_thresholds(post_layers, filters)
+        lo, hi = interval_bounds(thresholds, modes)
+        conv_args = self._binary_conv_args(node)
+        ring = self._filled(last)
+        bits = self._bits_for(next_conv)
+        p_rows, p_cols, _ = pool_layer.interior_shape
+        args = (
+            *conv_args, rows, cols, codes, params, alpha, ring, pool_layer.size, pool_layer.stride,
+            p_rows, p_cols, lo, hi, specials, bits, self.nodes[end].output_padding.size, BANDS,
+        )
+        nodes = (node, *chain, pool_node, *post)
+        self.steps.append(Step(nodes, self._label(nodes, "+Sign"), binary_pool.binary_conv_pool_bits, args))
+        return end
 
     def _label(self, nodes: tuple[int, ...], suffix: str = "") -> str:
         """A step's name: its layer types joined by '+' (e.g. Pooling+BatchNormalization)."""

@@ -68,6 +68,17 @@ def gather_patches(bits, chans, k, stride, rows, cols, patches):  # type: ignore
         _gather_row(bits, chans, k, stride, r, cols, patches[r * cols : (r + 1) * cols])
 
 
+def _valid_taps(rows_in: int, cols_in: int, k: int, stride: int, rows: int, cols: int, pad: int) -> np.ndarray:
+    """(rows, cols, k, k): which taps of each output pixel read the interior (not the ring)."""
+    taps_r = (np.arange(rows) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None]
+    taps_c = (np.arange(cols) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :]
+    if not pad:
+        return np.ones((rows, cols, k, k), bool)
+    valid_r = (taps_r >= pad) & (taps_r < rows_in - pad)
+    valid_c = (taps_c >= pad) & (taps_c < cols_in - pad)
+    return valid_r & valid_c
+
+
 def patch_masks(
     rows_in: int, cols_in: int, chans: int, k: int, stride: int, rows: int, cols: int, pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +89,7 @@ def patch_masks(
     """
     volume = k * k * chans
     blocks = -(-volume // 64)
-    taps_r = (np.arange(rows) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None]
-    taps_c = (np.arange(cols) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :]
-    if pad:
-        valid_r = (taps_r >= pad) & (taps_r < rows_in - pad)
-        valid_c = (taps_c >= pad) & (taps_c < cols_in - pad)
-        valid = valid_r & valid_c  # (rows, cols, k, k)
-    else:
-        valid = np.ones((rows, cols, k, k), bool)
+    valid = _valid_taps(rows_in, cols_in, k, stride, rows, cols, pad)
     per_bit = np.repeat(valid.reshape(rows * cols, k * k), chans, axis=1)  # (P, volume)
     full = np.zeros((rows * cols, blocks * 64), np.uint64)
     full[:, :volume] = per_bit
@@ -100,48 +104,152 @@ def binary_weights_layout(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bits.T, dtype=np.uint64)
 
 
+def row_windows(chans: int, k: int) -> bool:
+    """True when one kernel row's receptive field (k pixels x ``chans`` bits) fits a word.
+
+    Then the convolution reads its input as *row windows*: word ``i`` of a pixel's field
+    holds kernel row ``i``'s ``k * chans`` bits in ELL's volume order (bit ``j*C + ch``), made
+    from ``k`` neighbouring input words by shifts that vectorise along the row, instead of
+    packing the field bit by bit into 64-bit blocks. The d-series' first binary layer
+    (3x3x16: three 48-bit words) is the case this is for.
+    """
+    return k * chans <= 64
+
+
+def window_weights_layout(bits: np.ndarray, chans: int, k: int) -> np.ndarray:
+    """ELL's (F, blocks) packing -> (k, F) row-window words (see :func:`row_windows`)."""
+    filters = bits.shape[0]
+    shifts = np.arange(64, dtype=np.uint64)
+    flat = ((bits[:, :, None] >> shifts) & np.uint64(1)).reshape(filters, -1)[:, : k * k * chans]
+    per_row = np.zeros((filters, k, 64), np.uint64)
+    per_row[:, :, : k * chans] = flat.reshape(filters, k, k * chans)
+    words = (per_row << shifts).sum(axis=2, dtype=np.uint64)
+    return np.ascontiguousarray(words.T)
+
+
+def window_masks(
+    rows_in: int, cols_in: int, chans: int, k: int, stride: int, rows: int, cols: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`patch_masks` for the row-window layout: (rows * cols, k) masks, valid counts."""
+    valid = _valid_taps(rows_in, cols_in, k, stride, rows, cols, pad)  # (rows, cols, k, k)
+    per_bit = np.repeat(valid.reshape(rows * cols, k, k), chans, axis=2)  # (P, k, k * C)
+    full = np.zeros((rows * cols, k, 64), np.uint64)
+    full[:, :, : k * chans] = per_bit
+    shifts = np.arange(64, dtype=np.uint64)
+    masks = (full << shifts).sum(axis=2, dtype=np.uint64)
+    nvalid = per_bit.reshape(rows * cols, -1).sum(axis=1).astype(np.int64)
+    return np.ascontiguousarray(masks), nvalid
+
+
+@njit(**HOT_JIT)
+def _gather_windows(bits, chans, k, stride, r, windows):  # type: ignore[no-untyped-def]
+    """Row windows of output row ``r``: ``windows[i, c]`` (see :func:`row_windows`)."""
+    cols = windows.shape[1]
+    for i in range(k):
+        src = bits[r * stride + i].reshape(-1)  # one word per pixel
+        dst = windows[i]
+        for c in range(cols):
+            dst[c] = np.uint64(0)
+        for j in range(k):
+            shift = np.uint64(j * chans)
+            if stride == 1:
+                run = src[j : j + cols]
+                for c in range(cols):
+                    dst[c] |= run[c] << shift
+            else:
+                for c in range(cols):
+                    dst[c] |= src[c * stride + j] << shift
+
+
+@njit(**HOT_JIT)
+def _binary_row_windows3(windows, masks, nvalid, wt, scale, use_scale, r, row):  # type: ignore[no-untyped-def]
+    """A 3-row-window field: three popcounts per (pixel, filter), summed in registers."""
+    filters = wt.shape[1]
+    cols = windows.shape[1]
+    w0, w1, w2 = wt[0], wt[1], wt[2]
+    for c in range(cols):
+        p = r * cols + c
+        x0, x1, x2 = windows[0, c], windows[1, c], windows[2, c]
+        m0, m1, m2 = masks[p, 0], masks[p, 1], masks[p, 2]
+        n = nvalid[p]
+        v = row[c * filters : (c + 1) * filters]
+        for f in range(filters):
+            d = popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
+            v[f] = np.float32(n - 2 * np.int64(d))
+        if use_scale:
+            for f in range(filters):
+                v[f] = v[f] * scale[f]
+
+
+@njit(**HOT_JIT)
+def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row):  # type: ignore[no-untyped-def]
+    """Output row ``r`` before its chain: ``row[c * F + f] = scale_f * (n − 2·popcount)``.
+
+    ``windows``: the input is read as row windows (``wt``, ``masks`` in that layout, see
+    :func:`row_windows`). ``patches`` (cols, blocks) and ``acc`` (cols * F, int64) are the
+    caller's scratch.
+    """
+    blocks, filters = wt.shape
+    cols = patches.shape[0]
+    if windows:
+        fields = patches.reshape(blocks, cols)
+        _gather_windows(bits, chans, k, stride, r, fields)
+        if k == 3:
+            _binary_row_windows3(fields, masks, nvalid, wt, scale, use_scale, r, row)
+            return
+        for c in range(cols):  # other kernel sizes: back to (cols, blocks) order
+            for b in range(blocks):
+                acc[c * blocks + b] = np.int64(fields[b, c])
+        for c in range(cols):
+            for b in range(blocks):
+                patches[c, b] = np.uint64(acc[c * blocks + b])
+    else:
+        _gather_row(bits, chans, k, stride, r, cols, patches)
+    for e in range(cols * filters):
+        acc[e] = 0
+    # Large weight sets (deep layers: 72 blocks x 1024 filters) are streamed once per output
+    # row for all its pixels; small ones stay in L1 and each pixel runs over them in turn.
+    if blocks * filters > 8192:
+        for b in range(blocks):
+            wrow = wt[b]
+            for c in range(cols):
+                xw = patches[c, b]
+                mw = masks[r * cols + c, b]
+                a = acc[c * filters : (c + 1) * filters]
+                for f in range(filters):
+                    a[f] += np.int64(popcount64((xw ^ wrow[f]) & mw))
+    else:
+        for c in range(cols):
+            a = acc[c * filters : (c + 1) * filters]
+            for b in range(blocks):
+                xw = patches[c, b]
+                mw = masks[r * cols + c, b]
+                for f in range(filters):
+                    a[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
+    for c in range(cols):
+        n = nvalid[r * cols + c]
+        a = acc[c * filters : (c + 1) * filters]
+        v = row[c * filters : (c + 1) * filters]
+        if use_scale:
+            for f in range(filters):
+                v[f] = np.float32(n - 2 * a[f]) * scale[f]
+        else:
+            for f in range(filters):
+                v[f] = np.float32(n - 2 * a[f])
+
+
 @njit(**PJIT)
-def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(scale_f * (nvalid − 2·popcount((x XOR w) AND mask)))``.
 
     ``bits`` are the channel-packed input (ring included); each output row gathers its
     receptive fields first (:func:`_gather_row`), then runs the popcount product.
     """
     blocks, filters = wt.shape
-    # Large weight sets (deep layers: 72 blocks x 1024 filters) are streamed once per output
-    # row for all its pixels; small ones stay in L1 and each pixel runs over them in turn.
-    weights_outer = blocks * filters > 8192
     for r in prange(rows):
         patches = np.empty((cols, blocks), np.uint64)
-        _gather_row(bits, chans, k, stride, r, cols, patches)
-        acc = np.zeros(cols * filters, np.int64)
-        if weights_outer:
-            for b in range(blocks):
-                wrow = wt[b]
-                for c in range(cols):
-                    xw = patches[c, b]
-                    mw = masks[r * cols + c, b]
-                    a = acc[c * filters : (c + 1) * filters]
-                    for f in range(filters):
-                        a[f] += np.int64(popcount64((xw ^ wrow[f]) & mw))
-        else:
-            for c in range(cols):
-                a = acc[c * filters : (c + 1) * filters]
-                for b in range(blocks):
-                    xw = patches[c, b]
-                    mw = masks[r * cols + c, b]
-                    for f in range(filters):
-                        a[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
+        acc = np.empty(cols * filters, np.int64)
         row = np.empty(cols * filters, np.float32)
-        for c in range(cols):
-            n = nvalid[r * cols + c]
-            a = acc[c * filters : (c + 1) * filters]
-            v = row[c * filters : (c + 1) * filters]
-            if use_scale:
-                for f in range(filters):
-                    v[f] = np.float32(n - 2 * a[f]) * scale[f]
-            else:
-                for f in range(filters):
-                    v[f] = np.float32(n - 2 * a[f])
+        binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row)
         apply_chain(row, r, codes, params, alpha)
         store_row(row, out, r, pad)

@@ -95,8 +95,10 @@ def test_binary_layer_mean_scale(chans: int) -> None:
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
 
 
-def test_zero_padding_mask_ignores_ring_values() -> None:
-    """With scheme zeros the ring contributes 0 whatever it holds (ELL's mask)."""
+@pytest.mark.parametrize("windows", (False, True))
+def test_zero_padding_mask_ignores_ring_values(windows: bool) -> None:
+    """With scheme zeros the ring contributes 0 whatever it holds (ELL's mask), in both input
+    layouts (ELL's 64-bit blocks, and the row windows of fields narrower than a word)."""
     rng = np.random.default_rng(3)
     chans, size = 16, 6
     w = rng.normal(size=(4, 3, 3, chans)).astype(np.float32)
@@ -112,14 +114,20 @@ def test_zero_padding_mask_ignores_ring_values() -> None:
     # And the fast path agrees with the masked reference for any ring content.
     bits = np.zeros((size + 2, size + 2, 1), np.uint64)
     binary.sign_pack(x, bits)
-    masks, nvalid = binary.patch_masks(size + 2, size + 2, chans, 3, 1, size, size, 1)
+    geometry = (size + 2, size + 2, chans, 3, 1, size, size, 1)
+    if windows:
+        assert binary.row_windows(chans, 3)
+        masks, nvalid = binary.window_masks(*geometry)
+        wt = binary.window_weights_layout(layer.weights_bits, chans, 3)
+    else:
+        masks, nvalid = binary.patch_masks(*geometry)
+        wt = binary.binary_weights_layout(layer.weights_bits)
     out = np.zeros((size, size, 4), np.float32)
     from edgebnn.kernels.elementwise import EMPTY_ALPHA, EMPTY_CODES, empty_params, tile_params
 
     binary.binary_conv_chain(
-        bits, chans, 3, 1, masks, nvalid, binary.binary_weights_layout(layer.weights_bits),
-        layer.filter_means, False, size, size, out, 0,
-        EMPTY_CODES, tile_params(empty_params(4), size), EMPTY_ALPHA,
+        bits, chans, 3, 1, masks, nvalid, wt, layer.filter_means, False, windows, size, size,
+        out, 0, EMPTY_CODES, tile_params(empty_params(4), size), EMPTY_ALPHA,
     )
     np.testing.assert_array_equal(out, masked)
 
