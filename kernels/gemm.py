@@ -20,7 +20,6 @@ from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.microkernel import LANES, MID, PANEL, RELU6, RESIDUAL, ROWS, SMALL, tile
 from numba import njit
 
-
 #: Byte alignment of packed weights and of the tensors the vector kernels read and write:
 #: a cache line, so that no full-width (64-byte) load or store spans two. NumPy aligns
 #: large arrays to 16 bytes only; misaligned, EfficientNet's 7x7 depthwise took 1.7x as long.
