@@ -62,14 +62,29 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
     return aligned(out)
 
 
+def _tile_rows(pixels: int) -> int:
+    """Rows the tiles of :func:`gemm_block` compute for ``pixels`` (the last tile padded)."""
+    full, left = divmod(pixels, ROWS)
+    return full * ROWS + (0 if left == 0 else ROWS if left > MID else MID if left > SMALL else SMALL)
+
+
 def thread_ranges(pixels: int, n: int, threads: int) -> np.ndarray:
     """(threads, 4) int64 rows ``(m0, m1, p0, p1)``: each thread's pixels and panels.
 
-    Panels are split between the threads where there are enough of them to share evenly
-    (each thread then reads only its part of the weights), else pixels are."""
+    The split with the least work on the busiest thread (tile rows x panel widths, the
+    padding of partial tiles included): by panels (each thread reads only its part of
+    the weights; preferred on a tie) or by pixels (every thread reads all of them)."""
     panels = -(-n // PANEL)
+    widths = [min(PANEL, packed_width(n - p * PANEL)) for p in range(panels)]
+    by_panel_work = max(
+        sum(widths[t * panels // threads : (t + 1) * panels // threads]) * _tile_rows(pixels)
+        for t in range(threads)
+    )
+    by_pixel_work = max(
+        _tile_rows((t + 1) * pixels // threads - t * pixels // threads) * sum(widths) for t in range(threads)
+    )
+    by_panels = by_panel_work <= by_pixel_work * 1.05
     out = np.zeros((threads, 4), np.int64)
-    by_panels = panels >= 4 * threads or panels % threads == 0
     for t in range(threads):
         if by_panels:
             out[t] = (0, pixels, t * panels // threads, (t + 1) * panels // threads)
