@@ -243,8 +243,8 @@ class MobilePlanning:
         layer = self.nodes[node]
         rows, cols, filters = layer.interior_shape
         epilogue = self._packed_epilogue(chain)
-        if epilogue is None or rows * cols < 2:
-            return None  # other chains, and the one-pixel classifier (a GEMV), as before
+        if epilogue is None:
+            return None  # other chains: the generic path
         bias, flags = epilogue
         last = chain[-1] if chain else node
         res = np.zeros((1, 1), np.float32)
