@@ -209,8 +209,22 @@ def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, wind
         acc[e] = 0
     # Large weight sets (deep layers: 72 blocks x 1024 filters) are streamed once per output
     # row for all its pixels; small ones stay in L1 and each pixel runs over them in turn.
+    # Blocks go three at a time (a 3x3 field of 64-channel words is 9 blocks or a multiple):
+    # one accumulator update per three popcounts.
+    triples = blocks - blocks % 3
     if blocks * filters > 8192:
-        for b in range(blocks):
+        for b in range(0, triples, 3):
+            w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
+            for c in range(cols):
+                x0, x1, x2 = patches[c, b], patches[c, b + 1], patches[c, b + 2]
+                p = r * cols + c
+                m0, m1, m2 = masks[p, b], masks[p, b + 1], masks[p, b + 2]
+                a = acc[c * filters : (c + 1) * filters]
+                for f in range(filters):
+                    a[f] += np.int64(
+                        popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
+                    )
+        for b in range(triples, blocks):
             wrow = wt[b]
             for c in range(cols):
                 xw = patches[c, b]
@@ -221,9 +235,18 @@ def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, wind
     else:
         for c in range(cols):
             a = acc[c * filters : (c + 1) * filters]
-            for b in range(blocks):
+            p = r * cols + c
+            for b in range(0, triples, 3):
+                x0, x1, x2 = patches[c, b], patches[c, b + 1], patches[c, b + 2]
+                m0, m1, m2 = masks[p, b], masks[p, b + 1], masks[p, b + 2]
+                w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
+                for f in range(filters):
+                    a[f] += np.int64(
+                        popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
+                    )
+            for b in range(triples, blocks):
                 xw = patches[c, b]
-                mw = masks[r * cols + c, b]
+                mw = masks[p, b]
                 for f in range(filters):
                     a[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
     for c in range(cols):
