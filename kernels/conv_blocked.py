@@ -90,6 +90,16 @@ def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
                     t += 1
 
 
+@njit(**HOT_JIT)
+def _has_nonfinite(acc):  # type: ignore[no-untyped-def]
+    """True if ``acc`` holds a NaN or ±inf: an integer max over the float bits (vectorises)."""
+    bits = acc.reshape(-1).view(np.uint32)
+    top = np.uint32(0)
+    for e in range(bits.shape[0]):
+        top = max(top, bits[e] & np.uint32(0x7FFFFFFF))
+    return top >= np.uint32(0x7F800000)
+
+
 @njit(**PJIT)
 def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(conv(x, w))``; ``w`` is (k, k, C, F)."""
@@ -120,7 +130,7 @@ def conv2d_columns_pool_bits(
     convolution outputs v (``specials`` flags 1, 2, 4 give NaN, +inf, -inf), so each bit is
     the OR of that test over the window: exact, and no float tensor is written. Window
     cells past the convolution's output hold −FLT_MAX in ELL and never set a bit. At most
-    64 filters (one word per pixel).
+    32 filters (one word per pixel).
     """
     k = w.shape[0]
     cin = w.shape[2]
@@ -129,7 +139,7 @@ def conv2d_columns_pool_bits(
     for r in prange(rows):
         planes = np.empty((k, cin, x.shape[1]), np.float32)
         acc = np.empty((filters, conv_cols), np.float32)
-        hits = np.empty(conv_cols, np.uint64)  # bit f: filter f's test at that column
+        hits = np.empty(conv_cols, np.uint32)  # bit f: filter f's test at that column
         words = np.zeros(cols, np.uint64)
         for pr in range(size):
             cr = r * pool_stride + pr
@@ -137,21 +147,20 @@ def conv2d_columns_pool_bits(
                 continue
             _conv_row(x, wf, k, stride, cr, planes, acc)
             for c in range(conv_cols):
-                hits[c] = np.uint64(0)
+                hits[c] = np.uint32(0)
             for f in range(filters):
                 a = acc[f]
                 lof = lo[f]
                 hif = hi[f]
-                bit = np.uint64(1) << np.uint64(f)
-                finite = True
+                shift = np.uint32(f)
                 for c in range(conv_cols):
                     v = a[c]
-                    if (v >= lof) & (v <= hif):
-                        hits[c] |= bit
-                    finite &= abs(v) <= FLT_MAX
-                if not finite:  # rare: NaN or inf out of the convolution
+                    hits[c] |= np.uint32((v >= lof) & (v <= hif)) << shift
+            if _has_nonfinite(acc):  # rare: NaN or inf out of the convolution
+                for f in range(filters):
+                    bit = np.uint32(1) << np.uint32(f)
                     for c in range(conv_cols):
-                        v = a[c]
+                        v = acc[f, c]
                         if not abs(v) <= FLT_MAX:
                             hits[c] &= ~bit
                             if nonfinite_bit(v, specials[f]):
@@ -160,6 +169,6 @@ def conv2d_columns_pool_bits(
                 for pc in range(size):
                     cc = c * pool_stride + pc
                     if cc < conv_cols:
-                        words[c] |= hits[cc]
+                        words[c] |= np.uint64(hits[cc])
         for c in range(cols):
             bits[r + pad, c + pad, 0] = words[c]

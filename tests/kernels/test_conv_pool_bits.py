@@ -66,7 +66,7 @@ def _run(x, w, stride, size, pool_stride, lo, hi, specials) -> tuple[np.ndarray,
         (3, 1, 1, 8),
         (5, 4, 1, 16),
         (1, 3, 1, 32),
-        (3, 16, 1, 64),
+        (3, 16, 1, 32),
     ],
 )
 def test_bits_exact_at_the_thresholds(k: int, cin: int, stride: int, filters: int) -> None:
