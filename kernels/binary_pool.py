@@ -16,11 +16,26 @@ count as −FLT_MAX; a cell wins only when greater, so NaN never does), and
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
 from edgebnn.kernels.binary import binary_row
 from edgebnn.kernels.elementwise import apply_chain
-from edgebnn.kernels.pool import FLT_MAX, nonfinite_bit
+from edgebnn.kernels.pool import FLT_MAX, has_nonfinite, nonfinite_bit
 from numba import njit
+
+#: Multiplying eight 0/1 bytes (a little-endian uint64) by this brings byte i's bit to bit
+#: 56 + i, with no carries between them: ``(x * PACK_MAGIC) >> 56`` packs 8 bytes to 8 bits.
+PACK_MAGIC = np.uint64(0x0102040810204080)
+
+
+@njit(**HOT_JIT)
+def _pack_bytes(on, words):  # type: ignore[no-untyped-def]
+    """``words[i]`` bit b = ``on[64 i + b]`` (0/1 bytes): 64 sign bits per word, 8 at a time."""
+    groups = on.view(np.uint64)
+    for i in range(words.shape[0]):
+        word = np.uint64(0)
+        for g in range(8):
+            word |= ((groups[i * 8 + g] * PACK_MAGIC) >> np.uint64(56)) << np.uint64(8 * g)
+        words[i] = word
 
 
 @njit(**PJIT)
@@ -43,8 +58,13 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
         acc = np.empty(conv_cols * filters, np.int64)
         slots = np.empty((size, width * filters), np.float32)
         colmax = np.empty(width * filters, np.float32)
-        m = np.empty(filters, np.float32)
-        on = np.empty(filters, np.uint64)
+        pooled = np.empty(cols * filters, np.float32)
+        on = np.empty(cols * filters, np.uint8)
+        lo_row = np.empty(cols * filters, np.float32)
+        hi_row = np.empty(cols * filters, np.float32)
+        for c in range(cols):
+            lo_row[c * filters : (c + 1) * filters] = lo
+            hi_row[c * filters : (c + 1) * filters] = hi
         start = upad * filters
         end = start + conv_cols * filters
         done = p0 * pool_stride  # padded rows below this one are in the slots (or skipped)
@@ -80,6 +100,7 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
                     colmax[e] = v if v > colmax[e] else colmax[e]  # noqa: FURB136  (std::max: NaN never wins)
             for c in range(cols):
                 c0 = c * pool_stride
+                m = pooled[c * filters : (c + 1) * filters]
                 if size == 3 and c0 + 2 < width:  # the d-series' 3x3 windows, inside the row
                     a0 = colmax[c0 * filters : (c0 + 1) * filters]
                     a1 = colmax[(c0 + 1) * filters : (c0 + 2) * filters]
@@ -98,18 +119,20 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
                             for f in range(filters):
                                 v = cell[f]
                                 m[f] = v if v > m[f] else m[f]  # noqa: FURB136
-                finite = 0
-                for f in range(filters):
-                    v = m[f]
-                    on[f] = np.uint64((v >= lo[f]) & (v <= hi[f]))
-                    finite += np.int64(abs(v) <= FLT_MAX)
-                if finite != filters:  # rare: NaN or inf reached the sign test
-                    for f in range(filters):
-                        v = m[f]
-                        if not abs(v) <= FLT_MAX:
-                            on[f] = np.uint64(1) if nonfinite_bit(v, specials[f]) else np.uint64(0)
-                for w in range(words):
-                    word = np.uint64(0)
-                    for f in range(w * 64, min(filters, (w + 1) * 64)):
-                        word |= on[f] << np.uint64(f - w * 64)
-                    out_bits[pr + out_pad, c + out_pad, w] = word
+            for e in range(cols * filters):
+                v = pooled[e]
+                on[e] = np.uint8((v >= lo_row[e]) & (v <= hi_row[e]))
+            if has_nonfinite(pooled):  # rare: ±inf reached the sign test (NaN never wins)
+                for e in range(cols * filters):
+                    v = pooled[e]
+                    if not abs(v) <= FLT_MAX:
+                        on[e] = np.uint8(nonfinite_bit(v, specials[e % filters]))
+            if filters % 64 == 0:
+                _pack_bytes(on, out_bits[pr + out_pad, out_pad : out_pad + cols].reshape(-1))
+            else:
+                for c in range(cols):
+                    for w in range(words):
+                        word = np.uint64(0)
+                        for f in range(w * 64, min(filters, (w + 1) * 64)):
+                            word |= np.uint64(on[c * filters + f]) << np.uint64(f - w * 64)
+                        out_bits[pr + out_pad, c + out_pad, w] = word

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
-from edgebnn.kernels.pool import FLT_MAX, nonfinite_bit
+from edgebnn.kernels.pool import FLT_MAX, has_nonfinite, nonfinite_bit
 from numba import njit
 
 
@@ -90,16 +90,6 @@ def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
                     t += 1
 
 
-@njit(**HOT_JIT)
-def _has_nonfinite(acc):  # type: ignore[no-untyped-def]
-    """True if ``acc`` holds a NaN or ±inf: an integer max over the float bits (vectorises)."""
-    bits = acc.reshape(-1).view(np.uint32)
-    top = np.uint32(0)
-    for e in range(bits.shape[0]):
-        top = max(top, bits[e] & np.uint32(0x7FFFFFFF))
-    return top >= np.uint32(0x7F800000)
-
-
 @njit(**PJIT)
 def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(conv(x, w))``; ``w`` is (k, k, C, F)."""
@@ -156,7 +146,7 @@ def conv2d_columns_pool_bits(
                 for c in range(conv_cols):
                     v = a[c]
                     hits[c] |= np.uint32((v >= lof) & (v <= hif)) << shift
-            if _has_nonfinite(acc):  # rare: NaN or inf out of the convolution
+            if has_nonfinite(acc):  # rare: NaN or inf out of the convolution
                 for f in range(filters):
                     bit = np.uint32(1) << np.uint32(f)
                     for c in range(conv_cols):
