@@ -39,6 +39,7 @@ from edgebnn.kernels import (
     elementwise,
     pool,
 )
+from edgebnn.kernels.memory import aligned
 
 #: Binary conv blocks with fewer output rows keep separate conv and pooling steps.
 BAND_MIN_ROWS = 64
@@ -91,11 +92,12 @@ class Plan(MobilePlanning):
         return layer.output_padding.scheme
 
     def _filled(self, node: int) -> np.ndarray:
+        """A new ring-filled output tensor for ``node``, cache-line aligned."""
         layer = self.nodes[node]
         fill = self._ring_fill(node)
         if isinstance(fill, float):
-            return np.full(layer.output_shape, fill, np.float32)
-        return filled_tensor(layer.output_shape, fill)
+            return aligned(np.full(layer.output_shape, fill, np.float32))
+        return aligned(filled_tensor(layer.output_shape, fill))
 
     def buffer(self, node: int) -> np.ndarray:
         """The float output tensor of ``node`` (allocated and ring-filled once)."""
@@ -162,7 +164,7 @@ class Plan(MobilePlanning):
             # InputLayer computes data * scale; a scale of 1 is exact identity.
             pre = [] if layer.scale == 1.0 else [ScalingLayer(layer.interior_shape, scales=np.full(chans, layer.scale))]
             codes, params, alpha = encode_chain(pre + chain_layers, chans, layer.interior_shape[1])
-            self._input_view = np.zeros(layer.input_shape, np.float32)
+            self._input_view = aligned(np.zeros(layer.input_shape, np.float32))
             args = (self._input_view, out, pad, codes, params, alpha)
             self.steps.append(Step(nodes, label, elementwise.chain_copy, args))
             return
@@ -181,7 +183,7 @@ class Plan(MobilePlanning):
             if mobile is not None:
                 self.steps.append(Step(nodes, label, *mobile))
             else:
-                w = conv.conv_weights_layout(layer.weights)
+                w = aligned(conv.conv_weights_layout(layer.weights))
                 # Few filters and long rows: vectorise along columns instead of filters.
                 few = layer.weights.shape[0] <= 32 and cols >= 32
                 kernel = conv_blocked.conv2d_columns_chain if few else conv.conv2d_chain
@@ -229,7 +231,7 @@ class Plan(MobilePlanning):
             producer = self.inputs[conv_node][0]
             ring = self._filled(producer)
             words = binary.words_for(ring.shape[2])
-            bits = np.zeros((*ring.shape[:2], words), np.uint64)
+            bits = aligned(np.zeros((*ring.shape[:2], words), np.uint64))
             binary.sign_pack(ring, bits)
             self.bit_buffers[conv_node] = bits
         return self.bit_buffers[conv_node]
@@ -297,7 +299,7 @@ class Plan(MobilePlanning):
         conv_node = self.consumers[pool_node][0]
         bits = self._bits_for(conv_node)
         p_rows, p_cols, _ = pool_layer.interior_shape
-        w = conv.conv_weights_layout(layer.weights)
+        w = aligned(conv.conv_weights_layout(layer.weights))
         args = (
             x, w, layer.stride, rows, cols, pool_layer.size, pool_layer.stride, p_rows, p_cols,
             lo, hi, specials, bits, pool_layer.output_padding.size,
@@ -332,6 +334,7 @@ class Plan(MobilePlanning):
             masks, nvalid = binary.patch_masks(*geometry)
             wt = binary.binary_weights_layout(layer.weights_bits)
         use_scale = layer.weights_scale == 1
+        masks, wt = aligned(masks), aligned(wt)
         return (bits, chans, k, layer.stride, masks, nvalid, wt, layer.filter_means, use_scale, windows)
 
     def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:

@@ -19,6 +19,7 @@ from edgebnn.engine.layers import (
 )
 from edgebnn.engine.steps import Step, encode_chain
 from edgebnn.kernels import blas, conv, depthwise, gemm, mbconv, mobile
+from edgebnn.kernels.memory import aligned
 
 #: Narrowest input rows an MBConv block is fused for (below, its tensors stay in cache).
 MBCONV_MIN_COLS = 28
@@ -50,7 +51,7 @@ class MobilePlanning:
                 # EfficientNet: sums kept in registers over the taps (same bits, faster).
                 wt = depthwise.tile_taps(w, lead, layer.stride, cols)
                 return depthwise.depthwise_rows_chain, (
-                    x, w, wt, layer.stride, lead, rows, cols, self._realigned(out), pad, codes, params, alpha
+                    x, w, wt, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
                 )
             return mobile.depthwise_conv2d_rows_chain, (
                 x, w, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
@@ -164,7 +165,7 @@ class MobilePlanning:
             ):
                 a_chain = self._chain_after(add)
                 res, last = self._input_of(add, self.inputs[add].index(block_input)), (a_chain[-1] if a_chain else add)
-        out = self._aligned_buffer(last)
+        out = self.buffer(last)
         pad = self.nodes[last].output_padding.size
         rows, cols, hidden = dw_layer.interior_shape
         wd = conv.depthwise_weights_layout(dw_layer.weights)
@@ -184,7 +185,7 @@ class MobilePlanning:
         f_out = wp.shape[1]
         padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
         set_blas_threads(1)
-        lines, tags, drows = (gemm.aligned(b) for b in mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols))
+        lines, tags, drows = (aligned(b) for b in mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols))
 
         def enc(ids: list[int], chans: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return encode_chain([self.nodes[i] for i in ids], chans, width)
@@ -205,23 +206,6 @@ class MobilePlanning:
         label = f"MBConv[{first_op}dw{k - lead}/s{dw_layer.stride},project" + (",add]" if has_res else "]")
         self.steps.append(Step(nodes, label, mbconv.mbconv_chain, args))
         return last
-
-    def _aligned_buffer(self, node: int) -> np.ndarray:
-        """``node``'s output tensor, allocated (ring filled) on a cache-line boundary if
-        this is its first use: the vector kernels' 64-byte loads and stores then never
-        straddle two lines."""
-        if node not in self.buffers:
-            self.buffers[node] = gemm.aligned(self._filled(node))
-        return self.buffer(node)
-
-    def _realigned(self, out: np.ndarray) -> np.ndarray:
-        """A just-allocated output tensor replaced by a cache-line-aligned copy (see
-        :meth:`_aligned_buffer`), for a step the executor planned; no step uses it yet."""
-        if out.ctypes.data % gemm.ALIGN == 0:
-            return out
-        node = next(n for n, b in self.buffers.items() if b is out)
-        self.buffers[node] = gemm.aligned(out)
-        return self.buffers[node]
 
     def _packed_epilogue(self, chain: list[int]) -> tuple[np.ndarray | None, int] | None:
         """(bias or None, flags) when ``chain`` is what the packed GEMM's epilogue does
@@ -260,7 +244,7 @@ class MobilePlanning:
                 res = self.buffer(other[0]).reshape(rows * cols, filters)
                 flags |= gemm.RESIDUAL
                 last = add
-        out = self._aligned_buffer(last)
+        out = self.buffer(last)
         pad = self.nodes[last].output_padding.size
         x = self._input_of(node)
         a = x.reshape(rows * cols, x.shape[2])

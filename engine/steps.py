@@ -15,6 +15,7 @@ from edgebnn.engine.layers import (
 )
 from edgebnn.kernels import elementwise
 from edgebnn.kernels.elementwise import EMPTY_ALPHA
+from edgebnn.kernels.memory import aligned
 
 
 @dataclass
@@ -53,4 +54,4 @@ def encode_chain(
                 alpha = layer.alpha  # type: ignore[assignment]
         else:
             raise TypeError(f"{type(layer).__name__} is not element-wise")
-    return codes, elementwise.tile_params(params, cols), elementwise.row_alpha(alpha)
+    return codes, aligned(elementwise.tile_params(params, cols)), aligned(elementwise.row_alpha(alpha))

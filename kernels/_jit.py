@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 
+import edgebnn.kernels._threading  # noqa: F401  (threading layer and spin defaults)
 import numba
 from numba import (
     prange,  # noqa: F401  (re-exported for kernels)
@@ -23,21 +24,6 @@ from numba.extending import intrinsic, overload
 PARALLEL: bool = platform.machine().lower() not in ("armv6l", "armv7l", "armv8l", "arm") and (
     os.environ.get("EDGEBNN_SERIAL", "") in ("", "0")
 )
-
-# OpenMP first with a short spin, TBB last. Measured here, ms/frame at 2 threads, idle and
-# with both cores busy with other processes (headline d-series / EfficientNet-Lite0):
-#   OpenMP, libgomp's default long spin        4.1-5.3 / 6.3  | busy: 38-128 / 16
-#   OpenMP, GOMP_SPINCOUNT=3000 (our default)   4.3     / 6.6  | busy: 10    / 17
-#   OpenMP, OMP_WAIT_POLICY=PASSIVE             5.2-5.8 / 10.7 | busy: 15-17 / 13
-#   workqueue                                   6.3-6.9        | busy: 31
-#   TBB                                         8.5 at 1 and 2 threads; kept ~7 KB per launch
-# A device that also decodes video never has its cores to itself: a spinning barrier that
-# waits for a descheduled thread is what made the busy case collapse. A user's
-# NUMBA_THREADING_LAYER(_PRIORITY), OMP_WAIT_POLICY or GOMP_SPINCOUNT still wins.
-if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # read by libgomp when its pool starts
 
 #: Options for element-wise and integer kernels: exact float32, no fast-math.
 JIT = {"cache": True, "nogil": True, "boundscheck": False}

@@ -14,8 +14,8 @@ so ``dot = nvalid[p] − 2 · Σ_b popcount((x_b XOR w_b) AND mask_b)``: exact i
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import HOT_JIT, PJIT, popcount64, prange
-from edgebnn.kernels.elementwise import apply_chain, store_row
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, popcount64, prange
+from edgebnn.kernels.elementwise import apply_chain_call, store_row
 from numba import njit
 
 
@@ -181,7 +181,7 @@ def _binary_row_windows3(windows, masks, nvalid, wt, scale, use_scale, r, row): 
                 v[f] = v[f] * scale[f]
 
 
-@njit(**HOT_JIT)
+@njit(**JIT)  # an ordinary call (once per row): inlined, it tripled the kernels' compile time
 def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row):  # type: ignore[no-untyped-def]
     """Output row ``r`` before its chain: ``row[c * F + f] = scale_f * (n − 2·popcount)``.
 
@@ -274,5 +274,5 @@ def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scal
         acc = np.empty(cols * filters, np.int64)
         row = np.empty(cols * filters, np.float32)
         binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row)
-        apply_chain(row, r, codes, params, alpha)
+        apply_chain_call(row, r, codes, params, alpha)
         store_row(row, out, r, pad)

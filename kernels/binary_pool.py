@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
 from edgebnn.kernels.binary import binary_row
-from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.elementwise import apply_chain_call
 from edgebnn.kernels.pool import FLT_MAX, has_nonfinite, nonfinite_bit
 from numba import njit
 
@@ -79,7 +79,7 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
                 elif 0 <= r < conv_rows:
                     row = slot[start:end]
                     binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row)
-                    apply_chain(row, r, codes, params, alpha)
+                    apply_chain_call(row, r, codes, params, alpha)
                     src = ring[q].reshape(-1)
                     for e in range(start):  # ring columns
                         slot[e] = src[e]

@@ -17,7 +17,7 @@ round trip through memory per tap (1.4 -> 1.1 ms per 256x256x16 frame on one cor
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from edgebnn.kernels.pool import FLT_MAX, has_nonfinite, nonfinite_bit
 from numba import njit
@@ -61,7 +61,7 @@ def _conv_row_3x3x3(planes, wf, cols, acc):  # type: ignore[no-untyped-def]
             a[c] = s
 
 
-@njit(**HOT_JIT)
+@njit(**JIT)  # an ordinary call, once per row: keeps the kernels' compile time down
 def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
     """Convolution output row ``r`` into ``acc`` (filters, cols); ``wf`` is (taps, filters)."""
     cin = x.shape[2]

@@ -111,6 +111,13 @@ def apply_chain(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
                 v[e] = -one if x < -one else (min(x, one))
 
 
+@njit(**JIT)
+def apply_chain_call(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """:func:`apply_chain` as an ordinary call, for kernels that run it once per row and
+    whose compile time an inlined copy would dominate."""
+    apply_chain(v, r, codes, params, alpha)
+
+
 @njit(**HOT_JIT)
 def store_row(row, out, r, pad):  # type: ignore[no-untyped-def]
     """Copy a finished row (columns * channels) into ``out``'s interior row ``r``."""

@@ -17,22 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels.memory import aligned
 from edgebnn.kernels.microkernel import LANES, MID, PANEL, RELU6, RESIDUAL, ROWS, SMALL, tile
 from numba import njit
-
-#: Byte alignment of packed weights and of the tensors the vector kernels read and write:
-#: a cache line, so that no full-width (64-byte) load or store spans two. NumPy aligns
-#: large arrays to 16 bytes only; misaligned, EfficientNet's 7x7 depthwise took 1.7x as long.
-ALIGN = 64
-
-
-def aligned(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of ``a`` whose data starts on an :data:`ALIGN`-byte boundary."""
-    buf = np.empty(a.nbytes + ALIGN, np.uint8)
-    start = -buf.ctypes.data % ALIGN
-    out = buf[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
 
 
 def packed_width(n: int) -> int:
