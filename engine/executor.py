@@ -14,6 +14,7 @@ Every buffer is allocated and its padding ring filled once; ``run`` allocates no
 from __future__ import annotations
 
 import numpy as np
+from edgebnn.engine.count_thresholds import count_test
 from edgebnn.engine.layers import (
     ActivationLayer,
     AddLayer,
@@ -41,10 +42,17 @@ from edgebnn.kernels import (
 )
 from edgebnn.kernels.memory import aligned
 
-#: Binary conv blocks with fewer output rows keep separate conv and pooling steps.
-BAND_MIN_ROWS = 64
-#: Row bands of a fused binary block (one per core of a Raspberry Pi 3; two per core here).
-BANDS = 4
+#: Binary conv blocks with fewer output rows keep separate conv and pooling steps (measured
+#: here: fusing every d-series block that feeds a binary conv, down to 8x8, saves ~7%).
+BAND_MIN_ROWS = 8
+
+
+def _bands() -> int:
+    """Row bands of a fused binary block: one per core Numba may use (each band recomputes
+    the rows it shares with the next, so more bands than threads only costs)."""
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
 def _fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
@@ -346,8 +354,9 @@ class Plan(MobilePlanning):
         """Fuse a binary conv block (conv, chain, max-pool, monotone chain, sign) into one
         step when the next binary conv reads it; returns its last node, or None.
 
-        Only for tall layers (>= BAND_MIN_ROWS output rows: the first two d-series blocks): each thread's band recomputes
-        the rows it shares with the next band, which costs more than it saves on small maps.
+        Only for layers of at least :data:`BAND_MIN_ROWS` output rows: each thread's band
+        recomputes the rows it shares with the next, which costs more than it saves on the
+        smallest maps.
         """
         layer = self.nodes[node]
         last = chain[-1] if chain else node
@@ -371,19 +380,33 @@ class Plan(MobilePlanning):
         next_conv = self.consumers[end][0]
         if not isinstance(self.nodes[next_conv], BinaryConvolutionalLayer):
             return None
-        codes, params, alpha = encode_chain([self.nodes[i] for i in chain], filters, cols)
+        pre_layers = [self.nodes[i] for i in chain]
         thresholds, modes, specials = chain_thresholds(post_layers, filters)
-        lo, hi = interval_bounds(thresholds, modes)
         conv_args = self._binary_conv_args(node)
         ring = self._filled(last)
         bits = self._bits_for(next_conv)
         p_rows, p_cols, _ = pool_layer.interior_shape
-        args = (
-            *conv_args, rows, cols, codes, params, alpha, ring, pool_layer.size, pool_layer.stride,
-            p_rows, p_cols, lo, hi, specials, bits, self.nodes[end].output_padding.size, BANDS,
-        )
+        pool = (pool_layer.size, pool_layer.stride, p_rows, p_cols)
+        out = (bits, self.nodes[end].output_padding.size, _bands())
         nodes = (node, *chain, pool_node, *post)
-        self.steps.append(Step(nodes, self._label(nodes, "+Sign"), binary_pool.binary_conv_pool_bits, args))
+        label = self._label(nodes, "+Sign")
+        (bits_in, chans, k, stride, masks, nvalid, wt, means, use_scale, windows) = conv_args
+        unpadded = all(self.nodes[i].output_padding.size == 0 for i in (node, *chain[:-1]))
+        test = count_test(
+            pre_layers, thresholds, modes, nvalid, means if use_scale else None, (rows, cols, filters), ring
+        ) if unpadded else None
+        if test is not None:  # integers only
+            limits = aligned(test.limits)
+            args = (
+                bits_in, chans, k, stride, masks, wt, windows, rows, cols, limits, test.ring_words,
+                test.flip, test.keep, test.force, *pool, *out,
+            )
+            self.steps.append(Step(nodes, label, binary_pool.binary_conv_pool_counts, args))
+            return end
+        codes, params, alpha = encode_chain(pre_layers, filters, cols)
+        lo, hi = interval_bounds(thresholds, modes)
+        args = (*conv_args, rows, cols, codes, params, alpha, ring, *pool, lo, hi, specials, *out)
+        self.steps.append(Step(nodes, label, binary_pool.binary_conv_pool_bits, args))
         return end
 
     def _label(self, nodes: tuple[int, ...], suffix: str = "") -> str:

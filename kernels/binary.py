@@ -162,7 +162,7 @@ def _gather_windows(bits, chans, k, stride, r, windows):  # type: ignore[no-unty
 
 
 @njit(**HOT_JIT)
-def _binary_row_windows3(windows, masks, nvalid, wt, scale, use_scale, r, row):  # type: ignore[no-untyped-def]
+def _counts_windows3(windows, masks, wt, r, acc):  # type: ignore[no-untyped-def]
     """A 3-row-window field: three popcounts per (pixel, filter), summed in registers."""
     filters = wt.shape[1]
     cols = windows.shape[1]
@@ -171,23 +171,18 @@ def _binary_row_windows3(windows, masks, nvalid, wt, scale, use_scale, r, row): 
         p = r * cols + c
         x0, x1, x2 = windows[0, c], windows[1, c], windows[2, c]
         m0, m1, m2 = masks[p, 0], masks[p, 1], masks[p, 2]
-        n = nvalid[p]
-        v = row[c * filters : (c + 1) * filters]
+        a = acc[c * filters : (c + 1) * filters]
         for f in range(filters):
             d = popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
-            v[f] = np.float32(n - 2 * np.int64(d))
-        if use_scale:
-            for f in range(filters):
-                v[f] = v[f] * scale[f]
+            a[f] = np.int64(d)
 
 
 @njit(**JIT)  # an ordinary call (once per row): inlined, it tripled the kernels' compile time
-def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row):  # type: ignore[no-untyped-def]
-    """Output row ``r`` before its chain: ``row[c * F + f] = scale_f * (n − 2·popcount)``.
+def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):  # type: ignore[no-untyped-def]
+    """Output row ``r``'s differing-bit counts: ``acc[c * F + f] = popcount((x XOR w) AND mask)``.
 
     ``windows``: the input is read as row windows (``wt``, ``masks`` in that layout, see
-    :func:`row_windows`). ``patches`` (cols, blocks) and ``acc`` (cols * F, int64) are the
-    caller's scratch.
+    :func:`row_windows`). ``patches`` (cols, blocks) is the caller's scratch.
     """
     blocks, filters = wt.shape
     cols = patches.shape[0]
@@ -195,14 +190,12 @@ def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, wind
         fields = patches.reshape(blocks, cols)
         _gather_windows(bits, chans, k, stride, r, fields)
         if k == 3:
-            _binary_row_windows3(fields, masks, nvalid, wt, scale, use_scale, r, row)
+            _counts_windows3(fields, masks, wt, r, acc)
             return
-        for c in range(cols):  # other kernel sizes: back to (cols, blocks) order
-            for b in range(blocks):
-                acc[c * blocks + b] = np.int64(fields[b, c])
+        words = fields.copy()  # other kernel sizes: back to (cols, blocks) order
         for c in range(cols):
             for b in range(blocks):
-                patches[c, b] = np.uint64(acc[c * blocks + b])
+                patches[c, b] = words[b, c]
     else:
         _gather_row(bits, chans, k, stride, r, cols, patches)
     for e in range(cols * filters):
@@ -249,6 +242,17 @@ def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, wind
                 mw = masks[p, b]
                 for f in range(filters):
                     a[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
+
+
+@njit(**JIT)
+def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row):  # type: ignore[no-untyped-def]
+    """Output row ``r`` before its chain: ``row[c * F + f] = scale_f * (n − 2·popcount)``.
+
+    ``acc`` (cols * F, int64) is scratch for the counts (:func:`binary_counts`).
+    """
+    filters = wt.shape[1]
+    cols = patches.shape[0]
+    binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc)
     for c in range(cols):
         n = nvalid[r * cols + c]
         a = acc[c * filters : (c + 1) * filters]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
-from edgebnn.kernels.binary import binary_row
+from edgebnn.kernels.binary import binary_counts, binary_row
 from edgebnn.kernels.elementwise import apply_chain_call
 from edgebnn.kernels.pool import FLT_MAX, has_nonfinite, nonfinite_bit
 from numba import njit
@@ -136,3 +136,60 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
                         for f in range(w * 64, min(filters, (w + 1) * 64)):
                             word |= np.uint64(on[c * filters + f]) << np.uint64(f - w * 64)
                         out_bits[pr + out_pad, c + out_pad, w] = word
+
+
+@njit(**PJIT)
+def binary_conv_pool_counts(bits, chans, k, stride, masks, wt, windows, conv_rows, conv_cols, limits, ring_words, flip, keep, force, size, pool_stride, rows, cols, out_bits, out_pad, bands):  # type: ignore[no-untyped-def]
+    """The same block as :func:`binary_conv_pool_bits` on integers only (see
+    :mod:`edgebnn.engine.count_thresholds`): each cell's test is ``d <= limits[p, f]`` on
+    its count of differing bits, packed 64 to a word; a pooled word is the OR of its
+    window's words, then ``((pooled ^ flip) & keep) | force``.
+    """
+    blocks, filters = wt.shape
+    rows_u, width, words = ring_words.shape
+    upad = (rows_u - conv_rows) // 2
+    bands = max(1, min(rows, bands))
+    per = -(-rows // bands)
+    for band in prange(bands):
+        p0 = band * per
+        p1 = min(rows, p0 + per)
+        patches = np.empty((conv_cols, blocks), np.uint64)
+        acc = np.empty(conv_cols * filters, np.int64)
+        on = np.empty(conv_cols * filters, np.uint8)
+        slots = np.empty((size, width, words), np.uint64)
+        done = p0 * pool_stride  # padded rows below this one are in the slots (or skipped)
+        for pr in range(p0, p1):
+            q_lo = pr * pool_stride
+            for q in range(max(done, q_lo), q_lo + size):
+                slot = slots[q % size]
+                r = q - upad
+                if q >= rows_u:  # past the tensor: -FLT_MAX, whose tests are off
+                    slot[:, :] = np.uint64(0)
+                    continue
+                slot[:, :] = ring_words[q]
+                if 0 <= r < conv_rows:
+                    binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc)
+                    lim = limits[r * conv_cols : (r + 1) * conv_cols].reshape(-1)
+                    for e in range(conv_cols * filters):
+                        on[e] = np.uint8(acc[e] <= lim[e])
+                    inside = slot[upad : upad + conv_cols]
+                    if filters % 64 == 0:
+                        _pack_bytes(on, inside.reshape(-1))
+                    else:
+                        for c in range(conv_cols):
+                            for w in range(words):
+                                word = np.uint64(0)
+                                for f in range(w * 64, min(filters, (w + 1) * 64)):
+                                    word |= np.uint64(on[c * filters + f]) << np.uint64(f - w * 64)
+                                inside[c, w] = word
+            done = q_lo + size
+            for c in range(cols):
+                for w in range(words):
+                    pooled = np.uint64(0)
+                    for i in range(size):
+                        slot = slots[(q_lo + i) % size]
+                        for j in range(size):
+                            cc = c * pool_stride + j
+                            if cc < width:
+                                pooled |= slot[cc, w]
+                    out_bits[pr + out_pad, c + out_pad, w] = ((pooled ^ flip[w]) & keep[w]) | force[w]

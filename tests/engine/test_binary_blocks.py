@@ -1,6 +1,7 @@
 """The fused binary block (binary conv + bias + PReLU + max-pool + batch-norm + sign in one
-step, for tall layers) against the same network planned as separate steps, bit for bit, and
-against the NumPy reference.
+step) against the same network planned as separate steps, bit for bit, and against the NumPy
+reference: both its forms, integer-only (count limits, :mod:`edgebnn.engine.count_thresholds`)
+and float (any element-wise chain, NaN/inf included).
 
 Cases the d-series never exercises are built here: pooling windows other than 3x3/s2, a
 PReLU output without a ring, weight scaling by filter means, the max-pool ring override
@@ -33,7 +34,7 @@ FUSED = "BinaryConvolutional+Bias+Activation+Pooling+BatchNormalization+Scaling+
 
 def _block_net(size: int, stride: int, ring: int, mean_scale: bool, ring_value: float | None, seed: int) -> Network:
     rng = np.random.default_rng(seed)
-    n, chans, width = executor.BAND_MIN_ROWS, 16, 24
+    n, chans, width = max(executor.BAND_MIN_ROWS, 20), 16, 24
     inp = InputLayer((n + 2, n + 2, chans), output_padding=Padding(ZEROS, 1))
     w1 = rng.normal(size=(width, 3, 3, chans)).astype(np.float32)
     conv1 = BinaryConvolutionalLayer.from_real_weights(
@@ -81,16 +82,45 @@ def _input(net: Network, seed: int) -> np.ndarray:
         (3, 3, 1, True, None),  # windows that skip rows and run past the tensor
     ],
 )
+@pytest.mark.parametrize("integer", (True, False))
 def test_fused_block_matches_separate_steps_and_reference(
-    size: int, stride: int, ring: int, mean_scale: bool, ring_value: float | None, monkeypatch: pytest.MonkeyPatch
+    size: int,
+    stride: int,
+    ring: int,
+    mean_scale: bool,
+    ring_value: float | None,
+    integer: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     net = _block_net(size, stride, ring, mean_scale, ring_value, seed=size * 10 + stride + ring)
-    assert FUSED in [s.label for s in net.plan.steps]
+    if not integer:  # one negative alpha: u is no longer monotone in the count
+        net.layers[2].alpha[3, 4, 5] = -0.25
+    assert _fused_kernel(net) == ("binary_conv_pool_counts" if integer else "binary_conv_pool_bits")
     for seed in range(2):
         x = _input(net, seed)
         got = net.forward(x)
         np.testing.assert_array_equal(got, _unfused_forward(net, x, monkeypatch))
         np.testing.assert_array_equal(got, forward_ref(net, x).reshape(-1))
+
+
+def _fused_kernel(net: Network) -> str:
+    (step,) = [s for s in net.plan.steps if s.label == FUSED]
+    return step.kernel.__name__
+
+
+@pytest.mark.parametrize("bands", (1, 2, 3, 7))
+def test_any_number_of_bands_gives_the_same_bits(bands: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands recompute the rows they share; the split must not change a bit."""
+    net = _block_net(3, 2, 1, False, None, seed=1)
+    x = _input(net, 3)
+    want = _unfused_forward(net, x, monkeypatch)
+    monkeypatch.setattr(executor, "_bands", lambda: bands)
+    for integer in (True, False):
+        plan_net = _block_net(3, 2, 1, False, None, seed=1)
+        if not integer:
+            plan_net.layers[2].alpha[0, 0, 0] = -1.0
+            want = _unfused_forward(plan_net, x, monkeypatch)
+        np.testing.assert_array_equal(plan_net.forward(x), want)
 
 
 def test_fused_block_with_nan_and_inf_before_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,6 +131,7 @@ def test_fused_block_with_nan_and_inf_before_the_pool(monkeypatch: pytest.Monkey
     prelu.alpha[:, :, 7] = np.nan  # NaN wherever the conv output is negative
     prelu.alpha[2::4, 1::2, 9] = np.inf  # -inf there
     prelu.alpha[1::3, :, 11] = np.nan
+    assert _fused_kernel(net) == "binary_conv_pool_bits"  # non-finite parameters: floats
     x = _input(net, 9)
     with np.errstate(invalid="ignore", over="ignore"):
         got = net.forward(x)
