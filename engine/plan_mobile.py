@@ -224,6 +224,8 @@ class MobilePlanning:
         head layers of EfficientNet's late blocks) as one :func:`edgebnn.kernels.gemm.
         pointwise_packed` step on weights packed here; the residual ``Add`` right after a
         project layer is done in its epilogue. Returns the step's last node, or None."""
+        if not gemm.AVAILABLE:
+            return None  # 32-bit or untested CPU (kernels/microkernel.py): BLAS/NumPy instead
         layer = self.nodes[node]
         rows, cols, filters = layer.interior_shape
         epilogue = self._packed_epilogue(chain)
@@ -240,6 +242,7 @@ class MobilePlanning:
                 len(other) == 1
                 and not self._chain_after(add)
                 and self.nodes[other[0]].output_padding.size == 0
+                and self.buffer(other[0]).flags.c_contiguous
             ):
                 res = self.buffer(other[0]).reshape(rows * cols, filters)
                 flags |= gemm.RESIDUAL
@@ -247,6 +250,8 @@ class MobilePlanning:
         out = self.buffer(last)
         pad = self.nodes[last].output_padding.size
         x = self._input_of(node)
+        if not (x.flags.c_contiguous and out.flags.c_contiguous):
+            return None  # the kernel follows raw pointers; a reshape would copy, not alias
         a = x.reshape(rows * cols, x.shape[2])
         w = mobile.pointwise_weights_layout(layer.weights)
         threads = numba_threads()

@@ -11,14 +11,30 @@ scratch block and are copied out.
 Compared with BLAS ``sgemm`` on the same shapes (one thread, this project's build
 machine, AVX-512): 196x80x480 0.094 vs 0.28 ms, 196x672x112 0.18 vs 0.20 ms, 49x1152x320
 0.23 vs 0.32 ms: no repacking of the weights per call, and no copy pass for the epilogue.
+
+The tile shape, and whether the kernel is used at all (:data:`AVAILABLE`: not on 32-bit
+processes), are decided in :mod:`.microkernel`. ``a``, ``c`` and ``res`` are addressed
+through raw pointers: they must be C-contiguous (checked by the planner).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import JIT, PJIT, prange
+from edgebnn.kernels._jit import prange
 from edgebnn.kernels.memory import aligned
-from edgebnn.kernels.microkernel import LANES, MID, PANEL, RELU6, RESIDUAL, ROWS, SMALL, tile
+from edgebnn.kernels.microkernel import (
+    AVAILABLE,  # noqa: F401  (re-exported: False where the planner must not use this GEMM)
+    KERNEL_JIT,
+    KERNEL_PJIT,
+    LANES,
+    MID,
+    PANEL,
+    RELU6,
+    RESIDUAL,
+    ROWS,
+    SMALL,
+    tile,
+)
 from numba import njit
 
 
@@ -85,7 +101,7 @@ def scratch(threads: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((threads, ROWS, PANEL), np.float32), np.zeros((threads, 3, ROWS), np.int64)
 
 
-@njit(**JIT)
+@njit(**KERNEL_JIT)
 def gemm_block(  # type: ignore[no-untyped-def]
     a, m0, m1, wpk, bias, n, p0, p1, flags, c, crow, ccol, cols, res, block, ptrs
 ):
@@ -155,7 +171,7 @@ def gemm_block(  # type: ignore[no-untyped-def]
             m += real
 
 
-@njit(**PJIT)
+@njit(**KERNEL_PJIT)
 def pointwise_packed(a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs):  # type: ignore[no-untyped-def]
     """A whole pointwise layer on Numba's threads: ``a`` (pixels, C) -> ``c``, the output
     as (rows + 2 pad, (cols + 2 pad) * n), its interior written; one range of
