@@ -415,10 +415,19 @@ class Plan(MobilePlanning):
 
     # -- running -------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Run every step on ``x`` (input shape, float32); returns the output buffer."""
-        assert self._input_view is not None
-        self._input_view[...] = x
-        for step in self.steps:
+        """Run every step on ``x`` (input shape, float32); returns the output buffer.
+
+        A C-contiguous float32 ``x`` goes straight to the first step (the input layer's,
+        which reads it into its ringed buffer); anything else is copied in first.
+        """
+        assert self._input_view is not None and self.steps[0].args[0] is self._input_view
+        first = self.steps[0]
+        if x.dtype == np.float32 and x.flags.c_contiguous and x.shape == self._input_view.shape:
+            first.kernel(x, *first.args[1:])
+        else:
+            self._input_view[...] = x
+            first.kernel(*first.args)
+        for step in self.steps[1:]:
             step.kernel(*step.args)
         return self.output
 
