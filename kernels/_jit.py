@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import struct
 
 import edgebnn.kernels._threading  # noqa: F401  (threading layer and spin defaults)
 import numba
@@ -20,9 +21,13 @@ from numba import (
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-#: True when kernels are compiled with ``parallel=True``.
-PARALLEL: bool = platform.machine().lower() not in ("armv6l", "armv7l", "armv8l", "arm") and (
-    os.environ.get("EDGEBNN_SERIAL", "") in ("", "0")
+#: True when kernels are compiled with ``parallel=True``. Decided by the Python process's
+#: pointer size, not ``platform.machine()``: 32-bit Raspberry Pi OS on a 64-bit kernel
+#: reports ``aarch64`` while its numba 0.56 has no parallel backend.
+PARALLEL: bool = (
+    struct.calcsize("P") == 8
+    and platform.machine().lower() not in ("armv6l", "armv7l", "armv8l", "arm")
+    and os.environ.get("EDGEBNN_SERIAL", "") in ("", "0")
 )
 
 #: Options for element-wise and integer kernels: exact float32, no fast-math.
