@@ -38,6 +38,29 @@ def _pack_bytes(on, words):  # type: ignore[no-untyped-def]
         words[i] = word
 
 
+@njit(**HOT_JIT)
+def _pack_tests(on, filters, dst):  # type: ignore[no-untyped-def]
+    """Pack 0/1 bytes ``on`` (pixels x filters) into ``dst`` (pixels, words): channel f of a
+    pixel at bit f % 64 of its word f // 64."""
+    pixels, words = dst.shape
+    if filters % 64 == 0:
+        _pack_bytes(on, dst.reshape(-1))
+        return
+    for c in range(pixels):
+        for w in range(words):
+            word = np.uint64(0)
+            for f in range(w * 64, min(filters, (w + 1) * 64)):
+                word |= np.uint64(on[c * filters + f]) << np.uint64(f - w * 64)
+            dst[c, w] = word
+
+
+@njit(**HOT_JIT)
+def _band(band, bands, rows):  # type: ignore[no-untyped-def]
+    """Pooled rows [p0, p1) of ``band`` when ``rows`` are split into ``bands``."""
+    per = -(-rows // bands)
+    return band * per, min(rows, (band + 1) * per)
+
+
 @njit(**PJIT)
 def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, conv_rows, conv_cols, codes, params, alpha, ring, size, pool_stride, rows, cols, lo, hi, specials, out_bits, out_pad, bands):  # type: ignore[no-untyped-def]
     """Packed sign bits of the pooled block output into ``out_bits`` (ring left as filled).
@@ -48,12 +71,9 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
     blocks, filters = wt.shape
     rows_u, width, _ = ring.shape
     upad = (rows_u - conv_rows) // 2
-    words = out_bits.shape[2]
     bands = max(1, min(rows, bands))
-    per = -(-rows // bands)
     for band in prange(bands):
-        p0 = band * per
-        p1 = min(rows, p0 + per)
+        p0, p1 = _band(band, bands, rows)
         patches = np.empty((conv_cols, blocks), np.uint64)
         acc = np.empty(conv_cols * filters, np.int64)
         slots = np.empty((size, width * filters), np.float32)
@@ -127,15 +147,7 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
                     v = pooled[e]
                     if not abs(v) <= FLT_MAX:
                         on[e] = np.uint8(nonfinite_bit(v, specials[e % filters]))
-            if filters % 64 == 0:
-                _pack_bytes(on, out_bits[pr + out_pad, out_pad : out_pad + cols].reshape(-1))
-            else:
-                for c in range(cols):
-                    for w in range(words):
-                        word = np.uint64(0)
-                        for f in range(w * 64, min(filters, (w + 1) * 64)):
-                            word |= np.uint64(on[c * filters + f]) << np.uint64(f - w * 64)
-                        out_bits[pr + out_pad, c + out_pad, w] = word
+            _pack_tests(on, filters, out_bits[pr + out_pad, out_pad : out_pad + cols])
 
 
 @njit(**PJIT)
@@ -149,10 +161,8 @@ def binary_conv_pool_counts(bits, chans, k, stride, masks, wt, windows, conv_row
     rows_u, width, words = ring_words.shape
     upad = (rows_u - conv_rows) // 2
     bands = max(1, min(rows, bands))
-    per = -(-rows // bands)
     for band in prange(bands):
-        p0 = band * per
-        p1 = min(rows, p0 + per)
+        p0, p1 = _band(band, bands, rows)
         patches = np.empty((conv_cols, blocks), np.uint64)
         acc = np.empty(conv_cols * filters, np.int64)
         on = np.empty(conv_cols * filters, np.uint8)
@@ -172,16 +182,7 @@ def binary_conv_pool_counts(bits, chans, k, stride, masks, wt, windows, conv_row
                     lim = limits[r * conv_cols : (r + 1) * conv_cols].reshape(-1)
                     for e in range(conv_cols * filters):
                         on[e] = np.uint8(acc[e] <= lim[e])
-                    inside = slot[upad : upad + conv_cols]
-                    if filters % 64 == 0:
-                        _pack_bytes(on, inside.reshape(-1))
-                    else:
-                        for c in range(conv_cols):
-                            for w in range(words):
-                                word = np.uint64(0)
-                                for f in range(w * 64, min(filters, (w + 1) * 64)):
-                                    word |= np.uint64(on[c * filters + f]) << np.uint64(f - w * 64)
-                                inside[c, w] = word
+                    _pack_tests(on, filters, slot[upad : upad + conv_cols])
             done = q_lo + size
             for c in range(cols):
                 for w in range(words):
