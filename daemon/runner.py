@@ -47,6 +47,7 @@ from edgebnn.daemon.stats import (
     rss_bytes,
     throttled,
 )
+from edgebnn.engine.runtime import fix_mmap_threshold
 
 import edgebnn
 
@@ -122,6 +123,7 @@ class Daemon:
     def _start(self) -> int | None:
         config = self.config
         set_level(config.log_level)
+        fix_mmap_threshold()  # before the capture and inference threads start (steady RSS)
         self.notifier.status("loading model")
         try:
             runtime = self._runtime(config, None)

@@ -34,3 +34,25 @@ def test_users_choices_win() -> None:
         "7",
     ]
     assert _probe(OMP_WAIT_POLICY="PASSIVE")[-1] == "-"
+
+
+MALLOC_PROBE = """
+import os
+from edgebnn.engine import runtime
+print(runtime.fix_mmap_threshold(), runtime.release_free_memory())
+"""
+
+
+def test_glibc_threshold_pinned_unless_the_environment_says_otherwise() -> None:
+    """The daemon pins glibc's mmap threshold (steady RSS); a user's MALLOC_MMAP_THRESHOLD_ wins."""
+    import platform
+
+    def probe(**env: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", MALLOC_PROBE], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert probe() == [str(glibc), str(glibc)]
+    assert probe(MALLOC_MMAP_THRESHOLD_="131072")[0] == "False"
