@@ -42,7 +42,7 @@ FLT_MAX = np.float32(np.finfo(np.float32).max)
 class CountTest:
     """What :func:`edgebnn.kernels.binary_pool.binary_conv_pool_counts` needs."""
 
-    limits: np.ndarray  # (pixels, F) int16: the cell test is d <= limits[p, f]
+    limits: np.ndarray  # (pixels, F) int16 (int32 for huge fields): the test is d <= limits[p, f]
     ring_words: np.ndarray  # (rows_u, width, words) uint64: the tests of ring cells
     flip: np.ndarray  # (words,) uint64: falling channels (final bit = NOT pooled test)
     keep: np.ndarray  # (words,) uint64: channels decided by the cells
@@ -145,7 +145,9 @@ def count_test(
             lo = np.where(open_ & ok, mid, lo)
             hi = np.where(open_ & ~ok, mid, hi)
         ring_tests = np.where(rising, ring >= thresholds, ring > thresholds) & (rising | falling)
-    limits = np.where(rising | falling, lo, -1).astype(np.int16)
+    # int16 halves the table's memory traffic; fields of more than 32767 bits need int32.
+    dtype = np.int16 if int(n.max(initial=0)) < np.iinfo(np.int16).max else np.int32
+    limits = np.where(rising | falling, lo, -1).astype(dtype)
     words = -(-filters // 64)
     return CountTest(
         limits=np.ascontiguousarray(limits.reshape(rows * cols, filters)),
