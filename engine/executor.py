@@ -262,7 +262,7 @@ class Plan(MobilePlanning):
             return False
         last = chain[-1] if chain else node
         thresholds, modes, specials = chain_thresholds(ops, chans)
-        lo, hi = interval_bounds(thresholds, modes)
+        lo, hi, specials = (aligned(a) for a in (*interval_bounds(thresholds, modes), specials))
         bits = self._bits_for(conv_node)
         pad = self.nodes[last].output_padding.size
         size = layer.size if pooled else 1
@@ -303,7 +303,7 @@ class Plan(MobilePlanning):
         ):
             return None
         thresholds, modes, specials = chain_thresholds(chain_layers, filters)
-        lo, hi = interval_bounds(thresholds, modes)
+        lo, hi, specials = (aligned(a) for a in (*interval_bounds(thresholds, modes), specials))
         conv_node = self.consumers[pool_node][0]
         bits = self._bits_for(conv_node)
         p_rows, p_cols, _ = pool_layer.interior_shape
@@ -342,8 +342,8 @@ class Plan(MobilePlanning):
             masks, nvalid = binary.patch_masks(*geometry)
             wt = binary.binary_weights_layout(layer.weights_bits)
         use_scale = layer.weights_scale == 1
-        masks, wt = aligned(masks), aligned(wt)
-        return (bits, chans, k, layer.stride, masks, nvalid, wt, layer.filter_means, use_scale, windows)
+        masks, nvalid, wt, means = (aligned(a) for a in (masks, nvalid, wt, layer.filter_means))
+        return (bits, chans, k, layer.stride, masks, nvalid, wt, means, use_scale, windows)
 
     def _binary_conv_step(self, node, nodes, label, out, pad, codes, params, alpha) -> None:
         rows, cols, _ = self.nodes[node].interior_shape
@@ -398,13 +398,13 @@ class Plan(MobilePlanning):
         if test is not None:  # integers only
             limits = aligned(test.limits)
             args = (
-                bits_in, chans, k, stride, masks, wt, windows, rows, cols, limits, test.ring_words,
+                bits_in, chans, k, stride, masks, wt, windows, rows, cols, limits, aligned(test.ring_words),
                 test.flip, test.keep, test.force, *pool, *out,
             )
             self.steps.append(Step(nodes, label, binary_pool.binary_conv_pool_counts, args))
             return end
         codes, params, alpha = encode_chain(pre_layers, filters, cols)
-        lo, hi = interval_bounds(thresholds, modes)
+        lo, hi, specials = (aligned(a) for a in (*interval_bounds(thresholds, modes), specials))
         args = (*conv_args, rows, cols, codes, params, alpha, ring, *pool, lo, hi, specials, *out)
         self.steps.append(Step(nodes, label, binary_pool.binary_conv_pool_bits, args))
         return end

@@ -163,3 +163,15 @@ def test_input_padding_ring_schemes_fill_once() -> None:
     ring[1:5, 1:5] = False
     np.testing.assert_array_equal(out[ring][:, 0], ((r % 2) ^ (c % 2))[ring].astype(np.float32))
     assert (out[1:5, 1:5] == 7.0).all()
+
+
+def test_plan_tensors_are_cache_line_aligned() -> None:
+    """Every float buffer, bit buffer and array constant a step reads starts on 64 bytes."""
+    from edgebnn.kernels.memory import is_aligned
+
+    net = d_series(64, seed=3)
+    plan = net.plan
+    arrays = [*plan.buffers.values(), *plan.bit_buffers.values()]
+    arrays += [a for s in plan.steps for a in s.args if isinstance(a, np.ndarray) and a.size * a.itemsize >= 64]
+    assert arrays
+    assert all(is_aligned(a) for a in arrays), [a.shape for a in arrays if not is_aligned(a)]
