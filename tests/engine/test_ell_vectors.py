@@ -1,4 +1,5 @@
-"""ELL's own unit-test vectors (../shared/ell/test_vectors.json), through planned networks.
+"""ELL's own unit-test vectors (../shared/ell/test_vectors.json, copied to tests/data), through
+planned networks.
 
 Every vector's layer is built as a one-layer network whose input tensor is the vector's
 full input (ring included), run by the fast engine and by the NumPy reference, and held to
@@ -35,15 +36,15 @@ from edgebnn.engine.reference import forward_ref
 
 
 def _find_vectors() -> Path:
+    """``shared/ell/test_vectors.json`` beside the checkout, else the copy in tests/data
+    (the same file, committed so that a clone anywhere runs these tests)."""
     here = Path(__file__).resolve()
     for parent in here.parents:
-        candidate = parent / "shared" / "ell" / "test_vectors.json"
-        if candidate.exists():
-            return candidate
-        candidate = parent.parent / "shared" / "ell" / "test_vectors.json"
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("shared/ell/test_vectors.json beside the checkout")
+        for candidate in (parent / "shared" / "ell" / "test_vectors.json",
+                          parent.parent / "shared" / "ell" / "test_vectors.json"):
+            if candidate.exists():
+                return candidate
+    return here.parents[1] / "data" / "ell_test_vectors.json"
 
 
 DATA = json.loads(_find_vectors().read_text())
