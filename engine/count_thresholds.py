@@ -34,6 +34,7 @@ from edgebnn.engine.layers import (
     ScalingLayer,
 )
 from edgebnn.engine.thresholds import MODE_ALWAYS, MODE_AT_LEAST, MODE_AT_MOST, MODE_NEVER
+from edgebnn.kernels.binary import pack_words
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -68,16 +69,6 @@ def nondecreasing(layer: Layer) -> bool:
             return bool(np.isfinite(layer.leaky_factor)) and layer.leaky_factor >= 0
         return layer.function in ("relu", "relu6", "hard_sigmoid", "hard_tanh", "sigmoid", "tanh")
     return False
-
-
-def _pack(tests: np.ndarray) -> np.ndarray:
-    """(..., F) booleans -> (..., words) uint64, channel f at bit f % 64 of word f // 64."""
-    *lead, chans = tests.shape
-    words = -(-chans // 64)
-    padded = np.zeros((*lead, words * 64), np.uint64)
-    padded[..., :chans] = tests
-    shifts = np.arange(64, dtype=np.uint64)
-    return (padded.reshape(*lead, words, 64) << shifts).sum(axis=-1, dtype=np.uint64)
 
 
 def count_test(
@@ -151,8 +142,8 @@ def count_test(
     words = -(-filters // 64)
     return CountTest(
         limits=np.ascontiguousarray(limits.reshape(rows * cols, filters)),
-        ring_words=np.ascontiguousarray(_pack(ring_tests)),
-        flip=_pack(falling).reshape(words),
-        keep=_pack(rising | falling).reshape(words),
-        force=_pack(modes == MODE_ALWAYS).reshape(words),
+        ring_words=np.ascontiguousarray(pack_words(ring_tests)),
+        flip=pack_words(falling).reshape(words),
+        keep=pack_words(rising | falling).reshape(words),
+        force=pack_words(modes == MODE_ALWAYS).reshape(words),
     )

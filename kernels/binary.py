@@ -24,6 +24,25 @@ def words_for(channels: int) -> int:
     return -(-channels // 64)
 
 
+SHIFTS = np.arange(64, dtype=np.uint64)
+
+
+def pack_words(bits: np.ndarray) -> np.ndarray:
+    """(..., n) 0/1 values -> (..., ceil(n / 64)) uint64, bit i at bit i % 64 of word i // 64
+    (ELL's LSB-first packing; plan-time NumPy)."""
+    *lead, n = bits.shape
+    words = words_for(n)
+    padded = np.zeros((*lead, words * 64), np.uint64)
+    padded[..., :n] = bits
+    return np.ascontiguousarray((padded.reshape(*lead, words, 64) << SHIFTS).sum(axis=-1, dtype=np.uint64))
+
+
+def unpack_words(words: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_words`: (..., words) uint64 -> (..., n) uint64 0/1 values."""
+    *lead, _ = words.shape
+    return ((words[..., None] >> SHIFTS) & np.uint64(1)).reshape(*lead, -1)[..., :n]
+
+
 @njit(**PJIT)
 def sign_pack(x, bits):  # type: ignore[no-untyped-def]
     """Pack a whole float tensor (ring included): bit set iff x > 0."""
@@ -87,16 +106,9 @@ def patch_masks(
     A bit is valid when it belongs to the volume and, if ``pad`` > 0, its tap does not fall
     in the ring of width ``pad`` (ELL masks zero padding only).
     """
-    volume = k * k * chans
-    blocks = -(-volume // 64)
     valid = _valid_taps(rows_in, cols_in, k, stride, rows, cols, pad)
     per_bit = np.repeat(valid.reshape(rows * cols, k * k), chans, axis=1)  # (P, volume)
-    full = np.zeros((rows * cols, blocks * 64), np.uint64)
-    full[:, :volume] = per_bit
-    shifts = np.arange(64, dtype=np.uint64)
-    masks = (full.reshape(rows * cols, blocks, 64) << shifts).sum(axis=2, dtype=np.uint64)
-    nvalid = per_bit.sum(axis=1).astype(np.int64)
-    return np.ascontiguousarray(masks), nvalid
+    return pack_words(per_bit), per_bit.sum(axis=1).astype(np.int64)
 
 
 def binary_weights_layout(bits: np.ndarray) -> np.ndarray:
@@ -118,12 +130,8 @@ def row_windows(chans: int, k: int) -> bool:
 
 def window_weights_layout(bits: np.ndarray, chans: int, k: int) -> np.ndarray:
     """ELL's (F, blocks) packing -> (k, F) row-window words (see :func:`row_windows`)."""
-    filters = bits.shape[0]
-    shifts = np.arange(64, dtype=np.uint64)
-    flat = ((bits[:, :, None] >> shifts) & np.uint64(1)).reshape(filters, -1)[:, : k * k * chans]
-    per_row = np.zeros((filters, k, 64), np.uint64)
-    per_row[:, :, : k * chans] = flat.reshape(filters, k, k * chans)
-    words = (per_row << shifts).sum(axis=2, dtype=np.uint64)
+    flat = unpack_words(bits, k * k * chans)
+    words = pack_words(flat.reshape(bits.shape[0], k, k * chans))[:, :, 0]  # (F, k)
     return np.ascontiguousarray(words.T)
 
 
@@ -133,12 +141,8 @@ def window_masks(
     """:func:`patch_masks` for the row-window layout: (rows * cols, k) masks, valid counts."""
     valid = _valid_taps(rows_in, cols_in, k, stride, rows, cols, pad)  # (rows, cols, k, k)
     per_bit = np.repeat(valid.reshape(rows * cols, k, k), chans, axis=2)  # (P, k, k * C)
-    full = np.zeros((rows * cols, k, 64), np.uint64)
-    full[:, :, : k * chans] = per_bit
-    shifts = np.arange(64, dtype=np.uint64)
-    masks = (full << shifts).sum(axis=2, dtype=np.uint64)
-    nvalid = per_bit.reshape(rows * cols, -1).sum(axis=1).astype(np.int64)
-    return np.ascontiguousarray(masks), nvalid
+    masks = pack_words(per_bit)[:, :, 0]  # one word per kernel row (k * C <= 64)
+    return np.ascontiguousarray(masks), per_bit.reshape(rows * cols, -1).sum(axis=1).astype(np.int64)
 
 
 @njit(**HOT_JIT)
