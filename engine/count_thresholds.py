@@ -33,7 +33,13 @@ from edgebnn.engine.layers import (
     Layer,
     ScalingLayer,
 )
-from edgebnn.engine.thresholds import MODE_ALWAYS, MODE_AT_LEAST, MODE_AT_MOST, MODE_NEVER
+from edgebnn.engine.thresholds import (
+    MODE_ALWAYS,
+    MODE_AT_LEAST,
+    MODE_AT_MOST,
+    MODE_NEVER,
+    MONOTONE_ACTIVATIONS,
+)
 from edgebnn.kernels.binary import pack_words
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
@@ -67,7 +73,7 @@ def nondecreasing(layer: Layer) -> bool:
             return layer.alpha is not None and _finite(layer.alpha) and bool((layer.alpha >= 0).all())
         if layer.function == "leaky_relu":
             return bool(np.isfinite(layer.leaky_factor)) and layer.leaky_factor >= 0
-        return layer.function in ("relu", "relu6", "hard_sigmoid", "hard_tanh", "sigmoid", "tanh")
+        return layer.function in MONOTONE_ACTIVATIONS
     return False
 
 

@@ -24,7 +24,9 @@ MODE_AT_MOST = 1  # bit = v <= t
 MODE_NEVER = 2
 MODE_ALWAYS = 3
 
-_MONOTONE_ACTIVATIONS = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "sigmoid", "tanh")
+#: Activations without parameters that never decrease (as the reference computes them, up to
+#: the float32 exp/tanh caveat in the README).
+MONOTONE_ACTIVATIONS = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "sigmoid", "tanh")
 
 
 def is_monotone(layer: Layer) -> bool:
@@ -32,7 +34,7 @@ def is_monotone(layer: Layer) -> bool:
     if isinstance(layer, (BiasLayer, ScalingLayer, BatchNormalizationLayer)):
         return True
     if isinstance(layer, ActivationLayer):
-        if layer.function in _MONOTONE_ACTIVATIONS:
+        if layer.function in MONOTONE_ACTIVATIONS:
             return True
         return layer.function == "leaky_relu" and layer.leaky_factor >= 0
     return False
