@@ -16,13 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time the engine (and a peer runtime) on this machine",
         description="Time the engine on this machine and print the figures with the machine.",
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file or built-in name (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model file or built-in name (default {DEFAULT_MODEL})",
+    )
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per setting (default 30)")
-    p.add_argument("--compare", choices=["onnxruntime"], help="also time the same network in ONNX Runtime")
+    p.add_argument(
+        "--compare", choices=["onnxruntime"], help="also time the same network in ONNX Runtime"
+    )
     p.add_argument("--no-cold", action="store_true", help="skip the cold/warm start measurements")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-step breakdown")
-    p.add_argument("--daemon", action="store_true", help="benchmark the whole daemon pipeline instead")
+    p.add_argument(
+        "--daemon", action="store_true", help="benchmark the whole daemon pipeline instead"
+    )
     p.add_argument("--frames", type=int, default=None, help="--daemon: soak length in frames")
     p.set_defaults(func=_run)
 
@@ -41,5 +49,10 @@ def _run(args: argparse.Namespace) -> int:
     from edgebnn.bench.engine_bench import run_engine_benchmark
 
     return run_engine_benchmark(
-        args.model, threads, max(1, args.runs), args.compare, not args.no_cold, not args.no_breakdown
+        args.model,
+        threads,
+        max(1, args.runs),
+        args.compare,
+        not args.no_cold,
+        not args.no_breakdown,
     )

@@ -61,11 +61,18 @@ def onnx_model(state: dict[str, np.ndarray]):
         k = w.shape[-1]
         _, before, after = same_padding(size, k, stride)
         name = conv.replace(".", "_")
-        inits.extend([numpy_helper.from_array(wf, name + "_w"), numpy_helper.from_array(bf, name + "_b")])
+        inits.extend(
+            [numpy_helper.from_array(wf, name + "_w"), numpy_helper.from_array(bf, name + "_b")]
+        )
         nodes.append(
             helper.make_node(
-                "Conv", [x, name + "_w", name + "_b"], [name], kernel_shape=[k, k], strides=[stride, stride],
-                pads=[before, before, after, after], group=group,
+                "Conv",
+                [x, name + "_w", name + "_b"],
+                [name],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[before, before, after, after],
+                group=group,
             )
         )
         if not relu6:
@@ -73,7 +80,10 @@ def onnx_model(state: dict[str, np.ndarray]):
         nodes.append(helper.make_node("Clip", [name, "zero", "six"], [name + "_r6"]))
         return name + "_r6"
 
-    inits += [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.float32(6), "six")]
+    inits += [
+        numpy_helper.from_array(np.float32(0), "zero"),
+        numpy_helper.from_array(np.float32(6), "six"),
+    ]
     size = INPUT_SIZE
     x = conv_bn("input", "_conv_stem", "_bn0", 2, size, 1, True)
     size = -(-size // 2)
@@ -97,10 +107,14 @@ def onnx_model(state: dict[str, np.ndarray]):
     x = conv_bn(x, "_conv_head", "_bn1", 1, size, 1, True)
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
     nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"]))
-    inits += [numpy_helper.from_array(state["_fc.weight"], "fc_w"), numpy_helper.from_array(state["_fc.bias"], "fc_b")]
+    inits += [
+        numpy_helper.from_array(state["_fc.weight"], "fc_w"),
+        numpy_helper.from_array(state["_fc.bias"], "fc_b"),
+    ]
     nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1))
     graph = helper.make_graph(
-        nodes, "efficientnet_lite0",
+        nodes,
+        "efficientnet_lite0",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, INPUT_SIZE, INPUT_SIZE])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])],
         inits,
@@ -126,7 +140,10 @@ def machine() -> str:
 
 
 def run_efficientnet_benchmark(
-    threads_list: list[int] | tuple[int, ...] = (1, 2), compare_onnx: bool = False, runs: int = 30, warmup: int = 5
+    threads_list: list[int] | tuple[int, ...] = (1, 2),
+    compare_onnx: bool = False,
+    runs: int = 30,
+    warmup: int = 5,
 ) -> str:
     """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime)."""
     import numba
@@ -153,7 +170,10 @@ def run_efficientnet_benchmark(
             opts.inter_op_num_threads = 1
             return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
-    lines = [f"EfficientNet-Lite0 224x224, ms/frame (median of {runs} after {warmup} warm-up)", machine()]
+    lines = [
+        f"EfficientNet-Lite0 224x224, ms/frame (median of {runs} after {warmup} warm-up)",
+        machine(),
+    ]
     saved, saved_blas = numba.get_num_threads(), blas_threads()
     set_blas_threads(1)
     try:

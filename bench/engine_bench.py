@@ -34,7 +34,11 @@ def _timed_start(model: str, cache_dir: str) -> tuple[float, float, float]:
     """(import+build s, JIT warm-up s, total s) of a fresh process using ``cache_dir``."""
     env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
     out = subprocess.run(
-        [sys.executable, "-c", _START_SCRIPT, model], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _START_SCRIPT, model],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     a, b, c = (float(v) for v in out.stdout.split())
     return a, b, c
@@ -65,7 +69,9 @@ def run_engine_benchmark(
     x = rng.uniform(0, 255, net.input_shape).astype(np.float32)
     t = time.perf_counter()
     net.warmup()
-    print(f"warm-up in this process: {time.perf_counter() - t:.2f} s (Numba cache: {numba.config.CACHE_DIR or 'default'})")
+    print(
+        f"warm-up in this process: {time.perf_counter() - t:.2f} s (Numba cache: {numba.config.CACHE_DIR or 'default'})"
+    )
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel launched (serial build)
@@ -122,7 +128,11 @@ def run_engine_benchmark(
     if cold:
         with tempfile.TemporaryDirectory() as cache:
             build, jit, total = _timed_start(model, cache)
-            print(f"\ncold start (empty Numba cache): build {build:.2f} s + JIT compile {jit:.2f} s = {total:.2f} s")
+            print(
+                f"\ncold start (empty Numba cache): build {build:.2f} s + JIT compile {jit:.2f} s = {total:.2f} s"
+            )
             build, jit, total = _timed_start(model, cache)
-            print(f"warm start (Numba cache filled): build {build:.2f} s + load kernels {jit:.2f} s = {total:.2f} s")
+            print(
+                f"warm start (Numba cache filled): build {build:.2f} s + load kernels {jit:.2f} s = {total:.2f} s"
+            )
     return 0

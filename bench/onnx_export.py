@@ -65,7 +65,10 @@ def to_onnx(net) -> bytes:
         elif isinstance(layer, ScalingLayer):
             y = op("Mul", [x, per_channel(layer.scales)])
         elif isinstance(layer, BatchNormalizationLayer):
-            y = op("Add", [op("Mul", [x, per_channel(layer.multiplication)]), per_channel(layer.addition)])
+            y = op(
+                "Add",
+                [op("Mul", [x, per_channel(layer.multiplication)]), per_channel(layer.addition)],
+            )
         elif isinstance(layer, ActivationLayer):
             f = layer.function
             if f == "relu":
@@ -88,16 +91,32 @@ def to_onnx(net) -> bytes:
             group = 1
             if layer.is_depthwise(nodes_all[producer].output_shape[2]):
                 group = w.shape[0]
-            y = op("Conv", [x, const(w)], kernel_shape=[k, k], strides=[layer.stride] * 2, pads=pads, group=group)
+            y = op(
+                "Conv",
+                [x, const(w)],
+                kernel_shape=[k, k],
+                strides=[layer.stride] * 2,
+                pads=pads,
+                group=group,
+            )
         elif isinstance(layer, BinaryConvolutionalLayer):
             k = layer.receptive_field
             c_in = nodes_all[producer].output_shape[2]
             signs = unpack_filter_signs(layer.weights_bits, k * k * c_in).astype(np.float32)
             w = np.transpose(signs.reshape(-1, k, k, c_in), (0, 3, 1, 2)).copy()
-            sx = op("Where", [op("Greater", [x, const(np.array(0, np.float32))]), const(np.array(1, np.float32)), const(np.array(-1, np.float32))])
+            sx = op(
+                "Where",
+                [
+                    op("Greater", [x, const(np.array(0, np.float32))]),
+                    const(np.array(1, np.float32)),
+                    const(np.array(-1, np.float32)),
+                ],
+            )
             if not layer.masks_padding() and ring:
                 raise NotImplementedError("ONNX export of unmasked binary padding")
-            y = op("Conv", [sx, const(w)], kernel_shape=[k, k], strides=[layer.stride] * 2, pads=pads)
+            y = op(
+                "Conv", [sx, const(w)], kernel_shape=[k, k], strides=[layer.stride] * 2, pads=pads
+            )
             if layer.weights_scale == 1:
                 y = op("Mul", [y, per_channel(layer.filter_means)])
         elif isinstance(layer, PoolingLayer):

@@ -58,8 +58,12 @@ print(statistics.median(times) * 1000)
 def engine_rate(model: str, frame_file: Path, runs: int) -> float:
     """Median milliseconds of net.predict on one frame, in a separate process (so this
     process's RSS is the daemon's alone)."""
-    out = subprocess.run([sys.executable, "-c", ENGINE_PROBE, model, str(frame_file), str(runs)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", ENGINE_PROBE, model, str(frame_file), str(runs)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -82,7 +86,8 @@ class Collector:
         if self.keep:
             self.overhead_ms.append((now - p["captured_at"]) * 1000 - p["inference_ms"])
             self.publish_overhead_ms.append(
-                (p["published_at"] - p["captured_at"]) * 1000 - p["inference_ms"])
+                (p["published_at"] - p["captured_at"]) * 1000 - p["inference_ms"]
+            )
 
     def _run(self) -> None:
         receive(self.socket, self._handle, keep_going=lambda: not self._stop.is_set())
@@ -93,17 +98,28 @@ class Collector:
         self.socket.close(linger=0)
 
 
-def run_pipeline(video: Path, model: str, frames: int, max_fps: float | None,
-                 keep: bool, rss_after: int | None = None) -> dict[str, Any]:
+def run_pipeline(
+    video: Path,
+    model: str,
+    frames: int,
+    max_fps: float | None,
+    keep: bool,
+    rss_after: int | None = None,
+) -> dict[str, Any]:
     """Run the daemon on the clip until `frames` predictions; returns measurements."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     camera: dict[str, Any] = {"name": "bench", "source": str(video), "realtime": False}
     if max_fps:
         camera["max_fps"] = max_fps
-    config = config_from_dict({"model": model, "cameras": [camera],
-                               "publish": {"endpoints": [endpoint], "queue_size": 1000},
-                               "stats": {"interval": 3600, "status_interval": 3600}},
-                              base_dir=video.parent)
+    config = config_from_dict(
+        {
+            "model": model,
+            "cameras": [camera],
+            "publish": {"endpoints": [endpoint], "queue_size": 1000},
+            "stats": {"interval": 3600, "status_interval": 3600},
+        },
+        base_dir=video.parent,
+    )
     context = zmq.Context()
     collector = Collector(endpoint, context, keep)
     daemon = Daemon(config, max_frames=frames, context=context)
@@ -131,16 +147,26 @@ def run_pipeline(video: Path, model: str, frames: int, max_fps: float | None,
     time.sleep(0.2)
     collector.close()
     context.term()
-    result = {"frames": pipeline.published, "seconds": elapsed,
-              "fps": pipeline.published / elapsed if elapsed else 0.0,
-              "skipped": stats["skipped"], "inference_p50": stats["inference_ms_p50"],
-              "received": collector.count, "overhead_ms": collector.overhead_ms,
-              "publish_overhead_ms": collector.publish_overhead_ms, "end_rss": end_rss}
+    result = {
+        "frames": pipeline.published,
+        "seconds": elapsed,
+        "fps": pipeline.published / elapsed if elapsed else 0.0,
+        "skipped": stats["skipped"],
+        "inference_p50": stats["inference_ms_p50"],
+        "received": collector.count,
+        "overhead_ms": collector.overhead_ms,
+        "publish_overhead_ms": collector.publish_overhead_ms,
+        "end_rss": end_rss,
+    }
     if steady is not None:
         frames_after = pipeline.published - (steady_at_frames or 0)
-        result.update(steady_rss=steady, growth=end_rss - steady, soak_frames=frames_after,
-                      soak_fps=frames_after / max(1e-9, time.monotonic() - start_steady),
-                      peak_rss=max(samples or [end_rss]))
+        result.update(
+            steady_rss=steady,
+            growth=end_rss - steady,
+            soak_frames=frames_after,
+            soak_fps=frames_after / max(1e-9, time.monotonic() - start_steady),
+            peak_rss=max(samples or [end_rss]),
+        )
     return result
 
 
@@ -170,8 +196,10 @@ def run_daemon_benchmark(args: argparse.Namespace) -> int:
         assert ok, "OpenCV cannot read back the generated clip"
         cv2.imwrite(str(Path(tmp) / "frame.png"), frame)
         engine_ms = engine_rate(model, Path(tmp) / "frame.png", runs)
-        print(f"engine alone: {engine_ms:.2f} ms per {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frame "
-              f"(median of {runs}), {1000 / engine_ms:.1f} frames/s")
+        print(
+            f"engine alone: {engine_ms:.2f} ms per {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frame "
+            f"(median of {runs}), {1000 / engine_ms:.1f} frames/s"
+        )
 
         # Throughput and soak first, in a process that has loaded nothing else: frames
         # arrive at twice the engine's rate (capped at 1000/s), so inference is never idle
@@ -180,16 +208,20 @@ def run_daemon_benchmark(args: argparse.Namespace) -> int:
         fast = min(1000.0, 2000.0 / engine_ms)
         warm_in = min(500, max(50, soak // 10))
         res = run_pipeline(video, model, soak + warm_in, fast, keep=False, rss_after=warm_in)
-        print(f"sustained (source at {fast:.0f} fps): {res['fps']:.1f} frames/s published over "
-              f"{res['frames']} frames ({res['fps'] * engine_ms / 10:.0f}% of the engine's "
-              f"rate; inference p50 {res['inference_p50']:.2f} ms in the pipeline; "
-              f"{res['skipped']} frames skipped as newer ones arrived; subscriber received "
-              f"{res['received']})")
+        print(
+            f"sustained (source at {fast:.0f} fps): {res['fps']:.1f} frames/s published over "
+            f"{res['frames']} frames ({res['fps'] * engine_ms / 10:.0f}% of the engine's "
+            f"rate; inference p50 {res['inference_p50']:.2f} ms in the pipeline; "
+            f"{res['skipped']} frames skipped as newer ones arrived; subscriber received "
+            f"{res['received']})"
+        )
         if "steady_rss" in res:
-            print(f"RSS (daemon + in-process subscriber): steady {res['steady_rss'] / 2**20:.1f} "
-                  f"MB after {warm_in} frames; after {res['soak_frames']} more frames "
-                  f"{res['end_rss'] / 2**20:.1f} MB (growth {res['growth'] / 2**20:+.1f} MB, "
-                  f"peak {res['peak_rss'] / 2**20:.1f} MB)")
+            print(
+                f"RSS (daemon + in-process subscriber): steady {res['steady_rss'] / 2**20:.1f} "
+                f"MB after {warm_in} frames; after {res['soak_frames']} more frames "
+                f"{res['end_rss'] / 2**20:.1f} MB (growth {res['growth'] / 2**20:+.1f} MB, "
+                f"peak {res['peak_rss'] / 2**20:.1f} MB)"
+            )
 
         # Latency: frames arrive at half the engine's rate, so none waits for inference.
         paced = max(0.5, 500.0 / engine_ms)
@@ -197,12 +229,15 @@ def run_daemon_benchmark(args: argparse.Namespace) -> int:
         lat = run_pipeline(video, model, latency_frames, paced, keep=True)
         over = np.array(lat["overhead_ms"][5:] or [float("nan")])
         pub = np.array(lat["publish_overhead_ms"][5:] or [float("nan")])
-        print(f"latency beyond inference, capture -> subscriber received ({len(over)} frames at "
-              f"{paced:.1f} fps): median {np.median(over):.2f} ms, p95 "
-              f"{np.percentile(over, 95):.2f} ms (capture -> socket send: median "
-              f"{np.median(pub):.2f} ms)")
+        print(
+            f"latency beyond inference, capture -> subscriber received ({len(over)} frames at "
+            f"{paced:.1f} fps): median {np.median(over):.2f} ms, p95 "
+            f"{np.percentile(over, 95):.2f} ms (capture -> socket send: median "
+            f"{np.median(pub):.2f} ms)"
+        )
         import numba
 
-        print(f"numba threading layer: {numba.threading_layer()}, threads "
-              f"{numba.get_num_threads()}")
+        print(
+            f"numba threading layer: {numba.threading_layer()}, threads {numba.get_num_threads()}"
+        )
     return 0

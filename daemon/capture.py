@@ -77,8 +77,10 @@ class OpenCVSource(FrameSource):
 
     def open(self) -> None:
         params: list[int] = []
-        for name, seconds in (("CAP_PROP_OPEN_TIMEOUT_MSEC", self.camera.open_timeout),
-                              ("CAP_PROP_READ_TIMEOUT_MSEC", self.camera.read_timeout)):
+        for name, seconds in (
+            ("CAP_PROP_OPEN_TIMEOUT_MSEC", self.camera.open_timeout),
+            ("CAP_PROP_READ_TIMEOUT_MSEC", self.camera.read_timeout),
+        ):
             prop = getattr(cv2, name, None)  # missing from some OpenCV builds
             if prop is not None:
                 params += [int(prop), int(seconds * 1000)]
@@ -127,8 +129,11 @@ class ImageFilesSource(FrameSource):
     def _list(self) -> list[str]:
         if os.path.isdir(self.pattern):
             names = sorted(os.listdir(self.pattern))
-            return [os.path.join(self.pattern, n) for n in names
-                    if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+            return [
+                os.path.join(self.pattern, n)
+                for n in names
+                if Path(n).suffix.lower() in IMAGE_SUFFIXES
+            ]
         return sorted(p for p in glob.glob(self.pattern) if os.path.isfile(p))
 
     def open(self) -> None:
@@ -301,8 +306,9 @@ class CameraWorker:
         self._token = board.add(camera.name)
         self._stop = threading.Event()
         self._random = random.Random()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{camera.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"capture-{camera.name}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -348,8 +354,13 @@ class CameraWorker:
         previous = self.stats.state
         if self.stats.set_state(state, reason):
             level = logging.INFO if state == ONLINE else logging.WARNING
-            log.log(level if state != previous else logging.DEBUG,
-                    "camera %s %s: %s", self.camera.name, state, reason)
+            log.log(
+                level if state != previous else logging.DEBUG,
+                "camera %s %s: %s",
+                self.camera.name,
+                state,
+                reason,
+            )
             self.on_state(self.camera.name)
 
     def _run(self) -> None:

@@ -14,8 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the daemon's sub-commands to the root parser."""
     run = subparsers.add_parser("run", help="run the daemon with a YAML config")
     run.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
-    run.add_argument("--frames", type=_positive_int, metavar="N",
-                     help="exit after publishing N predictions (for testing)")
+    run.add_argument(
+        "--frames",
+        type=_positive_int,
+        metavar="N",
+        help="exit after publishing N predictions (for testing)",
+    )
     run.set_defaults(func=cmd_run)
 
     check = subparsers.add_parser("check-config", help="validate a config file and exit")
@@ -24,17 +28,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     sub = subparsers.add_parser("subscribe", help="print what a daemon publishes")
     sub.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"default {DEFAULT_ENDPOINT}")
-    sub.add_argument("--camera", action="append", default=[], metavar="NAME",
-                     help="only this camera (repeatable)")
+    sub.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this camera (repeatable)",
+    )
     sub.add_argument("--json", action="store_true", help="print the JSON payloads, one a line")
     sub.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
     sub.add_argument("--status", action="store_true", help="also print status messages")
     sub.add_argument("--stats", action="store_true", help="also print stats messages")
-    sub.add_argument("--timeout", type=float, metavar="S",
-                     help="give up after S seconds (exit 1 if nothing arrived)")
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up after S seconds (exit 1 if nothing arrived)",
+    )
     sub.add_argument("--server-key", metavar="PATH", help="the daemon's public key (CURVE)")
-    sub.add_argument("--client-key", metavar="PATH",
-                     help="our .key_secret file (CURVE; must be in the daemon's allowed list)")
+    sub.add_argument(
+        "--client-key",
+        metavar="PATH",
+        help="our .key_secret file (CURVE; must be in the daemon's allowed list)",
+    )
     sub.set_defaults(func=cmd_subscribe)
 
     keys = subparsers.add_parser("keys", help="CURVE key management")
@@ -45,9 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.set_defaults(func=cmd_keys_generate)
 
     demo = subparsers.add_parser(
-        "demo", help="run the daemon on bundled photos and print what a subscriber receives")
-    demo.add_argument("--frames", type=_positive_int, default=8, metavar="N",
-                      help="exit after N predictions (default 8)")
+        "demo", help="run the daemon on bundled photos and print what a subscriber receives"
+    )
+    demo.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="exit after N predictions (default 8)",
+    )
     demo.add_argument("--model", help="model to use instead of the bundled one")
     demo.add_argument("--json", action="store_true", help="print JSON payloads")
     demo.set_defaults(func=cmd_demo)
@@ -71,9 +93,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return EX_CONFIG
     cameras = ", ".join(f"{c.name} ({c.kind})" for c in config.cameras)
-    print(f"{args.path}: OK: model {config.model}; cameras: {cameras}; "
-          f"publishing on {', '.join(config.publish.endpoints)}"
-          + (" with CURVE" if config.publish.curve else ""))
+    print(
+        f"{args.path}: OK: model {config.model}; cameras: {cameras}; "
+        f"publishing on {', '.join(config.publish.endpoints)}"
+        + (" with CURVE" if config.publish.curve else "")
+    )
     return 0
 
 
@@ -82,9 +106,15 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
     try:
         return run_subscriber(
-            args.endpoint, cameras=args.camera, as_json=args.json, count=args.count,
-            status=args.status, stats=args.stats, server_key=args.server_key,
-            client_key=args.client_key, timeout=args.timeout,
+            args.endpoint,
+            cameras=args.camera,
+            as_json=args.json,
+            count=args.count,
+            status=args.status,
+            stats=args.stats,
+            server_key=args.server_key,
+            client_key=args.client_key,
+            timeout=args.timeout,
         )
     except (OSError, ValueError) as exc:
         print(f"edgebnn subscribe: {exc}", file=sys.stderr)

@@ -161,7 +161,9 @@ def load_config(path: str | Path) -> DaemonConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigIssue("", None, f"cannot read: {exc.strerror}")], str(path)) from exc
+        raise ConfigError(
+            [ConfigIssue("", None, f"cannot read: {exc.strerror}")], str(path)
+        ) from exc
     return parse_config(text, base_dir=path.resolve().parent, filename=str(path))
 
 
@@ -261,7 +263,9 @@ class _Reader:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.error(path, f"must be a mapping with keys {', '.join(allowed)}; got {_show(value)}")
+            self.error(
+                path, f"must be a mapping with keys {', '.join(allowed)}; got {_show(value)}"
+            )
             return {}
         for key in value:
             if key not in allowed:
@@ -308,8 +312,19 @@ class _Reader:
         top = self.section(
             (),
             data if data is not None else {},
-            ("model", "fallback_model", "threads", "predictions", "groups", "cameras", "publish",
-             "stats", "logging", "metrics", "watchdog"),
+            (
+                "model",
+                "fallback_model",
+                "threads",
+                "predictions",
+                "groups",
+                "cameras",
+                "publish",
+                "stats",
+                "logging",
+                "metrics",
+                "watchdog",
+            ),
         )
         if data is not None and not isinstance(data, dict):
             return None
@@ -328,8 +343,9 @@ class _Reader:
         logs = self.section(("logging",), top.get("logging"), ("level",))
         level = self.value(("logging", "level"), logs, "str", "info", _one_of(LOG_LEVELS))
         metrics = self.metrics(top.get("metrics"))
-        wd = self.section(("watchdog",), top.get("watchdog"),
-                          ("max_frame_age", "ping_while_cameras_offline"))
+        wd = self.section(
+            ("watchdog",), top.get("watchdog"), ("max_frame_age", "ping_while_cameras_offline")
+        )
         watchdog = WatchdogConfig(
             self.value(("watchdog", "max_frame_age"), wd, "number", 10.0, _positive),
             self.value(("watchdog", "ping_while_cameras_offline"), wd, "bool", True),
@@ -337,9 +353,19 @@ class _Reader:
         if self.issues:
             return None
         return DaemonConfig(
-            cameras=cameras, model=model, fallback_model=fallback, threads=threads, top_k=top_k,
-            min_score=min_score, groups=groups, publish=publish, stats_interval=stats_interval,
-            status_interval=status_interval, log_level=level, metrics=metrics, watchdog=watchdog,
+            cameras=cameras,
+            model=model,
+            fallback_model=fallback,
+            threads=threads,
+            top_k=top_k,
+            min_score=min_score,
+            groups=groups,
+            publish=publish,
+            stats_interval=stats_interval,
+            status_interval=status_interval,
+            log_level=level,
+            metrics=metrics,
+            watchdog=watchdog,
         )
 
     def model(self, path: Path_, top: dict[str, Any], required: bool) -> str | None:
@@ -350,9 +376,12 @@ class _Reader:
             return spec
         resolved = self.base_dir / Path(spec).expanduser()
         if not resolved.is_file():
-            self.error(path, f"model file not found: {resolved}; allowed: a model file "
-                             "(.ell, .ell.zip, .ebnn) or a builtin name such as "
-                             "'efficientnet-lite0' or 'random:d_I64x64x3...'")
+            self.error(
+                path,
+                f"model file not found: {resolved}; allowed: a model file "
+                "(.ell, .ell.zip, .ebnn) or a builtin name such as "
+                "'efficientnet-lite0' or 'random:d_I64x64x3...'",
+            )
             return None
         return str(resolved)
 
@@ -373,13 +402,15 @@ class _Reader:
             for i, item in enumerate(items):
                 item_path = (*path, i) if isinstance(spec, list) else path
                 indices.extend(self.group_item(item_path, item))
-            if not indices and not any(issue.key.startswith(key_path(path)) for issue in self.issues):
+            if not indices and not any(
+                issue.key.startswith(key_path(path)) for issue in self.issues
+            ):
                 self.error(path, "group has no class indices")
             result.append(Group(name, group_files.deduplicate(name, indices)))
         return tuple(result)
 
     def group_item(self, path: Path_, item: Any) -> list[int]:
-        allowed = ("a class index (281), a range ('151-268'), {file: PATH} or {builtin: dogs|cats}")
+        allowed = "a class index (281), a range ('151-268'), {file: PATH} or {builtin: dogs|cats}"
         if isinstance(item, int) and not isinstance(item, bool):
             if item < 0:
                 self.error(path, f"class index must be >= 0; got {item}")
@@ -397,8 +428,11 @@ class _Reader:
             if not isinstance(target, str) or not target:
                 self.error((*path, key), f"must be a file name; got {_show(target)}")
                 return []
-            file = (PACKAGE_DATA / "groups" / f"{target}.txt" if key == "builtin"
-                    else self.base_dir / Path(target).expanduser())
+            file = (
+                PACKAGE_DATA / "groups" / f"{target}.txt"
+                if key == "builtin"
+                else self.base_dir / Path(target).expanduser()
+            )
             try:
                 return group_files.read_indices(file)
             except (OSError, ValueError) as exc:
@@ -428,16 +462,36 @@ class _Reader:
         return tuple(cameras)
 
     def camera(self, path: Path_, raw: Any) -> CameraConfig | None:
-        keys = ("name", "source", "kind", "loop", "realtime", "max_fps", "open_timeout",
-                "read_timeout", "width", "height", "backoff", "failures_before_reconnect")
+        keys = (
+            "name",
+            "source",
+            "kind",
+            "loop",
+            "realtime",
+            "max_fps",
+            "open_timeout",
+            "read_timeout",
+            "width",
+            "height",
+            "backoff",
+            "failures_before_reconnect",
+        )
         cam = self.section(path, raw, keys)
         if not cam and not isinstance(raw, dict):
             if raw is None:
                 self.error(path, "empty camera; needs name and source")
             return None
         start = len(self.issues)
-        name = self.value((*path, "name"), cam, "str", check=lambda v: None if CAMERA_NAME.match(v)
-                          else "use 1-64 letters, digits, '_', '-' or '.' (it is part of topics)")
+        name = self.value(
+            (*path, "name"),
+            cam,
+            "str",
+            check=lambda v: (
+                None
+                if CAMERA_NAME.match(v)
+                else "use 1-64 letters, digits, '_', '-' or '.' (it is part of topics)"
+            ),
+        )
         kind = self.value((*path, "kind"), cam, "str", "auto", _one_of(SOURCE_KINDS))
         source = self.source((*path, "source"), cam.get("source", _MISSING), kind)
         backoff = self.section((*path, "backoff"), cam.get("backoff"), ("initial", "max"))
@@ -459,14 +513,17 @@ class _Reader:
             backoff_initial=initial,
             backoff_max=maximum,
             failures_before_reconnect=self.value(
-                (*path, "failures_before_reconnect"), cam, "int", 5, _at_least(1)),
+                (*path, "failures_before_reconnect"), cam, "int", 5, _at_least(1)
+            ),
         )
         return camera if len(self.issues) == start else None
 
     def source(self, path: Path_, raw: Any, kind: str | None) -> tuple[str, str | int] | None:
-        allowed = ("allowed: a V4L2 index (0) or device (/dev/video0), a video file, an "
-                   "rtsp://, http:// URL, an image directory or glob, 'picamera2[:N]' or "
-                   "'builtin:samples'")
+        allowed = (
+            "allowed: a V4L2 index (0) or device (/dev/video0), a video file, an "
+            "rtsp://, http:// URL, an image directory or glob, 'picamera2[:N]' or "
+            "'builtin:samples'"
+        )
         if raw is _MISSING or raw is None:
             self.error(path, f"required; {allowed}")
             return None
@@ -519,8 +576,11 @@ class _Reader:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not isinstance(endpoints, list) or not endpoints:
-            self.error((*path, "endpoints"), "must be a non-empty list of ZeroMQ endpoints "
-                       f"such as tcp://127.0.0.1:5556; got {_show(endpoints)}")
+            self.error(
+                (*path, "endpoints"),
+                "must be a non-empty list of ZeroMQ endpoints "
+                f"such as tcp://127.0.0.1:5556; got {_show(endpoints)}",
+            )
             endpoints = []
         for i, endpoint in enumerate(endpoints):
             problem = endpoint_problem(endpoint)
@@ -535,12 +595,16 @@ class _Reader:
             clients = self.value((*cpath, "allowed_clients"), section, "str", None)
             key_file = self.base_dir / Path(key).expanduser() if key else None
             if key_file is not None and not key_file.is_file():
-                self.error((*cpath, "server_secret_key"), f"file not found: {key_file} "
-                           "(create one with `edgebnn keys generate DIR`)")
+                self.error(
+                    (*cpath, "server_secret_key"),
+                    f"file not found: {key_file} (create one with `edgebnn keys generate DIR`)",
+                )
             clients_dir = self.base_dir / Path(clients).expanduser() if clients else None
             if clients_dir is not None and not clients_dir.is_dir():
-                self.error((*cpath, "allowed_clients"),
-                           f"directory of client public keys (*.key) not found: {clients_dir}")
+                self.error(
+                    (*cpath, "allowed_clients"),
+                    f"directory of client public keys (*.key) not found: {clients_dir}",
+                )
             if key_file is not None:
                 curve = CurveConfig(key_file, clients_dir)
         return PublishConfig(
@@ -560,16 +624,21 @@ class _Reader:
             try:
                 import prometheus_client  # noqa: F401
             except ImportError:
-                self.error((*path, "enabled"),
-                           "needs prometheus-client (pip install 'edgebnn[metrics]')")
+                self.error(
+                    (*path, "enabled"), "needs prometheus-client (pip install 'edgebnn[metrics]')"
+                )
         return MetricsConfig(enabled, host, port)
 
 
 # ---------------------------------------------------------------- helpers
 
 
-_KINDS = {"bool": "true or false", "int": "an integer", "number": "a number",
-          "str": "a non-empty string"}
+_KINDS = {
+    "bool": "true or false",
+    "int": "an integer",
+    "number": "a number",
+    "str": "a non-empty string",
+}
 
 
 def is_builtin_model(spec: str) -> bool:

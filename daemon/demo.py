@@ -37,8 +37,12 @@ def demo_model() -> str:
     try:
         edgebnn.load(DEMO_MODEL)
     except (edgebnn.ModelError, OSError) as exc:
-        log.warning("%s is not available (%s); using %s: its labels are meaningless",
-                    DEMO_MODEL, exc, FALLBACK_MODEL)
+        log.warning(
+            "%s is not available (%s); using %s: its labels are meaningless",
+            DEMO_MODEL,
+            exc,
+            FALLBACK_MODEL,
+        )
         return FALLBACK_MODEL
     return DEMO_MODEL
 
@@ -50,8 +54,9 @@ def demo_config(endpoint: str, model: str, frames_per_second: float = 4.0) -> An
             "model": model,
             "predictions": {"top_k": 3},
             "groups": {"dog": {"builtin": "dogs"}, "cat": {"builtin": "cats"}},
-            "cameras": [{"name": "samples", "source": str(SAMPLES_DIR),
-                         "max_fps": frames_per_second}],
+            "cameras": [
+                {"name": "samples", "source": str(SAMPLES_DIR), "max_fps": frames_per_second}
+            ],
             "publish": {"endpoints": [endpoint]},
             "stats": {"interval": 5, "status_interval": 5},
         },
@@ -59,8 +64,9 @@ def demo_config(endpoint: str, model: str, frames_per_second: float = 4.0) -> An
     )
 
 
-def run_demo(frames: int = 8, model: str | None = None, as_json: bool = False,
-             out: Any = None) -> int:
+def run_demo(
+    frames: int = 8, model: str | None = None, as_json: bool = False, out: Any = None
+) -> int:
     """Run the demo; returns the exit code."""
     out = out or sys.stdout
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -82,8 +88,12 @@ def run_demo(frames: int = 8, model: str | None = None, as_json: bool = False,
 
     listener = threading.Thread(target=listen, name="demo-subscriber", daemon=True)
     listener.start()
-    print(f"edgebnn demo: classifying {Path(SAMPLES_DIR).name}/ photos, publishing on "
-          f"{endpoint}, stopping after {frames} predictions", file=out, flush=True)
+    print(
+        f"edgebnn demo: classifying {Path(SAMPLES_DIR).name}/ photos, publishing on "
+        f"{endpoint}, stopping after {frames} predictions",
+        file=out,
+        flush=True,
+    )
     if threading.current_thread() is threading.main_thread():
         daemon.install_signal_handlers()
     code = daemon.run()

@@ -20,7 +20,9 @@ class KeyGenerationError(Exception):
 def generate_keypair(directory: str | Path, name: str = "server") -> tuple[Path, Path]:
     """Write NAME.key and NAME.key_secret into `directory`; never overwrites."""
     if not zmq.has("curve"):
-        raise KeyGenerationError("this libzmq was built without CURVE (libsodium); cannot make keys")
+        raise KeyGenerationError(
+            "this libzmq was built without CURVE (libsodium); cannot make keys"
+        )
     directory = Path(directory)
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     for path in (public, secret):

@@ -26,32 +26,42 @@ class SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
         cams = snap["cameras"]
-        info = GaugeMetricFamily("edgebnn_info", "Version and model", labels=[
-            "version", "model", "sha256"])
-        info.add_metric([snap["version"], str(snap["model"]["name"]),
-                         str(snap["model"]["sha256"] or "")], 1)
+        info = GaugeMetricFamily(
+            "edgebnn_info", "Version and model", labels=["version", "model", "sha256"]
+        )
+        info.add_metric(
+            [snap["version"], str(snap["model"]["name"]), str(snap["model"]["sha256"] or "")], 1
+        )
         yield info
-        yield GaugeMetricFamily("edgebnn_uptime_seconds", "Seconds since start",
-                                value=snap["uptime_s"])
+        yield GaugeMetricFamily(
+            "edgebnn_uptime_seconds", "Seconds since start", value=snap["uptime_s"]
+        )
         yield GaugeMetricFamily("edgebnn_resident_memory_bytes", "RSS", value=snap["rss_bytes"])
         if snap["cpu_temp_c"] is not None:
-            yield GaugeMetricFamily("edgebnn_cpu_temperature_celsius", "SoC temperature",
-                                    value=snap["cpu_temp_c"])
+            yield GaugeMetricFamily(
+                "edgebnn_cpu_temperature_celsius", "SoC temperature", value=snap["cpu_temp_c"]
+            )
         if snap["throttled"] is not None:
-            yield GaugeMetricFamily("edgebnn_throttled_flags", "Firmware throttling bits",
-                                    value=snap["throttled"])
-        yield CounterMetricFamily("edgebnn_messages_dropped", "Messages not sent",
-                                  value=snap["dropped_messages"])
+            yield GaugeMetricFamily(
+                "edgebnn_throttled_flags", "Firmware throttling bits", value=snap["throttled"]
+            )
+        yield CounterMetricFamily(
+            "edgebnn_messages_dropped", "Messages not sent", value=snap["dropped_messages"]
+        )
         online = GaugeMetricFamily("edgebnn_camera_online", "1 if frames arrive", labels=["camera"])
-        fps = GaugeMetricFamily("edgebnn_camera_fps", "Frames classified per second",
-                                labels=["camera"])
-        counters = {key: CounterMetricFamily(f"edgebnn_frames_{key}", f"Frames {key}",
-                                             labels=["camera"])
-                    for key in ("captured", "processed", "skipped", "failed")}
-        reconnects = CounterMetricFamily("edgebnn_camera_reconnects", "Source reopen attempts",
-                                         labels=["camera"])
-        inference = GaugeMetricFamily("edgebnn_inference_seconds", "Inference time quantiles",
-                                      labels=["camera", "quantile"])
+        fps = GaugeMetricFamily(
+            "edgebnn_camera_fps", "Frames classified per second", labels=["camera"]
+        )
+        counters = {
+            key: CounterMetricFamily(f"edgebnn_frames_{key}", f"Frames {key}", labels=["camera"])
+            for key in ("captured", "processed", "skipped", "failed")
+        }
+        reconnects = CounterMetricFamily(
+            "edgebnn_camera_reconnects", "Source reopen attempts", labels=["camera"]
+        )
+        inference = GaugeMetricFamily(
+            "edgebnn_inference_seconds", "Inference time quantiles", labels=["camera", "quantile"]
+        )
         for name, cam in cams.items():
             online.add_metric([name], 1.0 if cam["state"] == "online" else 0.0)
             fps.add_metric([name], cam.get("fps", 0.0))
@@ -88,8 +98,9 @@ class MetricsServer:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
 
     @property
     def address(self) -> tuple[str, int]:

@@ -142,8 +142,12 @@ class Daemon:
             try:
                 self._start_metrics(config)
             except OSError as exc:
-                log.error("cannot serve metrics on %s:%s: %s", config.metrics.host,
-                          config.metrics.port, exc)
+                log.error(
+                    "cannot serve metrics on %s:%s: %s",
+                    config.metrics.host,
+                    config.metrics.port,
+                    exc,
+                )
                 return EX_ERROR
         self.pipeline = Pipeline(self.board, self._publish, self.stats.get, self.max_frames)
         self.notifier.extend_timeout(STARTUP_EXTENSION)
@@ -160,8 +164,12 @@ class Daemon:
         if self.pipeline.error is not None:
             log.error("model warm-up failed: %s", self.pipeline.error)
             return EX_CONFIG if isinstance(self.pipeline.error, ValueError) else EX_ERROR
-        log.info("model %s ready (%d classes, warm-up %.2f s)", runtime.net.name,
-                 len(runtime.net.labels), self.pipeline.warmup_seconds or 0.0)
+        log.info(
+            "model %s ready (%d classes, warm-up %.2f s)",
+            runtime.net.name,
+            len(runtime.net.labels),
+            self.pipeline.warmup_seconds or 0.0,
+        )
         for camera in config.cameras:
             self._start_camera(camera)
         self.ready_at = time.monotonic()
@@ -178,8 +186,15 @@ class Daemon:
         watchdog_every = self.notifier.watchdog_interval
         next_watchdog = now
         while True:
-            timeout = min(next_stats, next_status, next_status_line,
-                          next_watchdog if watchdog_every else float("inf")) - time.monotonic()
+            timeout = (
+                min(
+                    next_stats,
+                    next_status,
+                    next_status_line,
+                    next_watchdog if watchdog_every else float("inf"),
+                )
+                - time.monotonic()
+            )
             self._wake.wait(max(0.0, min(timeout, 0.5)))
             self._wake.clear()
             if self._stop.is_set() or self.pipeline.done.is_set():
@@ -217,7 +232,8 @@ class Daemon:
             stats.set_state(OFFLINE, "daemon stopping")
             self._publish_status(name)
         if self.pipeline is not None and not self.pipeline.join(
-                max(0.05, deadline - time.monotonic() - 0.3)):
+            max(0.05, deadline - time.monotonic() - 0.3)
+        ):
             log.info("dropping the frame in flight")
         if self.publisher is not None:
             self.publisher.stop(timeout=max(0.05, deadline - time.monotonic()))
@@ -274,9 +290,12 @@ class Daemon:
             if new.metrics.enabled:
                 self._start_metrics(new)
         current = self.pipeline.runtime
-        if not (runtime.net is current.net and runtime.scorer is current.scorer
-                and (runtime.top_k, runtime.min_score, runtime.threads)
-                == (current.top_k, current.min_score, current.threads)):
+        if not (
+            runtime.net is current.net
+            and runtime.scorer is current.scorer
+            and (runtime.top_k, runtime.min_score, runtime.threads)
+            == (current.top_k, current.min_score, current.threads)
+        ):
             future = self.pipeline.swap(runtime)
             while True:
                 try:
@@ -298,7 +317,9 @@ class Daemon:
     def _runtime(self, config: DaemonConfig, current: Runtime | None) -> Runtime:
         """The runtime for a config, reusing the current model when it did not change."""
         if current is not None and (config.model, config.fallback_model) == (
-                self.config.model, self.config.fallback_model):
+            self.config.model,
+            self.config.fallback_model,
+        ):
             net = current.net
         else:
             net = load_model(config.model, config.fallback_model)
@@ -334,15 +355,18 @@ class Daemon:
         self.metrics.start()
         log.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics.address)
         if not is_loopback_endpoint(f"tcp://{config.metrics.host}:1"):
-            log.warning("metrics are served unauthenticated on %s: anyone on the network can "
-                        "read them", config.metrics.host)
+            log.warning(
+                "metrics are served unauthenticated on %s: anyone on the network can read them",
+                config.metrics.host,
+            )
 
     def _start_camera(self, camera: Any, start_delay: float = 0.0) -> None:
         stats = self.stats.get(camera.name)
         if stats is None:
             stats = self.stats[camera.name] = CameraStats(camera.name)
-        worker = CameraWorker(camera, self.board, stats, self._publish_status,
-                              start_delay=start_delay)
+        worker = CameraWorker(
+            camera, self.board, stats, self._publish_status, start_delay=start_delay
+        )
         self.workers[camera.name] = worker
         worker.start()
 
@@ -358,8 +382,10 @@ class Daemon:
             stats = self.stats[name]
             stats.add(reconnects=1)
             delay = worker.backoff(min(stats.reconnects, 30))
-            stats.set_state(RECONNECTING, f"no frame for {hung:.0f} s (the source call is "
-                                          f"stuck); reopening in {delay:.1f} s")
+            stats.set_state(
+                RECONNECTING,
+                f"no frame for {hung:.0f} s (the source call is stuck); reopening in {delay:.1f} s",
+            )
             log.warning("camera %s: %s", name, stats.reason)
             self._publish_status(name)
             self._start_camera(worker.camera, start_delay=delay)
@@ -385,9 +411,14 @@ class Daemon:
         if stats is None:
             return
         with stats.lock:
-            payload = {"schema": SCHEMA, "camera": camera, "state": stats.state,
-                       "reason": stats.reason, "since": round(stats.state_since, 3),
-                       "published_at": None}
+            payload = {
+                "schema": SCHEMA,
+                "camera": camera,
+                "state": stats.state,
+                "reason": stats.reason,
+                "since": round(stats.state_since, 3),
+                "published_at": None,
+            }
         self._publish(status_topic(camera), payload)
 
     def _publish_stats(self) -> None:
@@ -401,8 +432,12 @@ class Daemon:
                 f"skipped {cam['skipped']}, failed {cam['failed']}, reconnects "
                 f"{cam['reconnects']}) p50 {'-' if p50 is None else f'{p50:.1f}'} ms"
             )
-        log.info("stats: %s; rss %.0f MB; dropped %d", "; ".join(parts),
-                 snapshot["rss_bytes"] / 2**20, snapshot["dropped_messages"])
+        log.info(
+            "stats: %s; rss %.0f MB; dropped %d",
+            "; ".join(parts),
+            snapshot["rss_bytes"] / 2**20,
+            snapshot["dropped_messages"],
+        )
 
     def snapshot(self, rates: RateMeter | None = None) -> dict[str, Any]:
         """The stats/ payload (also the source of the Prometheus metrics)."""
@@ -421,8 +456,10 @@ class Daemon:
             "schema": SCHEMA,
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": edgebnn.__version__,
-            "model": {"name": getattr(net, "name", None),
-                      "sha256": getattr(net, "source_sha256", None)},
+            "model": {
+                "name": getattr(net, "name", None),
+                "sha256": getattr(net, "source_sha256", None),
+            },
             "cameras": cameras,
             "rss_bytes": rss_bytes(),
             "cpu_temp_c": cpu_temperature(),

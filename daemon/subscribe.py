@@ -20,7 +20,9 @@ import zmq.auth
 def topics_for(cameras: Sequence[str], status: bool, stats: bool) -> list[bytes]:
     """The subscription prefixes (each ends with '/', so cam1 never matches cam10)."""
     kinds = ["predictions"] + (["status"] if status else [])
-    prefixes = [f"{k}/{c}/" for k in kinds for c in cameras] if cameras else [f"{k}/" for k in kinds]
+    prefixes = (
+        [f"{k}/{c}/" for k in kinds for c in cameras] if cameras else [f"{k}/" for k in kinds]
+    )
     if stats:
         prefixes.append("stats/")
     return [p.encode() for p in prefixes]
@@ -60,14 +62,18 @@ def format_message(topic: str, payload: dict[str, Any]) -> str:
         top = ", ".join(f"{t['label']} {t['score']:.2f}" for t in payload["top"][:3])
         groups = " ".join(f"{k} {v:.2f}" for k, v in payload.get("groups", {}).items())
         age = (payload["published_at"] - payload["captured_at"]) * 1000
-        return (f"{clock}  {payload['camera']:<12} #{payload['seq']:<6} {top}"
-                + (f"  | {groups}" if groups else "")
-                + f"  ({payload['inference_ms']:.1f} ms, age {age:.0f} ms)")
+        return (
+            f"{clock}  {payload['camera']:<12} #{payload['seq']:<6} {top}"
+            + (f"  | {groups}" if groups else "")
+            + f"  ({payload['inference_ms']:.1f} ms, age {age:.0f} ms)"
+        )
     if topic.startswith("status/"):
         return f"{clock}  {payload['camera']:<12} {payload['state']}: {payload['reason']}"
     cams = ", ".join(f"{n} {c['state']} {c['fps']:.1f} fps" for n, c in payload["cameras"].items())
-    return (f"{clock}  stats: {cams}; rss {payload['rss_bytes'] / 2**20:.0f} MB; "
-            f"uptime {payload['uptime_s']:.0f} s")
+    return (
+        f"{clock}  stats: {cams}; rss {payload['rss_bytes'] / 2**20:.0f} MB; "
+        f"uptime {payload['uptime_s']:.0f} s"
+    )
 
 
 def receive(
@@ -115,8 +121,9 @@ def run_subscriber(
     out: TextIO = sys.stdout,
 ) -> int:
     """`edgebnn subscribe`; returns the exit code (0, or 1 if nothing arrived in time)."""
-    socket = connect(endpoint, topics_for(cameras, status, stats), server_key=server_key,
-                     client_key=client_key)
+    socket = connect(
+        endpoint, topics_for(cameras, status, stats), server_key=server_key, client_key=client_key
+    )
 
     def show(topic: str, payload: dict[str, Any], raw: bytes) -> None:
         print(raw.decode() if as_json else format_message(topic, payload), file=out, flush=True)

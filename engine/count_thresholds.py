@@ -67,10 +67,14 @@ def nondecreasing(layer: Layer) -> bool:
     if isinstance(layer, ScalingLayer):
         return _finite(layer.scales) and bool((layer.scales >= 0).all())
     if isinstance(layer, BatchNormalizationLayer):
-        return _finite(layer.multiplication, layer.addition) and bool((layer.multiplication >= 0).all())
+        return _finite(layer.multiplication, layer.addition) and bool(
+            (layer.multiplication >= 0).all()
+        )
     if isinstance(layer, ActivationLayer):
         if layer.function == "prelu":
-            return layer.alpha is not None and _finite(layer.alpha) and bool((layer.alpha >= 0).all())
+            return (
+                layer.alpha is not None and _finite(layer.alpha) and bool((layer.alpha >= 0).all())
+            )
         if layer.function == "leaky_relu":
             return bool(np.isfinite(layer.leaky_factor)) and layer.leaky_factor >= 0
         return layer.function in MONOTONE_ACTIVATIONS

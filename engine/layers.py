@@ -96,7 +96,9 @@ class Layer:
             self.output_padding = Padding(*self.output_padding)
         p = self.output_padding.size
         if self.output_shape[0] <= 2 * p or self.output_shape[1] <= 2 * p:
-            raise ShapeError(f"output shape {self.output_shape} leaves no interior inside padding {p}")
+            raise ShapeError(
+                f"output shape {self.output_shape} leaves no interior inside padding {p}"
+            )
 
     @property
     def interior_shape(self) -> Shape:
@@ -259,7 +261,9 @@ class ActivationLayer(Layer):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.function not in ACTIVATIONS:
-            raise ShapeError(f"unknown activation {self.function!r}; known: {', '.join(ACTIVATIONS)}")
+            raise ShapeError(
+                f"unknown activation {self.function!r}; known: {', '.join(ACTIVATIONS)}"
+            )
         if self.function == "prelu":
             if self.alpha is None:
                 raise ShapeError("a PReLU activation needs an alpha tensor")
@@ -335,7 +339,9 @@ class ConvolutionalLayer(Layer):
         r, c, k = input_shape
         ro, co, _ = self.interior_shape
         kk = self.receptive_field
-        if self.weights.shape[3] != k and not (self.weights.shape[3] == 1 and k == self.weights.shape[0]):
+        if self.weights.shape[3] != k and not (
+            self.weights.shape[3] == 1 and k == self.weights.shape[0]
+        ):
             raise ShapeError(f"weights have {self.weights.shape[3]} channels, input has {k}")
         if (ro - 1) * self.stride + kk > r or (co - 1) * self.stride + kk > c:
             raise ShapeError(
@@ -399,7 +405,10 @@ class BinaryConvolutionalLayer(Layer):
         bits = ref.pack_filter_bits(w)
         volume = w[0].size
         means = np.array(
-            [np.cumsum(np.abs(f.reshape(-1)), dtype=np.float32)[-1] / np.float32(volume) for f in w],
+            [
+                np.cumsum(np.abs(f.reshape(-1)), dtype=np.float32)[-1] / np.float32(volume)
+                for f in w
+            ],
             np.float32,
         )
         return cls(weights_bits=bits, receptive_field=w.shape[1], filter_means=means, **kwargs)
@@ -423,7 +432,9 @@ class BinaryConvolutionalLayer(Layer):
                 f"{r}x{c} input"
             )
         if self.input_padding.size * 2 >= min(r, c):
-            raise ShapeError(f"input padding {self.input_padding.size} leaves no interior in {r}x{c}")
+            raise ShapeError(
+                f"input padding {self.input_padding.size} leaves no interior in {r}x{c}"
+            )
 
     def masks_padding(self) -> bool:
         """True when ring positions contribute 0 (ELL masks only zero padding)."""
@@ -459,7 +470,9 @@ class PoolingLayer(Layer):
         if self.function not in ("max", "mean"):
             raise ShapeError(f"pooling function must be 'max' or 'mean', got {self.function!r}")
         if self.size < 1 or self.stride < 1:
-            raise ShapeError(f"pooling size and stride must be >= 1, got {self.size}, {self.stride}")
+            raise ShapeError(
+                f"pooling size and stride must be >= 1, got {self.size}, {self.stride}"
+            )
 
     def describe(self, input_shape: Shape) -> str:
         name = "MaxPooling" if self.function == "max" else "AveragePooling"
@@ -467,7 +480,9 @@ class PoolingLayer(Layer):
 
     def check_input(self, input_shape: Shape) -> None:
         if input_shape[2] != self.output_shape[2]:
-            raise ShapeError(f"pooling keeps channels: input {input_shape[2]}, output {self.output_shape[2]}")
+            raise ShapeError(
+                f"pooling keeps channels: input {input_shape[2]}, output {self.output_shape[2]}"
+            )
 
     def forward_ref(self, x: np.ndarray, *others: np.ndarray) -> np.ndarray:
         ro, co, _ = self.interior_shape
@@ -494,7 +509,9 @@ class FullyConnectedLayer(Layer):
     def check_input(self, input_shape: Shape) -> None:
         n_in = int(np.prod(input_shape))
         if self.weights.shape[1] != n_in:
-            raise ShapeError(f"weights have {self.weights.shape[1]} columns, input has {n_in} values")
+            raise ShapeError(
+                f"weights have {self.weights.shape[1]} columns, input has {n_in} values"
+            )
 
     def forward_ref(self, x: np.ndarray, *others: np.ndarray) -> np.ndarray:
         return ref.fully_connected_ref(x, self.weights).reshape(self.interior_shape)

@@ -184,7 +184,9 @@ class Network:
     def summary(self) -> str:
         """The architecture listing, one line per layer, like ELL's gallery pages."""
         lines = [f"{self.name}: input {'x'.join(map(str, self.input_shape))}"]
-        for i, (layer, shape) in enumerate(zip(self.layers, self.node_input_shapes[1:], strict=True)):
+        for i, (layer, shape) in enumerate(
+            zip(self.layers, self.node_input_shapes[1:], strict=True)
+        ):
             lines.append(f"  {i:3d} {layer.describe(shape)}")
         return "\n".join(lines)
 

@@ -47,14 +47,37 @@ class MobilePlanning:
         if layer.is_depthwise(x.shape[2]):
             w = conv.depthwise_weights_layout(layer.weights)
             lead = mobile.leading_zero_taps(layer.weights)
-            if self.network.metadata.get("pointwise") == "blas" and depthwise.taps_supported(w.shape[0], lead):
+            if self.network.metadata.get("pointwise") == "blas" and depthwise.taps_supported(
+                w.shape[0], lead
+            ):
                 # EfficientNet: sums kept in registers over the taps (same bits, faster).
                 wt = depthwise.tile_taps(w, lead, layer.stride, cols)
                 return depthwise.depthwise_rows_chain, (
-                    x, w, wt, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
+                    x,
+                    w,
+                    wt,
+                    layer.stride,
+                    lead,
+                    rows,
+                    cols,
+                    out,
+                    pad,
+                    codes,
+                    params,
+                    alpha,
                 )
             return mobile.depthwise_conv2d_rows_chain, (
-                x, w, layer.stride, lead, rows, cols, out, pad, codes, params, alpha
+                x,
+                w,
+                layer.stride,
+                lead,
+                rows,
+                cols,
+                out,
+                pad,
+                codes,
+                params,
+                alpha,
             )
         if self.network.metadata.get("pointwise") != "blas":
             return None  # default: the generic kernel, in ELL's exact summation order
@@ -69,8 +92,19 @@ class MobilePlanning:
             y_rows = np.zeros((rows, cols * filters), np.float32)
             block = max(1, -(-128 // cols))
             return mobile.im2col_sgemm_chain, (
-                x, w2, layer.receptive_field, lead, layer.stride, patches, y_rows, block,
-                out, pad, codes, params, alpha,
+                x,
+                w2,
+                layer.receptive_field,
+                lead,
+                layer.stride,
+                patches,
+                y_rows,
+                block,
+                out,
+                pad,
+                codes,
+                params,
+                alpha,
             )
         if layer.receptive_field != 1 or layer.stride != 1 or x.shape[:2] != (rows, cols):
             return None
@@ -83,7 +117,11 @@ class MobilePlanning:
             w = mobile.pointwise_weights_layout(layer.weights)
             return mobile.gemv_chain, (x.reshape(-1), w, out.reshape(-1), codes, params, alpha)
         x2d = x.reshape(rows * cols, x.shape[2])
-        y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
+        y2d = (
+            out.reshape(rows * cols, filters)
+            if pad == 0
+            else np.zeros((rows * cols, filters), np.float32)
+        )
         w = mobile.pointwise_weights_layout(layer.weights)
         if blas.AVAILABLE:
             # sgemm on Numba's threads (row blocks of ~128 pixels); BLAS's own pool off.
@@ -94,13 +132,27 @@ class MobilePlanning:
                 # Too few rows to share out (7x7): split the output channels instead.
                 args = (x_rows, w, y_rows, GEMM_TASKS, out, pad, codes, params, alpha)
                 return mobile.pointwise_sgemm_columns_chain, args
-            return mobile.pointwise_sgemm_chain, (x_rows, w, y_rows, block, out, pad, codes, params, alpha)
+            return mobile.pointwise_sgemm_chain, (
+                x_rows,
+                w,
+                y_rows,
+                block,
+                out,
+                pad,
+                codes,
+                params,
+                alpha,
+            )
         return mobile.pointwise_conv_chain, (x2d, w, y2d, out, pad, codes, params, alpha)
 
     def _is_pointwise(self, node: int) -> bool:
         """A 1x1/s1 convolution reading an un-ringed tensor (a pointwise GEMM)."""
         layer = self.nodes[node]
-        if not isinstance(layer, ConvolutionalLayer) or layer.receptive_field != 1 or layer.stride != 1:
+        if (
+            not isinstance(layer, ConvolutionalLayer)
+            or layer.receptive_field != 1
+            or layer.stride != 1
+        ):
             return False
         shape = self._filled_shape(node)
         return shape[:2] == layer.interior_shape[:2] and not layer.is_depthwise(shape[2])
@@ -139,16 +191,24 @@ class MobilePlanning:
         else:
             e_chain, dw = [], node
         dw_layer = self.nodes[dw] if dw < len(self.nodes) else None
-        if not isinstance(dw_layer, ConvolutionalLayer) or not dw_layer.is_depthwise(self._filled_shape(dw)[2]):
+        if not isinstance(dw_layer, ConvolutionalLayer) or not dw_layer.is_depthwise(
+            self._filled_shape(dw)[2]
+        ):
             return None
-        cols_in = (layer.interior_shape if expand else self.nodes[self.inputs[dw][0]].interior_shape)[1]
+        cols_in = (
+            layer.interior_shape if expand else self.nodes[self.inputs[dw][0]].interior_shape
+        )[1]
         ring = self.nodes[self.inputs[dw][0]].output_padding
         if ring.scheme != PaddingScheme.ZEROS or cols_in < MBCONV_MIN_COLS:
             return None
         d_chain = chain if not expand else self._chain_after(dw)
         d_last = d_chain[-1] if d_chain else dw
         proj = d_last + 1
-        if self.nodes[d_last].output_padding.size or self.consumers[d_last] != [proj] or not self._is_pointwise(proj):
+        if (
+            self.nodes[d_last].output_padding.size
+            or self.consumers[d_last] != [proj]
+            or not self._is_pointwise(proj)
+        ):
             return None
         p_chain = self._chain_after(proj)
         p_last = p_chain[-1] if p_chain else proj
@@ -164,7 +224,10 @@ class MobilePlanning:
                 and self.nodes[block_input].output_padding.size == 0
             ):
                 a_chain = self._chain_after(add)
-                res, last = self._input_of(add, self.inputs[add].index(block_input)), (a_chain[-1] if a_chain else add)
+                res, last = (
+                    self._input_of(add, self.inputs[add].index(block_input)),
+                    (a_chain[-1] if a_chain else add),
+                )
         out = self.buffer(last)
         pad = self.nodes[last].output_padding.size
         rows, cols, hidden = dw_layer.interior_shape
@@ -185,25 +248,53 @@ class MobilePlanning:
         f_out = wp.shape[1]
         padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
         set_blas_threads(1)
-        lines, tags, drows = (aligned(b) for b in mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols))
+        lines, tags, drows = (
+            aligned(b) for b in mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols)
+        )
 
-        def enc(ids: list[int], chans: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def enc(
+            ids: list[int], chans: int, width: int
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return encode_chain([self.nodes[i] for i in ids], chans, width)
 
         has_res = res is not None
         if res is None:
             res = np.zeros((1, 1, 1), np.float32)
         args = (
-            x, mode, we, *enc(e_chain, hidden, cols_in), *layer.interior_shape[:2],
-            layer.receptive_field, slead, layer.stride, patches,
-            wd, wt, dw_layer.stride, lead, ring.size, *enc(d_chain, hidden, cols),
-            wp, *enc(p_chain, f_out, cols), res, has_res, *enc(a_chain, f_out, cols),
-            lines, tags, drows, rows, cols, out, pad,
+            x,
+            mode,
+            we,
+            *enc(e_chain, hidden, cols_in),
+            *layer.interior_shape[:2],
+            layer.receptive_field,
+            slead,
+            layer.stride,
+            patches,
+            wd,
+            wt,
+            dw_layer.stride,
+            lead,
+            ring.size,
+            *enc(d_chain, hidden, cols),
+            wp,
+            *enc(p_chain, f_out, cols),
+            res,
+            has_res,
+            *enc(a_chain, f_out, cols),
+            lines,
+            tags,
+            drows,
+            rows,
+            cols,
+            out,
+            pad,
         )
         first = node
         nodes = tuple(range(first, last + 1))
         first_op = {mbconv.POINTWISE: "expand,", mbconv.STEM: "stem,", mbconv.COPY: ""}[mode]
-        label = f"MBConv[{first_op}dw{k - lead}/s{dw_layer.stride},project" + (",add]" if has_res else "]")
+        label = f"MBConv[{first_op}dw{k - lead}/s{dw_layer.stride},project" + (
+            ",add]" if has_res else "]"
+        )
         self.steps.append(Step(nodes, label, mbconv.mbconv_chain, args))
         return last
 
@@ -257,10 +348,21 @@ class MobilePlanning:
         threads = numba_threads()
         blocks, ptrs = gemm.scratch(threads)
         args = (
-            a, gemm.pack_weights(w), gemm.pad_bias(bias, filters), filters, flags,
-            out.reshape(out.shape[0], -1), pad, cols, res,
-            gemm.thread_ranges(rows * cols, filters, threads), blocks, ptrs,
+            a,
+            gemm.pack_weights(w),
+            gemm.pad_bias(bias, filters),
+            filters,
+            flags,
+            out.reshape(out.shape[0], -1),
+            pad,
+            cols,
+            res,
+            gemm.thread_ranges(rows * cols, filters, threads),
+            blocks,
+            ptrs,
         )
         nodes = tuple(range(node, last + 1))
-        self.steps.append(Step(nodes, self._label(nodes, " [packed GEMM]"), gemm.pointwise_packed, args))
+        self.steps.append(
+            Step(nodes, self._label(nodes, " [packed GEMM]"), gemm.pointwise_packed, args)
+        )
         return last

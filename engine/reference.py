@@ -28,7 +28,10 @@ def forward_ref(
         if (
             override is not None
             and layer.output_padding.scheme == PaddingScheme.MIN
-            and any(isinstance(nodes[c], PoolingLayer) and nodes[c].function == "max" for c in consumers[node])
+            and any(
+                isinstance(nodes[c], PoolingLayer) and nodes[c].function == "max"
+                for c in consumers[node]
+            )
         ):
             out = np.full(layer.output_shape, override, dtype)
         else:

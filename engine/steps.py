@@ -54,4 +54,8 @@ def encode_chain(
                 alpha = layer.alpha  # type: ignore[assignment]
         else:
             raise TypeError(f"{type(layer).__name__} is not element-wise")
-    return codes, aligned(elementwise.tile_params(params, cols)), aligned(elementwise.row_alpha(alpha))
+    return (
+        codes,
+        aligned(elementwise.tile_params(params, cols)),
+        aligned(elementwise.row_alpha(alpha)),
+    )

@@ -90,7 +90,11 @@ def chain_thresholds(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.nd
         at_hi = _evaluate(layers, np.full(chans, big, np.float32)) > 0
         at_zero = _evaluate(layers, np.zeros(chans, np.float32)) > 0
         specials = np.zeros(chans, np.int8)
-        for flag, value in ((SPECIAL_NAN, np.nan), (SPECIAL_POS_INF, np.inf), (SPECIAL_NEG_INF, -np.inf)):
+        for flag, value in (
+            (SPECIAL_NAN, np.nan),
+            (SPECIAL_POS_INF, np.inf),
+            (SPECIAL_NEG_INF, -np.inf),
+        ):
             on = _evaluate(layers, np.full(chans, value, np.float32)) > 0
             specials |= np.where(on, flag, 0).astype(np.int8)
         rising = direction > 0
@@ -116,6 +120,10 @@ def chain_thresholds(layers: list[Layer], chans: int) -> tuple[np.ndarray, np.nd
 def interval_bounds(thresholds: np.ndarray, modes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same test as (lo, hi) float32 bounds: a finite v gives a set bit iff lo <= v <= hi."""
     big = np.float32(np.finfo(np.float32).max)
-    lo = np.select([modes == MODE_AT_LEAST, modes == MODE_NEVER], [thresholds, np.float32(np.inf)], -big)
-    hi = np.select([modes == MODE_AT_MOST, modes == MODE_NEVER], [thresholds, np.float32(-np.inf)], big)
+    lo = np.select(
+        [modes == MODE_AT_LEAST, modes == MODE_NEVER], [thresholds, np.float32(np.inf)], -big
+    )
+    hi = np.select(
+        [modes == MODE_AT_MOST, modes == MODE_NEVER], [thresholds, np.float32(-np.inf)], big
+    )
     return lo.astype(np.float32), hi.astype(np.float32)

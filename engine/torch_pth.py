@@ -97,7 +97,9 @@ def _rebuild_tensor_v2(
     return _TensorRef(storage, int(storage_offset), tuple(map(int, size)), tuple(map(int, stride)))
 
 
-def _rebuild_parameter(data: _TensorRef, requires_grad: bool = False, backward_hooks: object = None) -> _TensorRef:
+def _rebuild_parameter(
+    data: _TensorRef, requires_grad: bool = False, backward_hooks: object = None
+) -> _TensorRef:
     """Stand-in for ``torch._utils._rebuild_parameter``: a Parameter is its tensor."""
     if not isinstance(data, _TensorRef):
         raise ModelError("a Parameter that does not wrap a tensor")
@@ -170,8 +172,12 @@ def _materialise(obj: Any, buffers: dict[str, np.ndarray], source: str) -> Any:
             raise ModelError(f"storage {ref.key!r} is missing", path=source)
         if ref.view is not None:
             buf = buf[ref.view[1] : ref.view[1] + ref.view[2]]
-        need = obj.offset + sum((n - 1) * s for n, s in zip(obj.shape, obj.strides, strict=True)) + 1
-        if min(obj.shape, default=1) > 0 and (obj.offset < 0 or need > buf.size or min(obj.strides, default=0) < 0):
+        need = (
+            obj.offset + sum((n - 1) * s for n, s in zip(obj.shape, obj.strides, strict=True)) + 1
+        )
+        if min(obj.shape, default=1) > 0 and (
+            obj.offset < 0 or need > buf.size or min(obj.strides, default=0) < 0
+        ):
             raise ModelError(f"tensor {obj.shape} overruns its storage of {buf.size}", path=source)
         item = buf.itemsize
         arr = np.lib.stride_tricks.as_strided(
@@ -207,7 +213,9 @@ def _read_legacy(raw: bytes, source: str) -> Any:
     if magic != MAGIC_NUMBER:
         raise ModelError("not a torch file (wrong magic number)", path=source)
     if protocol != PROTOCOL_VERSION:
-        raise ModelError(f"torch legacy protocol {protocol}, expected {PROTOCOL_VERSION}", path=source)
+        raise ModelError(
+            f"torch legacy protocol {protocol}, expected {PROTOCOL_VERSION}", path=source
+        )
     state = _load_from(stream, source)
     keys = _load_from(stream, source)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -226,7 +234,9 @@ def _read_legacy(raw: bytes, source: str) -> Any:
         numel = int.from_bytes(view[pos : pos + 8], "little", signed=True)
         pos += 8
         if numel != refs[key].numel:
-            raise ModelError(f"storage {key!r} holds {numel} values, expected {refs[key].numel}", path=source)
+            raise ModelError(
+                f"storage {key!r} holds {numel} values, expected {refs[key].numel}", path=source
+            )
         end = pos + numel * dtype.itemsize
         if end > len(raw):
             raise ModelError(f"file ends inside storage {key!r}", path=source)
@@ -301,6 +311,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name, value in state.items():
         if not isinstance(value, np.ndarray):
-            raise ModelError(f"entry {name!r} is a {type(value).__name__}, not a tensor", path=source)
+            raise ModelError(
+                f"entry {name!r} is a {type(value).__name__}, not a tensor", path=source
+            )
         out[str(name)] = value
     return out

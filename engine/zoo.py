@@ -98,42 +98,69 @@ def d_series(
     else:
         layers[-1].output_padding = Padding(MIN, 0)
     n = s // 2
-    layers.append(PoolingLayer((n + 2, n + 2, 16), Padding(MIN, 0), Padding(ZEROS, 1), function="max", size=2, stride=2))
+    layers.append(
+        PoolingLayer(
+            (n + 2, n + 2, 16), Padding(MIN, 0), Padding(ZEROS, 1), function="max", size=2, stride=2
+        )
+    )
     chans = 16
     for i, kind in enumerate(kinds):
         width = BLOCK_WIDTHS[i]
         last = i == len(kinds) - 1
         if kind == "B":
             weights = rng.normal(0, 1, (width, 3, 3, chans)).astype(np.float32)
-            layers.append(BinaryConvolutionalLayer.from_real_weights(weights, output_shape=(n, n, width), input_padding=Padding(ZEROS, 1)))
+            layers.append(
+                BinaryConvolutionalLayer.from_real_weights(
+                    weights, output_shape=(n, n, width), input_padding=Padding(ZEROS, 1)
+                )
+            )
             volume = 9 * chans
             layers.append(BiasLayer((n, n, width), bias=rng.normal(0, np.sqrt(volume) / 2, width)))
             alpha = rng.uniform(0.0, 0.5, (n, n, width)).astype(np.float32)
-            layers.append(ActivationLayer((n + 2, n + 2, width), output_padding=Padding(MIN, 1), function="prelu", alpha=alpha))
+            layers.append(
+                ActivationLayer(
+                    (n + 2, n + 2, width),
+                    output_padding=Padding(MIN, 1),
+                    function="prelu",
+                    alpha=alpha,
+                )
+            )
         else:
             weights = rng.normal(0, 1 / np.sqrt(9 * chans), (width, 3, 3, chans)).astype(np.float32)
             layers.append(ConvolutionalLayer((n, n, width), Padding(ZEROS, 1), weights=weights))
             layers.append(BiasLayer((n, n, width), bias=rng.normal(0, 0.1, width)))
-            layers.append(ActivationLayer((n + 2, n + 2, width), output_padding=Padding(MIN, 1), function="relu"))
+            layers.append(
+                ActivationLayer(
+                    (n + 2, n + 2, width), output_padding=Padding(MIN, 1), function="relu"
+                )
+            )
         m = (n - 1) // 2 + 1
         out_pad = Padding(ZEROS, 0 if last else 1)
         if norm:
-            layers.append(PoolingLayer((m, m, width), Padding(MIN, 1), function="max", size=3, stride=2))
+            layers.append(
+                PoolingLayer((m, m, width), Padding(MIN, 1), function="max", size=3, stride=2)
+            )
             batch_norm(m, width, out_pad)
         else:
             shape = (m + 2 * out_pad.size, m + 2 * out_pad.size, width)
-            layers.append(PoolingLayer(shape, Padding(MIN, 1), out_pad, function="max", size=3, stride=2))
+            layers.append(
+                PoolingLayer(shape, Padding(MIN, 1), out_pad, function="max", size=3, stride=2)
+            )
         n, chans = m, width
     # Head: 1x1 conv to 1000 classes, bias, mean pooling, scaling, softmax.
     if final_kind == "B":
         weights = rng.normal(0, 1, (1000, 1, 1, chans)).astype(np.float32)
-        layers.append(BinaryConvolutionalLayer.from_real_weights(weights, output_shape=(n, n, 1000)))
+        layers.append(
+            BinaryConvolutionalLayer.from_real_weights(weights, output_shape=(n, n, 1000))
+        )
     else:
         weights = rng.normal(0, 1 / np.sqrt(chans), (1000, 1, 1, chans)).astype(np.float32)
         layers.append(ConvolutionalLayer((n, n, 1000), weights=weights))
     layers.append(BiasLayer((n, n, 1000), bias=rng.normal(0, 0.1, 1000)))
     layers.append(PoolingLayer((1, 1, 1000), function="mean", size=n, stride=1))
-    layers.append(ScalingLayer((1, 1, 1000), scales=np.full(1000, 0.5 if final_kind == "C" else 0.05)))
+    layers.append(
+        ScalingLayer((1, 1, 1000), scales=np.full(1000, 0.5 if final_kind == "C" else 0.05))
+    )
     layers.append(SoftmaxLayer((1, 1, 1000)))
     label = name or f"d_I{s}x{s}x3{architecture}"
     return Network(inp, layers, name=label, metadata={"random_seed": seed})

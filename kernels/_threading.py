@@ -32,7 +32,10 @@ PRIORITY = ("omp", "workqueue", "tbb")
 
 def apply_defaults() -> None:
     """Prefer OpenMP with a short spin unless the user chose a layer or a wait policy."""
-    if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    if (
+        "NUMBA_THREADING_LAYER" not in os.environ
+        and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ
+    ):
         os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = " ".join(PRIORITY)
         numba = sys.modules.get("numba")
         if numba is not None:

@@ -34,7 +34,9 @@ def pack_words(bits: np.ndarray) -> np.ndarray:
     words = words_for(n)
     padded = np.zeros((*lead, words * 64), np.uint64)
     padded[..., :n] = bits
-    return np.ascontiguousarray((padded.reshape(*lead, words, 64) << SHIFTS).sum(axis=-1, dtype=np.uint64))
+    return np.ascontiguousarray(
+        (padded.reshape(*lead, words, 64) << SHIFTS).sum(axis=-1, dtype=np.uint64)
+    )
 
 
 def unpack_words(words: np.ndarray, n: int) -> np.ndarray:
@@ -87,7 +89,9 @@ def gather_patches(bits, chans, k, stride, rows, cols, patches):  # type: ignore
         _gather_row(bits, chans, k, stride, r, cols, patches[r * cols : (r + 1) * cols])
 
 
-def _valid_taps(rows_in: int, cols_in: int, k: int, stride: int, rows: int, cols: int, pad: int) -> np.ndarray:
+def _valid_taps(
+    rows_in: int, cols_in: int, k: int, stride: int, rows: int, cols: int, pad: int
+) -> np.ndarray:
     """(rows, cols, k, k): which taps of each output pixel read the interior (not the ring)."""
     taps_r = (np.arange(rows) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None]
     taps_c = (np.arange(cols) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :]
@@ -142,7 +146,9 @@ def window_masks(
     valid = _valid_taps(rows_in, cols_in, k, stride, rows, cols, pad)  # (rows, cols, k, k)
     per_bit = np.repeat(valid.reshape(rows * cols, k, k), chans, axis=2)  # (P, k, k * C)
     masks = pack_words(per_bit)[:, :, 0]  # one word per kernel row (k * C <= 64)
-    return np.ascontiguousarray(masks), per_bit.reshape(rows * cols, -1).sum(axis=1).astype(np.int64)
+    return np.ascontiguousarray(masks), per_bit.reshape(rows * cols, -1).sum(axis=1).astype(
+        np.int64
+    )
 
 
 @njit(**HOT_JIT)
@@ -177,7 +183,11 @@ def _counts_windows3(windows, masks, wt, r, acc):  # type: ignore[no-untyped-def
         m0, m1, m2 = masks[p, 0], masks[p, 1], masks[p, 2]
         a = acc[c * filters : (c + 1) * filters]
         for f in range(filters):
-            d = popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
+            d = (
+                popcount64((x0 ^ w0[f]) & m0)
+                + popcount64((x1 ^ w1[f]) & m1)
+                + popcount64((x2 ^ w2[f]) & m2)
+            )
             a[f] = np.int64(d)
 
 
@@ -219,7 +229,9 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc): 
                 a = acc[c * filters : (c + 1) * filters]
                 for f in range(filters):
                     a[f] += np.int64(
-                        popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
+                        popcount64((x0 ^ w0[f]) & m0)
+                        + popcount64((x1 ^ w1[f]) & m1)
+                        + popcount64((x2 ^ w2[f]) & m2)
                     )
         for b in range(triples, blocks):
             wrow = wt[b]
@@ -239,7 +251,9 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc): 
                 w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
                 for f in range(filters):
                     a[f] += np.int64(
-                        popcount64((x0 ^ w0[f]) & m0) + popcount64((x1 ^ w1[f]) & m1) + popcount64((x2 ^ w2[f]) & m2)
+                        popcount64((x0 ^ w0[f]) & m0)
+                        + popcount64((x1 ^ w1[f]) & m1)
+                        + popcount64((x2 ^ w2[f]) & m2)
                     )
             for b in range(triples, blocks):
                 xw = patches[c, b]
@@ -249,7 +263,9 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc): 
 
 
 @njit(**JIT)
-def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row):  # type: ignore[no-untyped-def]
+def binary_row(
+    bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row
+):  # type: ignore[no-untyped-def]
     """Output row ``r`` before its chain: ``row[c * F + f] = scale_f * (n − 2·popcount)``.
 
     ``acc`` (cols * F, int64) is scratch for the counts (:func:`binary_counts`).
@@ -270,7 +286,25 @@ def binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, wind
 
 
 @njit(**PJIT)
-def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def binary_conv_chain(
+    bits,
+    chans,
+    k,
+    stride,
+    masks,
+    nvalid,
+    wt,
+    scale,
+    use_scale,
+    windows,
+    rows,
+    cols,
+    out,
+    pad,
+    codes,
+    params,
+    alpha,
+):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(scale_f * (nvalid − 2·popcount((x XOR w) AND mask)))``.
 
     ``bits`` are the channel-packed input (ring included); each output row gathers its
@@ -281,6 +315,21 @@ def binary_conv_chain(bits, chans, k, stride, masks, nvalid, wt, scale, use_scal
         patches = np.empty((cols, blocks), np.uint64)
         acc = np.empty(cols * filters, np.int64)
         row = np.empty(cols * filters, np.float32)
-        binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row)
+        binary_row(
+            bits,
+            chans,
+            k,
+            stride,
+            masks,
+            nvalid,
+            wt,
+            scale,
+            use_scale,
+            windows,
+            r,
+            patches,
+            acc,
+            row,
+        )
         apply_chain_call(row, r, codes, params, alpha)
         store_row(row, out, r, pad)

@@ -62,7 +62,34 @@ def _band(band, bands, rows):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, conv_rows, conv_cols, codes, params, alpha, ring, size, pool_stride, rows, cols, lo, hi, specials, out_bits, out_pad, bands):  # type: ignore[no-untyped-def]
+def binary_conv_pool_bits(
+    bits,
+    chans,
+    k,
+    stride,
+    masks,
+    nvalid,
+    wt,
+    scale,
+    use_scale,
+    windows,
+    conv_rows,
+    conv_cols,
+    codes,
+    params,
+    alpha,
+    ring,
+    size,
+    pool_stride,
+    rows,
+    cols,
+    lo,
+    hi,
+    specials,
+    out_bits,
+    out_pad,
+    bands,
+):  # type: ignore[no-untyped-def]
     """Packed sign bits of the pooled block output into ``out_bits`` (ring left as filled).
 
     ``ring`` is the chain's ring-filled output tensor (conv_rows + 2p, conv_cols + 2p, F):
@@ -98,7 +125,22 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
                         slot[e] = -FLT_MAX
                 elif 0 <= r < conv_rows:
                     row = slot[start:end]
-                    binary_row(bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row)
+                    binary_row(
+                        bits,
+                        chans,
+                        k,
+                        stride,
+                        masks,
+                        nvalid,
+                        wt,
+                        scale,
+                        use_scale,
+                        windows,
+                        r,
+                        patches,
+                        acc,
+                        row,
+                    )
                     apply_chain_call(row, r, codes, params, alpha)
                     src = ring[q].reshape(-1)
                     for e in range(start):  # ring columns
@@ -151,7 +193,29 @@ def binary_conv_pool_bits(bits, chans, k, stride, masks, nvalid, wt, scale, use_
 
 
 @njit(**PJIT)
-def binary_conv_pool_counts(bits, chans, k, stride, masks, wt, windows, conv_rows, conv_cols, limits, ring_words, flip, keep, force, size, pool_stride, rows, cols, out_bits, out_pad, bands):  # type: ignore[no-untyped-def]
+def binary_conv_pool_counts(
+    bits,
+    chans,
+    k,
+    stride,
+    masks,
+    wt,
+    windows,
+    conv_rows,
+    conv_cols,
+    limits,
+    ring_words,
+    flip,
+    keep,
+    force,
+    size,
+    pool_stride,
+    rows,
+    cols,
+    out_bits,
+    out_pad,
+    bands,
+):  # type: ignore[no-untyped-def]
     """The same block as :func:`binary_conv_pool_bits` on integers only (see
     :mod:`edgebnn.engine.count_thresholds`): each cell's test is ``d <= limits[p, f]`` on
     its count of differing bits, packed 64 to a word; a pooled word is the OR of its
@@ -193,4 +257,6 @@ def binary_conv_pool_counts(bits, chans, k, stride, masks, wt, windows, conv_row
                             cc = c * pool_stride + j
                             if cc < width:
                                 pooled |= slot[cc, w]
-                    out_bits[pr + out_pad, c + out_pad, w] = ((pooled ^ flip[w]) & keep[w]) | force[w]
+                    out_bits[pr + out_pad, c + out_pad, w] = ((pooled ^ flip[w]) & keep[w]) | force[
+                        w
+                    ]

@@ -64,7 +64,19 @@ _INT = types.int64 if ILP64 else types.int32
 sgemm = types.ExternalFunction(
     SYMBOL,
     types.void(
-        types.int32, types.int32, types.int32, _INT, _INT, _INT,
-        types.float32, types.intp, _INT, types.intp, _INT, types.float32, types.intp, _INT,
+        types.int32,
+        types.int32,
+        types.int32,
+        _INT,
+        _INT,
+        _INT,
+        types.float32,
+        types.intp,
+        _INT,
+        types.intp,
+        _INT,
+        types.float32,
+        types.intp,
+        _INT,
     ),
 )

@@ -68,7 +68,9 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 def _tile_rows(pixels: int) -> int:
     """Rows the tiles of :func:`gemm_block` compute for ``pixels`` (the last tile padded)."""
     full, left = divmod(pixels, ROWS)
-    return full * ROWS + (0 if left == 0 else ROWS if left > MID else MID if left > SMALL else SMALL)
+    return full * ROWS + (
+        0 if left == 0 else ROWS if left > MID else MID if left > SMALL else SMALL
+    )
 
 
 def thread_ranges(pixels: int, n: int, threads: int) -> np.ndarray:
@@ -84,7 +86,8 @@ def thread_ranges(pixels: int, n: int, threads: int) -> np.ndarray:
         for t in range(threads)
     )
     by_pixel_work = max(
-        _tile_rows((t + 1) * pixels // threads - t * pixels // threads) * sum(widths) for t in range(threads)
+        _tile_rows((t + 1) * pixels // threads - t * pixels // threads) * sum(widths)
+        for t in range(threads)
     )
     by_panels = by_panel_work <= by_pixel_work * 1.05
     out = np.zeros((threads, 4), np.int64)
@@ -178,6 +181,20 @@ def pointwise_packed(a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, 
     :func:`thread_ranges` per task."""
     for t in prange(ranges.shape[0]):
         gemm_block(
-            a, ranges[t, 0], ranges[t, 1], wpk, bias, n, ranges[t, 2], ranges[t, 3], flags,
-            c, pad, pad, cols, res, blocks[t], ptrs[t],
+            a,
+            ranges[t, 0],
+            ranges[t, 1],
+            wpk,
+            bias,
+            n,
+            ranges[t, 2],
+            ranges[t, 3],
+            flags,
+            c,
+            pad,
+            pad,
+            cols,
+            res,
+            blocks[t],
+            ptrs[t],
         )

@@ -29,7 +29,9 @@ from numba import njit
 COPY, POINTWISE, STEM = 0, 1, 2
 
 
-def line_buffers(slots: int, k: int, padded_cols: int, hidden: int, cols_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def line_buffers(
+    slots: int, k: int, padded_cols: int, hidden: int, cols_out: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scratch for :func:`mbconv_chain`: (lines, tags, depthwise rows), one set per thread slot.
 
     ``lines`` is zero-filled once: its ring columns are never written and stay zero.
@@ -42,11 +44,42 @@ def line_buffers(slots: int, k: int, padded_cols: int, hidden: int, cols_out: in
 
 @njit(**PJIT)
 def mbconv_chain(  # type: ignore[no-untyped-def]
-    x, expand, we, e_codes, e_params, e_alpha, e_rows, e_cols, sk, slead, sstride, patches,
-    wd, wt, stride, lead, ring, d_codes, d_params, d_alpha,
-    wp, p_codes, p_params, p_alpha,
-    res, has_res, a_codes, a_params, a_alpha,
-    lines, tags, drows, rows_out, cols_out, out, pad,
+    x,
+    expand,
+    we,
+    e_codes,
+    e_params,
+    e_alpha,
+    e_rows,
+    e_cols,
+    sk,
+    slead,
+    sstride,
+    patches,
+    wd,
+    wt,
+    stride,
+    lead,
+    ring,
+    d_codes,
+    d_params,
+    d_alpha,
+    wp,
+    p_codes,
+    p_params,
+    p_alpha,
+    res,
+    has_res,
+    a_codes,
+    a_params,
+    a_alpha,
+    lines,
+    tags,
+    drows,
+    rows_out,
+    cols_out,
+    out,
+    pad,
 ):
     """``out[interior] = block(x)`` for one MBConv block, row bands on Numba's threads.
 
@@ -102,9 +135,20 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
                     gather_im2col_row(x, q, sk, slead, sstride, e_cols, patches[t])
                     a = patches.ctypes.data + t * patches.shape[1] * 4
                 sgemm(
-                    ROW_MAJOR, NO_TRANS, NO_TRANS, e_cols, hidden, kin, np.float32(1.0),
-                    a, kin, we.ctypes.data, hidden, np.float32(0.0),
-                    lines.ctypes.data + ((t * k + s) * row_len + ring * hidden) * 4, hidden,
+                    ROW_MAJOR,
+                    NO_TRANS,
+                    NO_TRANS,
+                    e_cols,
+                    hidden,
+                    kin,
+                    np.float32(1.0),
+                    a,
+                    kin,
+                    we.ctypes.data,
+                    hidden,
+                    np.float32(0.0),
+                    lines.ctypes.data + ((t * k + s) * row_len + ring * hidden) * 4,
+                    hidden,
                 )
                 chain_into(inner, inner, q, e_codes, e_params, e_alpha)
             # Depthwise row, (kernel row, kernel column) order per (pixel, channel).
@@ -119,9 +163,20 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
             # Project straight into the output row, then its epilogue.
             dst = out[r + pad].reshape(-1)[pad * f_out : (pad + cols_out) * f_out]
             sgemm(
-                ROW_MAJOR, NO_TRANS, NO_TRANS, cols_out, f_out, hidden, np.float32(1.0),
-                drows.ctypes.data + t * drows.shape[1] * 4, hidden, wp.ctypes.data, f_out, np.float32(0.0),
-                out.ctypes.data + ((r + pad) * out.shape[1] + pad) * f_out * 4, f_out,
+                ROW_MAJOR,
+                NO_TRANS,
+                NO_TRANS,
+                cols_out,
+                f_out,
+                hidden,
+                np.float32(1.0),
+                drows.ctypes.data + t * drows.shape[1] * 4,
+                hidden,
+                wp.ctypes.data,
+                f_out,
+                np.float32(0.0),
+                out.ctypes.data + ((r + pad) * out.shape[1] + pad) * f_out * 4,
+                f_out,
             )
             chain_into(dst, dst, r, p_codes, p_params, p_alpha)
             if has_res:

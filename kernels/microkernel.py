@@ -64,7 +64,9 @@ def target_features() -> set[str]:
     or the host's with AVX* removed under NUMBA_ENABLE_AVX=0; "" for NUMBA_CPU_NAME=generic)."""
     from numba.core import codegen, config
 
-    flat = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    flat = (
+        config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    )
     return {f[1:] for f in flat.split(",") if f.startswith("+")}
 
 
@@ -90,7 +92,9 @@ def host_shape() -> tuple[int, int] | None:
     ``platform.machine()`` (the kernel's: 32-bit Raspberry Pi OS on a 64-bit kernel says
     aarch64)."""
     arch = llvm.get_process_triple().split("-")[0]
-    return shape_for(arch, struct.calcsize("P"), target_features() if arch in ("x86_64", "amd64") else set())
+    return shape_for(
+        arch, struct.calcsize("P"), target_features() if arch in ("x86_64", "amd64") else set()
+    )
 
 
 def select_shape() -> tuple[tuple[int, int] | None, bool]:
@@ -102,7 +106,10 @@ def select_shape() -> tuple[tuple[int, int] | None, bool]:
         return None, False
     if value in SHAPES:
         return SHAPES[value], False
-    warnings.warn(f"{TILE_ENV}={value!r} is not one of {', '.join(SHAPES)}, off, auto: using auto", stacklevel=2)
+    warnings.warn(
+        f"{TILE_ENV}={value!r} is not one of {', '.join(SHAPES)}, off, auto: using auto",
+        stacklevel=2,
+    )
     return host_shape(), True
 
 
@@ -130,7 +137,9 @@ def _make_tile(rows: int, nv: int):  # type: ignore[no-untyped-def]
     @intrinsic
     def tile_intrinsic(typingctx, ptrs, b, bias, k, flags, pf):  # type: ignore[no-untyped-def]
         # int64, not intp: the IR below is all i64, also where pointers are 32-bit.
-        sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64)
+        sig = types.void(
+            types.int64, types.int64, types.int64, types.int64, types.int64, types.int64
+        )
 
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
             ptrs, b, bias, k, flags, pf = args
@@ -140,7 +149,9 @@ def _make_tile(rows: int, nv: int):  # type: ignore[no-untyped-def]
             table = builder.inttoptr(ptrs, i64.as_pointer())
 
             def row_ptr(kind: int, i: int):  # type: ignore[no-untyped-def]
-                return builder.inttoptr(builder.load(builder.gep(table, [i64(kind * ROWS + i)]), align=8), fptr)
+                return builder.inttoptr(
+                    builder.load(builder.gep(table, [i64(kind * ROWS + i)]), align=8), fptr
+                )
 
             def load_vec(base, offset):  # type: ignore[no-untyped-def]
                 return builder.load(builder.bitcast(builder.gep(base, [offset]), vptr), align=4)
@@ -174,7 +185,9 @@ def _make_tile(rows: int, nv: int):  # type: ignore[no-untyped-def]
                 accs.append(acc)
             step = builder.mul(kk, i64(nv * LANES))
             # One cache line of the next panel per step (read, keep in L2, data).
-            builder.call(prefetch, [builder.gep(pfp, [builder.mul(kk, i64(64))]), i32(0), i32(2), i32(1)])
+            builder.call(
+                prefetch, [builder.gep(pfp, [builder.mul(kk, i64(64))]), i32(0), i32(2), i32(1)]
+            )
             wv = [load_vec(bp, builder.add(step, i64(v * LANES))) for v in range(nv)]
             new = []
             for i in range(rows):
@@ -207,12 +220,18 @@ def _make_tile(rows: int, nv: int):  # type: ignore[no-untyped-def]
                         c, r = row_ptr(1, i), row_ptr(2, i)
                         for v in range(nv):
                             y = builder.fadd(ys[i * nv + v], load_vec(r, i64(v * LANES)))
-                            builder.store(y, builder.bitcast(builder.gep(c, [i64(v * LANES)]), vptr), align=4)
+                            builder.store(
+                                y, builder.bitcast(builder.gep(c, [i64(v * LANES)]), vptr), align=4
+                            )
                 with plain:
                     for i in range(rows):
                         c = row_ptr(1, i)
                         for v in range(nv):
-                            builder.store(ys[i * nv + v], builder.bitcast(builder.gep(c, [i64(v * LANES)]), vptr), align=4)
+                            builder.store(
+                                ys[i * nv + v],
+                                builder.bitcast(builder.gep(c, [i64(v * LANES)]), vptr),
+                                align=4,
+                            )
             return context.get_dummy_value()
 
         return sig, codegen

@@ -105,14 +105,31 @@ def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alp
         r0 = t * block
         r1 = min(rows, r0 + block)
         sgemm(
-            ROW_MAJOR, NO_TRANS, NO_TRANS, (r1 - r0) * cols, f, cin, np.float32(1.0),
-            x_rows.ctypes.data + r0 * cols * cin * 4, cin, w.ctypes.data, f, np.float32(0.0),
-            y_rows.ctypes.data + r0 * cols * f * 4, f,
+            ROW_MAJOR,
+            NO_TRANS,
+            NO_TRANS,
+            (r1 - r0) * cols,
+            f,
+            cin,
+            np.float32(1.0),
+            x_rows.ctypes.data + r0 * cols * cin * 4,
+            cin,
+            w.ctypes.data,
+            f,
+            np.float32(0.0),
+            y_rows.ctypes.data + r0 * cols * f * 4,
+            f,
         )
         for r in range(r0, r1):
             row = y_rows[r]
-            chain_into(row, interior(out, r, pad, row.shape[0]) if pad != 0 else row, r, codes, params, alpha)
-
+            chain_into(
+                row,
+                interior(out, r, pad, row.shape[0]) if pad != 0 else row,
+                r,
+                codes,
+                params,
+                alpha,
+            )
 
 
 @njit(**PJIT)
@@ -129,13 +146,27 @@ def pointwise_sgemm_columns_chain(x_rows, w, y_rows, parts, out, pad, codes, par
         f1 = min(f, f0 + width)
         if f1 > f0:
             sgemm(
-                ROW_MAJOR, NO_TRANS, NO_TRANS, rows * cols, f1 - f0, cin, np.float32(1.0),
-                x_rows.ctypes.data, cin, w.ctypes.data + f0 * 4, f, np.float32(0.0),
-                y_rows.ctypes.data + f0 * 4, f,
+                ROW_MAJOR,
+                NO_TRANS,
+                NO_TRANS,
+                rows * cols,
+                f1 - f0,
+                cin,
+                np.float32(1.0),
+                x_rows.ctypes.data,
+                cin,
+                w.ctypes.data + f0 * 4,
+                f,
+                np.float32(0.0),
+                y_rows.ctypes.data + f0 * 4,
+                f,
             )
     for r in prange(rows):
         row = y_rows[r]
-        chain_into(row, interior(out, r, pad, row.shape[0]) if pad != 0 else row, r, codes, params, alpha)
+        chain_into(
+            row, interior(out, r, pad, row.shape[0]) if pad != 0 else row, r, codes, params, alpha
+        )
+
 
 def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
     """(F, k, k, C) -> (taps, F) over the taps from ``lead`` on, for :func:`im2col_sgemm_chain`."""
@@ -160,7 +191,9 @@ def gather_im2col_row(x, r, k, lead, stride, cols, prow):  # type: ignore[no-unt
 
 
 @njit(**PJIT)
-def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def im2col_sgemm_chain(
+    x, w2, k, lead, stride, patches, y_rows, block, out, pad, codes, params, alpha
+):  # type: ignore[no-untyped-def]
     """A k x k convolution as gathered patches times ``w2`` (taps, F), on Numba's threads.
 
     ``patches`` (rows, cols * taps) and ``y_rows`` (rows, cols * F) are scratch; taps are
@@ -176,9 +209,20 @@ def im2col_sgemm_chain(x, w2, k, lead, stride, patches, y_rows, block, out, pad,
         for r in range(r0, r1):
             gather_im2col_row(x, r, k, lead, stride, cols, patches[r])
         sgemm(
-            ROW_MAJOR, NO_TRANS, NO_TRANS, (r1 - r0) * cols, f, taps, np.float32(1.0),
-            patches.ctypes.data + r0 * cols * taps * 4, taps, w2.ctypes.data, f, np.float32(0.0),
-            y_rows.ctypes.data + r0 * cols * f * 4, f,
+            ROW_MAJOR,
+            NO_TRANS,
+            NO_TRANS,
+            (r1 - r0) * cols,
+            f,
+            taps,
+            np.float32(1.0),
+            patches.ctypes.data + r0 * cols * taps * 4,
+            taps,
+            w2.ctypes.data,
+            f,
+            np.float32(0.0),
+            y_rows.ctypes.data + r0 * cols * f * 4,
+            f,
         )
         for r in range(r0, r1):
             row = y_rows[r]

@@ -62,9 +62,7 @@ def activation_ref(
         return np.tanh(x).astype(ft)
     if function == "hard_sigmoid":
         mid = ft(0.2) * x + ft(0.5)
-        return np.where(x < -2.5, ft(0), np.where(x > 2.5, ft(1), mid)).astype(
-            ft
-        )
+        return np.where(x < -2.5, ft(0), np.where(x > 2.5, ft(1), mid)).astype(ft)
     if function == "hard_tanh":
         return np.clip(x, ft(-1), ft(1)).astype(ft)
     raise ValueError(f"unknown activation {function!r}")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 # Must be set before numba is imported anywhere; subprocesses inherit it.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache")
+)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--dir", default=None, help="where to write the files (default: a temp dir)")
+    parser.add_argument(
+        "--dir", default=None, help="where to write the files (default: a temp dir)"
+    )
     args = parser.parse_args(argv)
     directory = Path(args.dir or tempfile.mkdtemp(prefix="edgebnn-bench-"))
     directory.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,9 @@ def load_catalog(path: str | Path | None = None) -> list[Entry]:
         raw = json.loads(text)
         return [_entry(item) for item in raw]
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"cannot read the model catalog ({exc})", path=str(path or "catalog.json")) from None
+        raise ModelError(
+            f"cannot read the model catalog ({exc})", path=str(path or "catalog.json")
+        ) from None
 
 
 def _entry(item: dict[str, Any]) -> Entry:

@@ -21,12 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="the ELL gallery catalog as a table")
     p.add_argument("--series", help="only this series, e.g. d, dr, v, dcda (other: named models)")
     p.add_argument("--input-size", type=int, help="only this input size, e.g. 256")
-    p.add_argument("--all", action="store_true", help="include archived files (not on ELL-models master)")
+    p.add_argument(
+        "--all", action="store_true", help="include archived files (not on ELL-models master)"
+    )
     p.add_argument("--catalog", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("fetch", help="download a gallery model, verified by size and sha256")
-    p.add_argument("name", help="a catalog name (the seed's old names resolve to the renamed files)")
+    p.add_argument(
+        "name", help="a catalog name (the seed's old names resolve to the renamed files)"
+    )
     p.add_argument("--dir", help="target directory (default: $EDGEBNN_MODELS_DIR, "
                    "$STATE_DIRECTORY/models under systemd, else ~/.local/share/edgebnn/models)")  # fmt: skip
     p.add_argument("--url-base", help="download from this base URL instead of GitHub "
@@ -70,7 +74,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     print(f"{len(entries)} model(s)")
     return 0
 
@@ -128,8 +137,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"labels: {len(net.labels or [])}; preprocessing: {net.preprocessing.to_dict()}")
     if net.source_sha256:
         print(f"source sha256: {net.source_sha256}")
-    print(f"load time: {seconds:.3f} s; peak RSS during the load: {peak:.0f} MiB "
-          f"(+{peak - before:.0f} MiB over the {before:.0f} MiB before it)")
+    print(
+        f"load time: {seconds:.3f} s; peak RSS during the load: {peak:.0f} MiB "
+        f"(+{peak - before:.0f} MiB over the {before:.0f} MiB before it)"
+    )
     return 0
 
 

@@ -95,7 +95,9 @@ def unpack(data: bytes, path: str) -> tuple[bytes, str | None]:
             members = [m for m in archive.infolist() if m.filename.lower().endswith(".ell")]
             if not members:
                 names = ", ".join(archive.namelist()[:5]) or "none"
-                raise ModelError(f"the zip archive has no .ell member (members: {names})", path=path)
+                raise ModelError(
+                    f"the zip archive has no .ell member (members: {names})", path=path
+                )
             member = members[0]
             with archive.open(member) as stream:
                 text = stream.read(MAX_JSON_BYTES + 1)
@@ -148,7 +150,9 @@ def build_network(doc: Document, path: str, name: str = "network",
     nodes = model.get("nodes")
     if not isinstance(nodes, list):
         raise model.error("expected an array of nodes", "nodes")
-    node_fields = [Fields(n, doc, Where(path, layer_type=f"node {i}"), "node") for i, n in enumerate(nodes)]
+    node_fields = [
+        Fields(n, doc, Where(path, layer_type=f"node {i}"), "node") for i, n in enumerate(nodes)
+    ]
     found = {"NeuralNetworkPredictorNode": [], "InputNode": []}
     for node in node_fields:
         base = node.type_name().split("<", 1)[0]
@@ -157,7 +161,9 @@ def build_network(doc: Document, path: str, name: str = "network",
     predictors = found["NeuralNetworkPredictorNode"]
     if len(predictors) != 1:
         raise ModelError(
-            f"expected one NeuralNetworkPredictorNode, found {len(predictors)}", path=path, field="nodes"
+            f"expected one NeuralNetworkPredictorNode, found {len(predictors)}",
+            path=path,
+            field="nodes",
         )
     node = predictors[0]
     _require_float(node, node.type_name())
@@ -210,7 +216,9 @@ def build_network(doc: Document, path: str, name: str = "network",
     if predictor.has("output") and doc.is_array(predictor.get("output")):
         n = doc.length(predictor.get("output"))
         if n != out_count:
-            raise predictor.error(f"has {n} values, but the last layer outputs {out_count}", "output")
+            raise predictor.error(
+                f"has {n} values, but the last layer outputs {out_count}", "output"
+            )
     return net
 
 
@@ -224,7 +232,9 @@ def _require_float(fields: Fields, type_name: str) -> None:
 
 
 def _padding(fields: Fields, prefix: str) -> Padding:
-    return Padding(fields.int(f"{prefix}PaddingScheme", 0, 5), fields.int(f"{prefix}PaddingSize", 0, 1 << 16))
+    return Padding(
+        fields.int(f"{prefix}PaddingScheme", 0, 5), fields.int(f"{prefix}PaddingSize", 0, 1 << 16)
+    )
 
 
 def _base(fields: Fields) -> dict[str, Any]:
@@ -235,7 +245,9 @@ def _base(fields: Fields) -> dict[str, Any]:
     }
 
 
-def _construct(fields: Fields, cls: Callable[..., Layer], field: str | None, **kwargs: Any) -> Layer:
+def _construct(
+    fields: Fields, cls: Callable[..., Layer], field: str | None, **kwargs: Any
+) -> Layer:
     try:
         return cls(**kwargs)
     except (ShapeError, ValueError) as exc:
@@ -331,11 +343,16 @@ def _activation(fields: Fields, args: list[str], base: dict, in_shape: Shape) ->
         try:
             kind = split_type(source.type_name())[0]
         except ValueError:
-            raise fields.error(f"malformed activation type {source.type_name()!r}", "activation") from None
+            raise fields.error(
+                f"malformed activation type {source.type_name()!r}", "activation"
+            ) from None
     function = ACTIVATIONS.get(kind)
     if function is None:
         known = ", ".join(ACTIVATIONS)
-        raise fields.error(f"unsupported activation {kind!r} (supported: {known})", "activation" if not args else "_type")
+        raise fields.error(
+            f"unsupported activation {kind!r} (supported: {known})",
+            "activation" if not args else "_type",
+        )
     extra: dict[str, Any] = {}
     if function == "leaky_relu":
         extra["leaky_factor"] = source.number("leakyFactor") if source.has("leakyFactor") else 0.1
@@ -359,7 +376,15 @@ def _conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer
     if wchans != chans and not (wchans == 1 and filters == chans):
         raise fields.error(f"is {wchans}, the input has {chans} channels", "weights_channels")
     weights = fields.floats("weights_values", rows * k * wchans).reshape(filters, k, k, wchans)
-    return _construct(fields, ConvolutionalLayer, "outputShape", weights=weights, stride=stride, method=method, **base)
+    return _construct(
+        fields,
+        ConvolutionalLayer,
+        "outputShape",
+        weights=weights,
+        stride=stride,
+        method=method,
+        **base,
+    )
 
 
 def _binary_conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer:
@@ -370,7 +395,9 @@ def _binary_conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -
     filters = base["output_shape"][2]
     n = fields.int("binarizedWeights_numVectors", 0)
     if n != filters:
-        raise fields.error(f"is {n}, but the output has {filters} channels", "binarizedWeights_numVectors")
+        raise fields.error(
+            f"is {n}, but the output has {filters} channels", "binarizedWeights_numVectors"
+        )
     volume = k * k * in_shape[2]
     blocks = -(-volume // 64)
     if filters * blocks > MAX_ELEMENTS:
@@ -378,7 +405,8 @@ def _binary_conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -
     words = fields.uint64s("binarizedWeights_values", filters * blocks).reshape(filters, blocks)
     if volume % 64 and (words[:, -1] >> np.uint64(volume % 64)).any():
         raise fields.error(
-            f"bits beyond the {volume}-bit filter volume are set (they must be 0)", "binarizedWeights_values"
+            f"bits beyond the {volume}-bit filter volume are set (they must be 0)",
+            "binarizedWeights_values",
         )
     means = fields.floats("filterMeans", filters)
     return _construct(fields, BinaryConvolutionalLayer, "outputShape", weights_bits=words, receptive_field=k,
@@ -389,7 +417,9 @@ def _pooling(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> La
     kind = split_type(args[0])[0] if args else ""
     function = POOLING.get(kind)
     if function is None:
-        raise fields.error(f"unsupported pooling function {kind!r} (supported: {', '.join(POOLING)})", "_type")
+        raise fields.error(
+            f"unsupported pooling function {kind!r} (supported: {', '.join(POOLING)})", "_type"
+        )
     size = fields.int("poolingSize", 1, 1 << 12)
     stride = fields.int("stride", 1, 1 << 12)
     rows, cols, _ = _interior(fields, base)
@@ -399,7 +429,9 @@ def _pooling(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> La
             f"{in_shape[0]}x{in_shape[1]} input",
             "outputShape",
         )
-    return _construct(fields, PoolingLayer, "outputShape", function=function, size=size, stride=stride, **base)
+    return _construct(
+        fields, PoolingLayer, "outputShape", function=function, size=size, stride=stride, **base
+    )
 
 
 def _fully_connected(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer:

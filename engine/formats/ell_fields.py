@@ -88,7 +88,9 @@ class Fields:
             or len(value) != 3
             or not all(type(v) is int and 1 <= v <= MAX_ELEMENTS for v in value)
         ):
-            raise self.error(f"expected [rows, columns, channels] of positive ints, got {_short(value)}", name)
+            raise self.error(
+                f"expected [rows, columns, channels] of positive ints, got {_short(value)}", name
+            )
         rows, cols, chans = value
         if rows * cols * chans > MAX_ELEMENTS:
             raise self.error(f"shape {value} has more than {MAX_ELEMENTS} elements", name)
@@ -125,9 +127,13 @@ class Fields:
 
     def tensor(self, name: str, shape: tuple[int, int, int] | None = None) -> np.ndarray:
         """ELL's ``X_rows/_columns/_channels/_values`` tensor as (rows, cols, chans) float32."""
-        dims = tuple(self.int(f"{name}_{d}", 1, MAX_ELEMENTS) for d in ("rows", "columns", "channels"))
+        dims = tuple(
+            self.int(f"{name}_{d}", 1, MAX_ELEMENTS) for d in ("rows", "columns", "channels")
+        )
         if shape is not None and dims != shape:
-            dim_name = ("rows", "columns", "channels")[next(i for i in range(3) if dims[i] != shape[i])]
+            dim_name = ("rows", "columns", "channels")[
+                next(i for i in range(3) if dims[i] != shape[i])
+            ]
             raise self.error(
                 f"tensor is {'x'.join(map(str, dims))}, expected {'x'.join(map(str, shape))}",
                 f"{name}_{dim_name}",

@@ -24,7 +24,8 @@ LAZY_ARRAY_CHARS = 256
 _PLACEHOLDER = "\x00"
 _TOKEN = re.compile(
     rb'"(?:[^"\\]|\\.)*"'  # a string: kept, with ELL's \' escape fixed
-    rb"|\[[^\[\]{}\"]{%d,}\]" % LAZY_ARRAY_CHARS  # a long array of numbers: lazy
+    rb"|\[[^\[\]{}\"]{%d,}\]"
+    % LAZY_ARRAY_CHARS  # a long array of numbers: lazy
     + rb"|,(?=\s*[}\]])"  # a trailing comma (ELL 2017 writes one after a lone _version)
     rb"|(?<![\w.])-?(?:nan|inf(?:inity)?)(?![\w.])",  # C++ ostream's non-finite numbers
     re.DOTALL | re.IGNORECASE,
@@ -126,7 +127,9 @@ def parse(text: bytes) -> Document:
         if first == b",":
             return b""
         word = token.lower()
-        return b"-Infinity" if word.startswith(b"-i") else b"Infinity" if word[:1] == b"i" else b"NaN"
+        return (
+            b"-Infinity" if word.startswith(b"-i") else b"Infinity" if word[:1] == b"i" else b"NaN"
+        )
 
     try:
         skeleton = _TOKEN.sub(fix, text)

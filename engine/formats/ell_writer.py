@@ -107,7 +107,9 @@ def _map(net: Network, dialect: str) -> dict[str, Any]:
         "outputElements": ["1002.output"],
     }
     if not old:
-        root["metadata"] = _property_bag({"edgebnn.name": net.name, "edgebnn.writer": "edgebnn's ELL writer"})
+        root["metadata"] = _property_bag(
+            {"edgebnn.name": net.name, "edgebnn.writer": "edgebnn's ELL writer"}
+        )
     return root
 
 
@@ -166,7 +168,9 @@ def _input_layer(layer: InputLayer) -> dict[str, Any]:
 
 def _layer(layer: Layer, index: int, old: bool) -> dict[str, Any]:
     def refuse(why: str) -> ModelError:
-        return ModelError(f"cannot be written to an ELL file: {why}", layer=index, layer_type=type(layer).__name__)
+        return ModelError(
+            f"cannot be written to an ELL file: {why}", layer=index, layer_type=type(layer).__name__
+        )
 
     if layer.inputs is not None:
         raise refuse("ELL's predictor runs layers in a chain, not a graph")
@@ -196,11 +200,17 @@ def _layer(layer: Layer, index: int, old: bool) -> dict[str, Any]:
         }  # fmt: skip
     if isinstance(layer, PoolingLayer):
         function = "MaxPoolingFunction" if layer.function == "max" else "MeanPoolingFunction"
-        return _base(layer, f"PoolingLayer<float,{function}>") | {"poolingSize": layer.size, "stride": layer.stride}
+        return _base(layer, f"PoolingLayer<float,{function}>") | {
+            "poolingSize": layer.size,
+            "stride": layer.stride,
+        }
     if isinstance(layer, FullyConnectedLayer):
         rows, cols = layer.weights.shape
         return _base(layer, "FullyConnectedLayer<float>") | {
-            "weights_rows": rows, "weights_columns": cols, "weights_values": layer.weights.reshape(-1)}
+            "weights_rows": rows,
+            "weights_columns": cols,
+            "weights_values": layer.weights.reshape(-1),
+        }
     if isinstance(layer, SoftmaxLayer):
         return _base(layer, "SoftmaxLayer<float>")
     raise refuse("ELL has no such layer")
@@ -216,12 +226,18 @@ def _activation(layer: ActivationLayer, old: bool, refuse: Any) -> dict[str, Any
     if layer.function == "prelu":
         assert layer.alpha is not None
         r, c, k = layer.alpha.shape
-        fields |= {"alpha_rows": r, "alpha_columns": c, "alpha_channels": k, "alpha_values": layer.alpha.reshape(-1)}
+        fields |= {
+            "alpha_rows": r,
+            "alpha_columns": c,
+            "alpha_channels": k,
+            "alpha_values": layer.alpha.reshape(-1),
+        }
     if old:
         return _base(layer, f"ActivationLayer<float,{kind}>") | fields
     nested = kind if kind.endswith(">") else f"{kind}<float>"
     return _base(layer, "ActivationLayer<float>") | {
-        "activation": {"_type": nested, "_version": "0", **fields}}
+        "activation": {"_type": nested, "_version": "0", **fields}
+    }
 
 
 class _Writer:

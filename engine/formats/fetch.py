@@ -68,7 +68,9 @@ class Progress:
         self.last = now
         frac = min(done / self.total, 1.0)
         bar = "#" * int(frac * 30)
-        self.stream.write(f"\r{self.label} [{bar:<30}] {frac:6.1%} {done / 1e6:.1f}/{self.total / 1e6:.1f} MB")
+        self.stream.write(
+            f"\r{self.label} [{bar:<30}] {frac:6.1%} {done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
+        )
         self.stream.flush()
 
     def close(self, done: int) -> None:
@@ -105,7 +107,9 @@ def fetch(entry: Entry, directory: str | Path, *, url_base: str | None = None,
             failures = 0 if made_progress else failures + 1
             if failures > retries:
                 bar.close(part.stat().st_size if part.exists() else 0)
-                raise ModelError(f"download failed after {retries} retries: {exc}", path=url) from None
+                raise ModelError(
+                    f"download failed after {retries} retries: {exc}", path=url
+                ) from None
             time.sleep(backoff * min(failures, 5))
         except OSError as exc:
             raise ModelError(f"cannot write the download: {exc}", path=str(part)) from None
@@ -158,7 +162,9 @@ def _download(url: str, part: Path, have: int, size: int, timeout: float, bar: P
                     bar.update(done)
                     if done > size:
                         stream.truncate(size)
-                        raise ModelError(f"size mismatch: the server sends more than {size} bytes", path=url)
+                        raise ModelError(
+                            f"size mismatch: the server sends more than {size} bytes", path=url
+                        )
             if done < size:
                 raise _Retryable(f"connection closed at {done} of {size} bytes")
     except urllib.error.HTTPError as exc:

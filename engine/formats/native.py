@@ -52,7 +52,10 @@ def write_native(net: Network, path: str | Path) -> Path:
         "preprocessing": net.preprocessing.to_dict(),
         "maxpool_ring_value": net.maxpool_ring_value,
         "metadata": net.metadata,
-        "provenance": {"source_sha256": net.source_sha256, "writer": f"edgebnn {edgebnn.__version__}"},
+        "provenance": {
+            "source_sha256": net.source_sha256,
+            "writer": f"edgebnn {edgebnn.__version__}",
+        },
     }
     text = json.dumps(header, default=str, allow_nan=False).encode("utf-8")
     arrays[HEADER] = np.frombuffer(text, np.uint8)
@@ -142,7 +145,9 @@ def _network(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str) 
         raise ModelError("expected an input node and at least one layer", path=where, field="nodes")
     built = [_layer(node, i - 1, arrays, where) for i, node in enumerate(nodes)]
     if not isinstance(built[0], InputLayer) or any(isinstance(n, InputLayer) for n in built[1:]):
-        raise ModelError("node 0, and only node 0, must be the InputLayer", path=where, field="nodes")
+        raise ModelError(
+            "node 0, and only node 0, must be the InputLayer", path=where, field="nodes"
+        )
     labels = header.get("labels")
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ModelError("expected a list of strings", path=where, field="labels")

@@ -29,8 +29,9 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def write_video(path: Path, frames: int = 20, size: tuple[int, int] = (96, 72),
-                fps: float = 30.0) -> Path:
+def write_video(
+    path: Path, frames: int = 20, size: tuple[int, int] = (96, 72), fps: float = 30.0
+) -> Path:
     """An MJPG .avi of moving colour bars (each frame differs)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     assert writer.isOpened()
@@ -61,8 +62,12 @@ def make_config(tmp_path: Path, cameras: list[dict[str, Any]], **extra: Any) -> 
 class Recorder:
     """A SUB socket on its own thread that keeps every (topic, payload) it receives."""
 
-    def __init__(self, endpoint: str, topics: tuple[bytes, ...] = (b"",),
-                 setup: Callable[[zmq.Socket], None] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        topics: tuple[bytes, ...] = (b"",),
+        setup: Callable[[zmq.Socket], None] | None = None,
+    ) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -132,8 +137,11 @@ class Running:
 
 def subprocess_env() -> dict[str, str]:
     """The environment for `edgebnn` subprocesses (keeps NUMBA_CACHE_DIR, no systemd vars)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "INVOCATION_ID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM", "INVOCATION_ID")
+    }
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -72,8 +72,9 @@ class Run:
         self.board = FrameBoard()
         self.stats = CameraStats(config.name)
         self.states: list[str] = []
-        self.worker = CameraWorker(config, self.board, self.stats,
-                                   lambda name: self.states.append(self.stats.state))
+        self.worker = CameraWorker(
+            config, self.board, self.stats, lambda name: self.states.append(self.stats.state)
+        )
         self.worker.start()
 
     def wait(self, check, timeout: float = 10.0) -> bool:
@@ -158,8 +159,12 @@ def test_camera_loss_then_recovery(tmp_path: Path) -> None:
 
 
 def test_backoff_doubles_is_capped_and_jittered() -> None:
-    worker = CameraWorker(camera("x", "file", backoff_initial=1.0, backoff_max=8.0),
-                          FrameBoard(), CameraStats("cam"), lambda name: None)
+    worker = CameraWorker(
+        camera("x", "file", backoff_initial=1.0, backoff_max=8.0),
+        FrameBoard(),
+        CameraStats("cam"),
+        lambda name: None,
+    )
     for attempt, cap in enumerate([1, 2, 4, 8, 8, 8]):
         delays = [worker.backoff(attempt) for _ in range(200)]
         assert all(cap * 0.5 <= d <= cap for d in delays)
@@ -176,8 +181,15 @@ def test_a_device_that_does_not_exist_keeps_retrying() -> None:
         run.stop()
 
 
-@pytest.mark.parametrize("bad", [np.zeros((0, 4, 3), np.uint8), np.zeros((4, 4, 3), np.float32),
-                                 np.zeros((4, 4, 2), np.uint8), "frame"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4, 2), np.uint8),
+        "frame",
+    ],
+)
 def test_malformed_frames_are_rejected(bad) -> None:
     from edgebnn.daemon.capture import BadFrame, check_frame
 

@@ -30,9 +30,13 @@ class Process:
     """`edgebnn ...` with stderr collected line by line."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen([*EDGEBNN, *args], stderr=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True,
-                                     env=env or subprocess_env())
+        self.proc = subprocess.Popen(
+            [*EDGEBNN, *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env or subprocess_env(),
+        )
         self.lines: list[str] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -75,8 +79,7 @@ def test_sighup_reloads_and_rejects_invalid_configs(tmp_path, image_dir, video) 
     proc = Process("run", "--config", str(config))
     try:
         proc.wait_for("camera stills online")
-        write_config(config, image_dir, endpoint,
-                     extra=f"  - name: clip\n    source: {video}\n")
+        write_config(config, image_dir, endpoint, extra=f"  - name: clip\n    source: {video}\n")
         proc.proc.send_signal(signal.SIGHUP)
         proc.wait_for("configuration reloaded")
         proc.wait_for("camera clip online")
@@ -101,8 +104,9 @@ def test_run_with_an_invalid_config_exits_78(tmp_path, image_dir) -> None:
     config = write_config(tmp_path / "c.yaml", image_dir, "tcp://127.0.0.1:nope")
     proc = Process("run", "--config", str(config))
     assert proc.finish() == EX_CONFIG
-    assert any("c.yaml:7: publish.endpoints[0]: must be tcp://HOST:PORT" in line
-               for line in proc.lines), proc.lines
+    assert any(
+        "c.yaml:7: publish.endpoints[0]: must be tcp://HOST:PORT" in line for line in proc.lines
+    ), proc.lines
 
 
 def test_bind_failure_exits_1(tmp_path, image_dir) -> None:
@@ -127,35 +131,67 @@ def test_journald_format_under_systemd(tmp_path, image_dir) -> None:
     env = {**subprocess_env(), "INVOCATION_ID": "0123456789abcdef"}
     proc = Process("run", "--config", str(config), "--frames", "2", env=env)
     assert proc.finish(timeout=60) == 0
-    assert proc.lines and all(line.startswith(("<6>edgebnn", "<4>edgebnn", "<7>edgebnn"))
-                              for line in proc.lines), proc.lines
+    assert proc.lines and all(
+        line.startswith(("<6>edgebnn", "<4>edgebnn", "<7>edgebnn")) for line in proc.lines
+    ), proc.lines
     assert not any(time.strftime("%Y-") in line for line in proc.lines)
 
 
 def test_keys_generate(tmp_path) -> None:
-    out = subprocess.run([*EDGEBNN, "keys", "generate", str(tmp_path / "k")], check=False,
-                         capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    out = subprocess.run(
+        [*EDGEBNN, "keys", "generate", str(tmp_path / "k")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "k" / "server.key").is_file()
     assert (tmp_path / "k" / "server.key_secret").stat().st_mode & 0o777 == 0o600
-    again = subprocess.run([*EDGEBNN, "keys", "generate", str(tmp_path / "k")], check=False,
-                           capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    again = subprocess.run(
+        [*EDGEBNN, "keys", "generate", str(tmp_path / "k")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert again.returncode == 1 and "exists" in again.stderr
 
 
 @pytest.mark.parametrize("as_json", [True, False])
-def test_subscribe_prints_what_the_daemon_publishes(tmp_path, image_dir, video, start_daemon,
-                                                    as_json) -> None:
-    config = make_config(tmp_path, [
-        {"name": "stills", "source": str(image_dir), "max_fps": 20},
-        {"name": "stills2", "source": str(video), "max_fps": 20, "realtime": False},
-    ])
+def test_subscribe_prints_what_the_daemon_publishes(
+    tmp_path, image_dir, video, start_daemon, as_json
+) -> None:
+    config = make_config(
+        tmp_path,
+        [
+            {"name": "stills", "source": str(image_dir), "max_fps": 20},
+            {"name": "stills2", "source": str(video), "max_fps": 20, "realtime": False},
+        ],
+    )
     running = start_daemon(config)
     running.wait_ready()
-    args = ["subscribe", "--endpoint", config.publish.endpoints[0], "--camera", "stills",
-            "--count", "3", "--timeout", "30"] + (["--json"] if as_json else [])
-    out = subprocess.run([*EDGEBNN, *args], check=False, capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60)
+    args = [
+        "subscribe",
+        "--endpoint",
+        config.publish.endpoints[0],
+        "--camera",
+        "stills",
+        "--count",
+        "3",
+        "--timeout",
+        "30",
+    ] + (["--json"] if as_json else [])
+    out = subprocess.run(
+        [*EDGEBNN, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 3
@@ -169,17 +205,28 @@ def test_subscribe_prints_what_the_daemon_publishes(tmp_path, image_dir, video, 
 
 
 def test_subscribe_times_out_with_exit_1() -> None:
-    out = subprocess.run([*EDGEBNN, "subscribe", "--endpoint", free_endpoint(), "--timeout",
-                          "0.5"], check=False, capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60)
+    out = subprocess.run(
+        [*EDGEBNN, "subscribe", "--endpoint", free_endpoint(), "--timeout", "0.5"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert out.returncode == 1
 
 
 def test_demo_runs_alone_and_exits(tmp_path) -> None:
     # The small random model keeps this fast everywhere; the default (the bundled
     # EfficientNet-Lite0) is the engine's to test.
-    out = subprocess.run([*EDGEBNN, "demo", "--frames", "3", "--model", MODEL], check=False,
-                         capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    out = subprocess.run(
+        [*EDGEBNN, "demo", "--frames", "3", "--model", MODEL],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     predictions = [line for line in out.stdout.splitlines() if " #" in line]
     assert len(predictions) == 3

@@ -50,12 +50,39 @@ def test_shipped_config_is_valid_and_complete() -> None:
     assert list(groups["dog"]) == sorted({int(x) for x in dogs_file})
     assert config.publish.endpoints == ("tcp://127.0.0.1:5556",)
     text = SHIPPED.read_text()
-    for key in ("model", "fallback_model", "threads", "top_k", "min_score", "groups", "kind",
-                "loop", "realtime", "max_fps", "open_timeout", "read_timeout", "width",
-                "height", "failures_before_reconnect", "initial", "max", "endpoints",
-                "send_hwm", "queue_size", "curve", "server_secret_key", "allowed_clients",
-                "interval", "status_interval", "level", "enabled", "host", "port",
-                "max_frame_age", "ping_while_cameras_offline"):
+    for key in (
+        "model",
+        "fallback_model",
+        "threads",
+        "top_k",
+        "min_score",
+        "groups",
+        "kind",
+        "loop",
+        "realtime",
+        "max_fps",
+        "open_timeout",
+        "read_timeout",
+        "width",
+        "height",
+        "failures_before_reconnect",
+        "initial",
+        "max",
+        "endpoints",
+        "send_hwm",
+        "queue_size",
+        "curve",
+        "server_secret_key",
+        "allowed_clients",
+        "interval",
+        "status_interval",
+        "level",
+        "enabled",
+        "host",
+        "port",
+        "max_frame_age",
+        "ping_while_cameras_offline",
+    ):
         assert f"{key}:" in text, key
 
 
@@ -90,8 +117,12 @@ def test_defaults_and_relative_paths(base: Path) -> None:
 # (yaml appended to or replacing MINIMAL, key path, line, words the message must contain)
 ERRORS = [
     ("modle: x\n", "modle", 5, ["unknown key", "did you mean 'model'"]),
-    ("model: nets/missing.ebnn\ncameras: [{name: a, source: 0}]", "model", 1,
-     ["model file not found", "builtin name"]),
+    (
+        "model: nets/missing.ebnn\ncameras: [{name: a, source: 0}]",
+        "model",
+        1,
+        ["model file not found", "builtin name"],
+    ),
     ("threads: 0\n", "threads", 5, ["must be >= 1"]),
     ("predictions: {top_k: 0}\n", "predictions.top_k", 5, ["between 1 and 100"]),
     ("predictions: {min_score: 2}\n", "predictions.min_score", 5, ["between 0 and 1"]),
@@ -106,30 +137,48 @@ ERRORS = [
     ("groups: {dog: {url: x}}\n", "groups.dog", 5, ["{file: PATH}"]),
     ("groups: {dog: []}\n", "groups.dog", 5, ["no class indices"]),
     ("cameras: []\n", "cameras", 1, ["non-empty list"]),
-    ("fallback_model: 3\ncameras: [{name: a, source: 0}]", "fallback_model", 1,
-     ["a non-empty string"]),
+    (
+        "fallback_model: 3\ncameras: [{name: a, source: 0}]",
+        "fallback_model",
+        1,
+        ["a non-empty string"],
+    ),
     ("x", "", 1, ["must be a mapping"]),
     ("predictions: {top_k: 1\n", "", 6, ["not valid YAML"]),
     ("cameras:\n\t- name: a\n", "", 2, ["tab"]),
     ("model: a\n", "model", 5, ["duplicate key"]),
-    ("publish: {endpoints: [tcp://127.0.0.1]}\n", "publish.endpoints[0]", 5,
-     ["tcp://HOST:PORT"]),
-    ("publish: {endpoints: ['tcp://127.0.0.1:70000']}\n", "publish.endpoints[0]", 5,
-     ["1-65535"]),
+    ("publish: {endpoints: [tcp://127.0.0.1]}\n", "publish.endpoints[0]", 5, ["tcp://HOST:PORT"]),
+    ("publish: {endpoints: ['tcp://127.0.0.1:70000']}\n", "publish.endpoints[0]", 5, ["1-65535"]),
     ("publish: {endpoints: []}\n", "publish.endpoints", 5, ["non-empty list"]),
     ("publish: {send_hwm: 0}\n", "publish.send_hwm", 5, ["between 1 and 10000"]),
-    ("publish: {curve: {allowed_clients: keys}}\n", "publish.curve.server_secret_key", 5,
-     ["required"]),
-    ("publish: {curve: {server_secret_key: keys/nope}}\n", "publish.curve.server_secret_key", 5,
-     ["file not found", "keys generate"]),
-    ("publish: {curve: {server_secret_key: keys/server.key_secret, allowed_clients: x}}\n",
-     "publish.curve.allowed_clients", 5, ["client public keys"]),
+    (
+        "publish: {curve: {allowed_clients: keys}}\n",
+        "publish.curve.server_secret_key",
+        5,
+        ["required"],
+    ),
+    (
+        "publish: {curve: {server_secret_key: keys/nope}}\n",
+        "publish.curve.server_secret_key",
+        5,
+        ["file not found", "keys generate"],
+    ),
+    (
+        "publish: {curve: {server_secret_key: keys/server.key_secret, allowed_clients: x}}\n",
+        "publish.curve.allowed_clients",
+        5,
+        ["client public keys"],
+    ),
     ("stats: {interval: -1}\n", "stats.interval", 5, ["> 0"]),
     ("logging: {level: loud}\n", "logging.level", 5, ["debug, info, warning, error"]),
     ("metrics: {port: http}\n", "metrics.port", 5, ["an integer"]),
     ("metrics: {port: 99999}\n", "metrics.port", 5, ["between 0 and 65535"]),
-    ("watchdog: {ping_while_cameras_offline: maybe}\n",
-     "watchdog.ping_while_cameras_offline", 5, ["true or false"]),
+    (
+        "watchdog: {ping_while_cameras_offline: maybe}\n",
+        "watchdog.ping_while_cameras_offline",
+        5,
+        ["true or false"],
+    ),
     ("watchdog: {max_age: 3}\n", "watchdog.max_age", 5, ["did you mean 'max_frame_age'"]),
 ]
 CAMERA_ERRORS = [
@@ -147,8 +196,12 @@ CAMERA_ERRORS = [
     ("- name: b\n  source: 0\n  max_fps: 0\n", "cameras[1].max_fps", 7, ["> 0"]),
     ("- name: b\n  source: 0\n  loop: yes please\n", "cameras[1].loop", 7, ["true or false"]),
     ("- name: b\n  source: 0\n  fps: 3\n", "cameras[1].fps", 7, ["unknown key", "max_fps"]),
-    ("- name: b\n  source: 0\n  backoff: {initial: 10, max: 2}\n", "cameras[1].backoff.max", 7,
-     [">= backoff.initial"]),
+    (
+        "- name: b\n  source: 0\n  backoff: {initial: 10, max: 2}\n",
+        "cameras[1].backoff.max",
+        7,
+        [">= backoff.initial"],
+    ),
     ("- name: b\n  source: 0\n  width: 0\n", "cameras[1].width", 7, [">= 1"]),
     ("- 7\n", "cameras[1]", 5, ["must be a mapping"]),
 ]
@@ -162,13 +215,19 @@ def _cases() -> list[tuple[str, str, int, list[str]]]:
     return cases
 
 
-@pytest.mark.parametrize(("text", "key", "line", "words"), _cases(),
-                         ids=lambda v: v if isinstance(v, str) and "\n" not in v else None)
+@pytest.mark.parametrize(
+    ("text", "key", "line", "words"),
+    _cases(),
+    ids=lambda v: v if isinstance(v, str) and "\n" not in v else None,
+)
 def test_config_error(base: Path, text: str, key: str, line: int, words: list[str]) -> None:
     if text.startswith("@cameras"):
-        document = MINIMAL + text[len("@cameras"):]
-    elif text.startswith(("model:", "cameras:", "fallback_model:", "x")) and "cameras" in text \
-            or text in ("x", "cameras: []\n"):
+        document = MINIMAL + text[len("@cameras") :]
+    elif (
+        text.startswith(("model:", "cameras:", "fallback_model:", "x"))
+        and "cameras" in text
+        or text in ("x", "cameras: []\n")
+    ):
         document = text
     else:
         document = MINIMAL + text
@@ -198,11 +257,19 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml")
 
 
-@pytest.mark.parametrize(("endpoint", "loopback"), [
-    ("tcp://127.0.0.1:5556", True), ("tcp://localhost:1", True), ("tcp://[::1]:5", True),
-    ("ipc:///run/edgebnn.sock", True), ("tcp://0.0.0.0:5556", False), ("tcp://*:5556", False),
-    ("tcp://eth0:5556", False), ("tcp://192.168.1.4:5556", False),
-])
+@pytest.mark.parametrize(
+    ("endpoint", "loopback"),
+    [
+        ("tcp://127.0.0.1:5556", True),
+        ("tcp://localhost:1", True),
+        ("tcp://[::1]:5", True),
+        ("ipc:///run/edgebnn.sock", True),
+        ("tcp://0.0.0.0:5556", False),
+        ("tcp://*:5556", False),
+        ("tcp://eth0:5556", False),
+        ("tcp://192.168.1.4:5556", False),
+    ],
+)
 def test_loopback_detection(endpoint: str, loopback: bool) -> None:
     assert is_loopback_endpoint(endpoint) is loopback
 
@@ -212,13 +279,23 @@ def test_check_config_command(base: Path) -> None:
     good.write_text(MINIMAL)
     bad = base / "bad.yaml"
     bad.write_text(MINIMAL + "predictions:\n  top_k: 1000\n")
-    ok = subprocess.run([*EDGEBNN, "check-config", str(good)], check=False,
-                        capture_output=True, text=True,
-                        env=subprocess_env(), timeout=120)
+    ok = subprocess.run(
+        [*EDGEBNN, "check-config", str(good)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout and "cam0 (file)" in ok.stdout
-    fail = subprocess.run([*EDGEBNN, "check-config", str(bad)], check=False,
-                        capture_output=True, text=True,
-                          env=subprocess_env(), timeout=120)
+    fail = subprocess.run(
+        [*EDGEBNN, "check-config", str(bad)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert fail.returncode == EX_CONFIG
     assert f"{bad}:6: predictions.top_k: must be between 1 and 100; got 1000" in fail.stderr

@@ -16,8 +16,17 @@ from edgebnn.daemon.stats import ONLINE, RECONNECTING
 
 import edgebnn
 
-PREDICTION_KEYS = {"schema", "camera", "seq", "captured_at", "published_at", "inference_ms",
-                   "model", "top", "groups"}
+PREDICTION_KEYS = {
+    "schema",
+    "camera",
+    "seq",
+    "captured_at",
+    "published_at",
+    "inference_ms",
+    "model",
+    "top",
+    "groups",
+}
 
 
 def check_prediction(p: dict, camera: str, top_k: int, groups: set[str]) -> None:
@@ -36,18 +45,28 @@ def check_prediction(p: dict, camera: str, top_k: int, groups: set[str]) -> None
     assert set(p["groups"]) == groups
 
 
-def test_predictions_from_a_video_and_an_image_folder(tmp_path, video, image_dir, start_daemon,
-                                                      recorder) -> None:
-    config = make_config(tmp_path, [
-        {"name": "clip", "source": str(video), "realtime": False, "max_fps": 40},
-        {"name": "stills", "source": str(image_dir), "max_fps": 40},
-    ], predictions={"top_k": 3})
+def test_predictions_from_a_video_and_an_image_folder(
+    tmp_path, video, image_dir, start_daemon, recorder
+) -> None:
+    config = make_config(
+        tmp_path,
+        [
+            {"name": "clip", "source": str(video), "realtime": False, "max_fps": 40},
+            {"name": "stills", "source": str(image_dir), "max_fps": 40},
+        ],
+        predictions={"top_k": 3},
+    )
     endpoint = config.publish.endpoints[0]
     rec = recorder(endpoint)
     running = start_daemon(config)
     running.wait_ready()
-    assert rec.wait_for(lambda r: len(r.of("predictions/clip/")) >= 5
-                        and len(r.of("predictions/stills/")) >= 5 and r.of("stats/"))
+    assert rec.wait_for(
+        lambda r: (
+            len(r.of("predictions/clip/")) >= 5
+            and len(r.of("predictions/stills/")) >= 5
+            and r.of("stats/")
+        )
+    )
     assert running.stop() == 0
     for camera in ("clip", "stills"):  # the last messages: the cameras went offline
         assert rec.wait_for(lambda r, c=camera: r.of(f"status/{c}/")[-1]["state"] == "offline")
@@ -67,8 +86,11 @@ def test_predictions_from_a_video_and_an_image_folder(tmp_path, video, image_dir
     probs = net.predict(cv2.imread(str(image_dir / "chelsea.jpg")))
     dogs = sorted(set(read_indices(PACKAGE_DATA / "groups" / "dogs.txt")))
     cats = sorted(set(read_indices(PACKAGE_DATA / "groups" / "cats.txt")))
-    expected_groups = {"dog": float(probs[dogs].sum()), "cat": float(probs[cats].sum()),
-                       "low": float(probs[:100].sum())}
+    expected_groups = {
+        "dog": float(probs[dogs].sum()),
+        "cat": float(probs[cats].sum()),
+        "low": float(probs[:100].sum()),
+    }
     best = np.argsort(-probs)[:3]
     for p in rec.of("predictions/stills/"):
         assert [t["index"] for t in p["top"]] == [int(i) for i in best]
@@ -89,13 +111,22 @@ def test_predictions_from_a_video_and_an_image_folder(tmp_path, video, image_dir
         assert {"fps", "capture_fps", "skipped", "failed", "reconnects", "state"} <= set(cam)
 
 
-def test_camera_loss_and_recovery_leave_other_cameras_alone(tmp_path, video, image_dir,
-                                                            start_daemon, recorder) -> None:
-    config = make_config(tmp_path, [
-        {"name": "clip", "source": str(video), "realtime": False, "max_fps": 30,
-         "backoff": {"initial": 0.05, "max": 0.2}},
-        {"name": "stills", "source": str(image_dir), "max_fps": 30},
-    ])
+def test_camera_loss_and_recovery_leave_other_cameras_alone(
+    tmp_path, video, image_dir, start_daemon, recorder
+) -> None:
+    config = make_config(
+        tmp_path,
+        [
+            {
+                "name": "clip",
+                "source": str(video),
+                "realtime": False,
+                "max_fps": 30,
+                "backoff": {"initial": 0.05, "max": 0.2},
+            },
+            {"name": "stills", "source": str(image_dir), "max_fps": 30},
+        ],
+    )
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
     running.wait_ready()
@@ -117,10 +148,13 @@ def test_camera_loss_and_recovery_leave_other_cameras_alone(tmp_path, video, ima
     assert running.stop() == 0
 
 
-def test_reload_changes_cameras_without_restarting_the_others(tmp_path, video, image_dir,
-                                                              start_daemon, recorder) -> None:
-    cameras = [{"name": "stills", "source": str(image_dir), "max_fps": 30},
-               {"name": "clip", "source": str(video), "realtime": False, "max_fps": 30}]
+def test_reload_changes_cameras_without_restarting_the_others(
+    tmp_path, video, image_dir, start_daemon, recorder
+) -> None:
+    cameras = [
+        {"name": "stills", "source": str(image_dir), "max_fps": 30},
+        {"name": "clip", "source": str(video), "realtime": False, "max_fps": 30},
+    ]
     config = make_config(tmp_path, cameras)
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
@@ -131,9 +165,12 @@ def test_reload_changes_cameras_without_restarting_the_others(tmp_path, video, i
     old_net = daemon.pipeline.runtime.net
 
     # Remove 'clip', add 'clip2', change top_k: 'stills' keeps its thread.
-    new = make_config(tmp_path, [cameras[0], {**cameras[1], "name": "clip2"}],
-                      publish={"endpoints": list(config.publish.endpoints)},
-                      predictions={"top_k": 2})
+    new = make_config(
+        tmp_path,
+        [cameras[0], {**cameras[1], "name": "clip2"}],
+        publish={"endpoints": list(config.publish.endpoints)},
+        predictions={"top_k": 2},
+    )
     assert daemon.reload(new)
     assert daemon.workers["stills"] is stills_worker
     assert set(daemon.workers) == {"stills", "clip2"}
@@ -143,8 +180,12 @@ def test_reload_changes_cameras_without_restarting_the_others(tmp_path, video, i
     assert rec.wait_for(lambda r: len(r.of("predictions/stills/")[-1]["top"]) == 2)
 
     # A model change: the new model is loaded and warmed before the old one goes.
-    other = make_config(tmp_path, [cameras[0]], model=OTHER_MODEL,
-                        publish={"endpoints": list(config.publish.endpoints)})
+    other = make_config(
+        tmp_path,
+        [cameras[0]],
+        model=OTHER_MODEL,
+        publish={"endpoints": list(config.publish.endpoints)},
+    )
     assert daemon.reload(other)
     assert daemon.pipeline.runtime.net is not old_net
     assert daemon.pipeline.runtime.net.input_shape == (32, 32, 3)
@@ -154,12 +195,15 @@ def test_reload_changes_cameras_without_restarting_the_others(tmp_path, video, i
     assert running.stop() == 0
 
 
-def test_invalid_reload_keeps_the_running_config(tmp_path, image_dir, start_daemon,
-                                                 recorder, caplog) -> None:
+def test_invalid_reload_keeps_the_running_config(
+    tmp_path, image_dir, start_daemon, recorder, caplog
+) -> None:
     path = tmp_path / "edgebnn.yaml"
     endpoint = make_config(tmp_path, [{"name": "a", "source": "0"}]).publish.endpoints[0]
-    path.write_text(f"model: {MODEL}\ncameras:\n  - name: stills\n    source: {image_dir}\n"
-                    f"    max_fps: 20\npublish: {{endpoints: ['{endpoint}']}}\n")
+    path.write_text(
+        f"model: {MODEL}\ncameras:\n  - name: stills\n    source: {image_dir}\n"
+        f"    max_fps: 20\npublish: {{endpoints: ['{endpoint}']}}\n"
+    )
     from edgebnn.daemon.config import load_config
 
     rec = recorder(endpoint)
@@ -192,8 +236,7 @@ def test_a_subscriber_that_never_reads_cannot_grow_memory(tmp_path, recorder) ->
 
     endpoint = make_config(tmp_path, [{"name": "a", "source": "0"}]).publish.endpoints[0]
     context = zmq.Context()
-    publisher = Publisher(PublishConfig(endpoints=(endpoint,), send_hwm=5, queue_size=50),
-                          context)
+    publisher = Publisher(PublishConfig(endpoints=(endpoint,), send_hwm=5, queue_size=50), context)
     publisher.start()
     stalled = context.socket(zmq.SUB)
     stalled.setsockopt(zmq.RCVHWM, 5)
@@ -226,8 +269,11 @@ def test_a_subscriber_that_never_reads_cannot_grow_memory(tmp_path, recorder) ->
 
 
 def test_prometheus_metrics(tmp_path, image_dir, start_daemon, recorder) -> None:
-    config = make_config(tmp_path, [{"name": "stills", "source": str(image_dir), "max_fps": 30}],
-                         metrics={"enabled": True, "port": 0})
+    config = make_config(
+        tmp_path,
+        [{"name": "stills", "source": str(image_dir), "max_fps": 30}],
+        metrics={"enabled": True, "port": 0},
+    )
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
     running.wait_ready()
@@ -236,8 +282,11 @@ def test_prometheus_metrics(tmp_path, image_dir, start_daemon, recorder) -> None
     assert host == "127.0.0.1"
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'edgebnn_camera_online{camera="stills"} 1.0' in body
-    processed = [line for line in body.splitlines()
-                 if line.startswith('edgebnn_frames_processed_total{camera="stills"}')]
+    processed = [
+        line
+        for line in body.splitlines()
+        if line.startswith('edgebnn_frames_processed_total{camera="stills"}')
+    ]
     assert processed and float(processed[0].split()[-1]) >= 3
     assert 'edgebnn_inference_seconds{camera="stills",quantile="0.5"}' in body
     assert "edgebnn_resident_memory_bytes" in body
@@ -245,25 +294,30 @@ def test_prometheus_metrics(tmp_path, image_dir, start_daemon, recorder) -> None
 
 
 def test_group_beyond_model_classes_is_a_config_exit(tmp_path, image_dir, start_daemon) -> None:
-    config = make_config(tmp_path, [{"name": "s", "source": str(image_dir)}],
-                         groups={"huge": [1000]})
+    config = make_config(
+        tmp_path, [{"name": "s", "source": str(image_dir)}], groups={"huge": [1000]}
+    )
     running = start_daemon(config)
     running.thread.join(60)
     assert running.code == 78
 
 
 def test_missing_builtin_model_is_a_config_exit(tmp_path, image_dir, start_daemon) -> None:
-    config = make_config(tmp_path, [{"name": "s", "source": str(image_dir)}],
-                         model="no-such-model")
+    config = make_config(tmp_path, [{"name": "s", "source": str(image_dir)}], model="no-such-model")
     running = start_daemon(config)
     running.thread.join(60)
     assert running.code == 78
 
 
-def test_fallback_model_is_used_with_a_warning(tmp_path, image_dir, start_daemon, recorder,
-                                               caplog) -> None:
-    config = make_config(tmp_path, [{"name": "s", "source": str(image_dir), "max_fps": 20}],
-                         model="no-such-model", fallback_model=MODEL)
+def test_fallback_model_is_used_with_a_warning(
+    tmp_path, image_dir, start_daemon, recorder, caplog
+) -> None:
+    config = make_config(
+        tmp_path,
+        [{"name": "s", "source": str(image_dir), "max_fps": 20}],
+        model="no-such-model",
+        fallback_model=MODEL,
+    )
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
     running.wait_ready()
@@ -277,8 +331,9 @@ def test_config_error_object_for_dict_configs(tmp_path: Path) -> None:
         make_config(tmp_path, [{"name": "x"}])
 
 
-def test_a_source_stuck_in_a_read_is_replaced(tmp_path, image_dir, video, start_daemon,
-                                              recorder) -> None:
+def test_a_source_stuck_in_a_read_is_replaced(
+    tmp_path, image_dir, video, start_daemon, recorder
+) -> None:
     """A FIFO without a writer blocks cv2.imread for ever, as a hung device read does: the
     daemon reports the camera, starts a fresh capture thread, and the others carry on."""
     import os
@@ -288,17 +343,24 @@ def test_a_source_stuck_in_a_read_is_replaced(tmp_path, image_dir, video, start_
     (stuck / "a.jpg").write_bytes((image_dir / "chelsea.jpg").read_bytes())
     fifo = stuck / "b.jpg"
     os.mkfifo(fifo)
-    config = make_config(tmp_path, [
-        {"name": "stuck", "source": str(stuck), "read_timeout": 0.3, "max_fps": 50,
-         "backoff": {"initial": 0.1, "max": 0.3}},
-        {"name": "clip", "source": str(video), "max_fps": 30},
-    ])
+    config = make_config(
+        tmp_path,
+        [
+            {
+                "name": "stuck",
+                "source": str(stuck),
+                "read_timeout": 0.3,
+                "max_fps": 50,
+                "backoff": {"initial": 0.1, "max": 0.3},
+            },
+            {"name": "clip", "source": str(video), "max_fps": 30},
+        ],
+    )
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
     try:
         running.wait_ready()
-        assert rec.wait_for(lambda r: any("stuck" in s["reason"]
-                                          for s in r.of("status/stuck/")))
+        assert rec.wait_for(lambda r: any("stuck" in s["reason"] for s in r.of("status/stuck/")))
         first = running.daemon.workers["stuck"]
         # The replacement reads a.jpg again (a fresh frame), then blocks again.
         assert rec.wait_for(lambda r: len(r.of("predictions/stuck/")) >= 2)
@@ -316,8 +378,9 @@ def test_a_source_stuck_in_a_read_is_replaced(tmp_path, image_dir, video, start_
             os.close(fd)
 
 
-def test_reload_moves_the_publisher_to_a_new_endpoint(tmp_path, image_dir, start_daemon,
-                                                       recorder) -> None:
+def test_reload_moves_the_publisher_to_a_new_endpoint(
+    tmp_path, image_dir, start_daemon, recorder
+) -> None:
     cameras = [{"name": "stills", "source": str(image_dir), "max_fps": 30}]
     config = make_config(tmp_path, cameras)
     running = start_daemon(config)

@@ -57,8 +57,11 @@ def test_notify_protocol(tmp_path, image_dir, start_daemon) -> None:
     listener = NotifyListener(tmp_path / "notify")
     try:
         notifier = Notifier({"NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "200000"})
-        config = make_config(tmp_path, [{"name": "s", "source": str(image_dir), "max_fps": 50}],
-                             watchdog={"max_frame_age": 0.5, "ping_while_cameras_offline": False})
+        config = make_config(
+            tmp_path,
+            [{"name": "s", "source": str(image_dir), "max_fps": 50}],
+            watchdog={"max_frame_age": 0.5, "ping_while_cameras_offline": False},
+        )
         running = start_daemon(config, notifier=notifier)
         running.wait_ready()
         daemon = running.daemon
@@ -92,7 +95,7 @@ def test_notify_protocol(tmp_path, image_dir, start_daemon) -> None:
         time.sleep(0.3)
         after = listener.messages()[count:]
         reloading = next(i for i, m in enumerate(after) if m.startswith("RELOADING=1"))
-        assert any(m.startswith("READY=1") for m in after[reloading + 1:])
+        assert any(m.startswith("READY=1") for m in after[reloading + 1 :])
         assert "MONOTONIC_USEC=" in after[reloading]
 
         # STATUS lines carry the frame rate.
@@ -107,9 +110,17 @@ def test_watchdog_continues_while_every_camera_is_offline(tmp_path, start_daemon
     listener = NotifyListener(tmp_path / "notify")
     try:
         notifier = Notifier({"NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "200000"})
-        config = make_config(tmp_path, [{"name": "usb", "source": "/dev/video-edgebnn-none",
-                                         "backoff": {"initial": 0.05, "max": 0.1}}],
-                             watchdog={"max_frame_age": 0.3})
+        config = make_config(
+            tmp_path,
+            [
+                {
+                    "name": "usb",
+                    "source": "/dev/video-edgebnn-none",
+                    "backoff": {"initial": 0.05, "max": 0.1},
+                }
+            ],
+            watchdog={"max_frame_age": 0.3},
+        )
         running = start_daemon(config, notifier=notifier)
         running.wait_ready()
         time.sleep(1.2)
@@ -131,9 +142,13 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     clients.mkdir()
     client_pub.replace(clients / "client.key")
     _, intruder_secret = generate_keypair(tmp_path / "intruder", "intruder")
-    return {"server_public": server_pub, "server_secret": server_secret,
-            "clients": clients, "client_secret": client_secret,
-            "intruder_secret": intruder_secret}
+    return {
+        "server_public": server_pub,
+        "server_secret": server_secret,
+        "clients": clients,
+        "client_secret": client_secret,
+        "intruder_secret": intruder_secret,
+    }
 
 
 def test_generated_keys_are_private_and_never_overwritten(keys) -> None:
@@ -144,12 +159,18 @@ def test_generated_keys_are_private_and_never_overwritten(keys) -> None:
         generate_keypair(keys["server_secret"].parent, "server")
 
 
-def test_curve_admits_listed_clients_only(tmp_path, image_dir, keys, start_daemon,
-                                          recorder, caplog) -> None:
+def test_curve_admits_listed_clients_only(
+    tmp_path, image_dir, keys, start_daemon, recorder, caplog
+) -> None:
     config = make_config(
-        tmp_path, [{"name": "s", "source": str(image_dir), "max_fps": 30}],
-        publish={"curve": {"server_secret_key": str(keys["server_secret"]),
-                           "allowed_clients": str(keys["clients"])}},
+        tmp_path,
+        [{"name": "s", "source": str(image_dir), "max_fps": 30}],
+        publish={
+            "curve": {
+                "server_secret_key": str(keys["server_secret"]),
+                "allowed_clients": str(keys["clients"]),
+            }
+        },
     )
     endpoint = config.publish.endpoints[0]
     server_public, _ = zmq.auth.load_certificate(str(keys["server_public"]))
@@ -159,6 +180,7 @@ def test_curve_admits_listed_clients_only(tmp_path, image_dir, keys, start_daemo
             public, secret = zmq.auth.load_certificate(str(secret_file))
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.curve_serverkey = server_public
+
         return setup
 
     allowed = recorder(endpoint, setup=client(keys["client_secret"]))
@@ -176,9 +198,11 @@ def test_curve_admits_listed_clients_only(tmp_path, image_dir, keys, start_daemo
 
 
 def test_curve_without_allowed_list_admits_any_client_with_the_server_key(
-        tmp_path, image_dir, keys, start_daemon, recorder) -> None:
+    tmp_path, image_dir, keys, start_daemon, recorder
+) -> None:
     config = make_config(
-        tmp_path, [{"name": "s", "source": str(image_dir), "max_fps": 30}],
+        tmp_path,
+        [{"name": "s", "source": str(image_dir), "max_fps": 30}],
         publish={"curve": {"server_secret_key": str(keys["server_secret"])}},
     )
     server_public, _ = zmq.auth.load_certificate(str(keys["server_public"]))

@@ -65,8 +65,9 @@ def test_without_socket_everything_is_a_no_op() -> None:
 
 def test_watchdog_meant_for_another_process_is_ignored(listener) -> None:
     path, _ = listener
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000",
-                         "WATCHDOG_PID": str(os.getpid() + 1)})
+    notifier = Notifier(
+        {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)}
+    )
     assert notifier.watchdog_interval is None
 
 

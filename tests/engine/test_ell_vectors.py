@@ -40,18 +40,32 @@ def _find_vectors() -> Path:
     (the same file, committed so that a clone anywhere runs these tests)."""
     here = Path(__file__).resolve()
     for parent in here.parents:
-        for candidate in (parent / "shared" / "ell" / "test_vectors.json",
-                          parent.parent / "shared" / "ell" / "test_vectors.json"):
+        for candidate in (
+            parent / "shared" / "ell" / "test_vectors.json",
+            parent.parent / "shared" / "ell" / "test_vectors.json",
+        ):
             if candidate.exists():
                 return candidate
     return here.parents[1] / "data" / "ell_test_vectors.json"
 
 
 DATA = json.loads(_find_vectors().read_text())
-SCHEMES = {"zeros": 0, "minusOnes": 1, "alternatingZeroAndOnes": 2, "randomZeroAndOnes": 3, "min": 4, "max": 5}
+SCHEMES = {
+    "zeros": 0,
+    "minusOnes": 1,
+    "alternatingZeroAndOnes": 2,
+    "randomZeroAndOnes": 3,
+    "min": 4,
+    "max": 5,
+}
 ACTIVATIONS = {
-    "ReLU": "relu", "LeakyReLU": "leaky_relu", "PReLU": "prelu", "Sigmoid": "sigmoid",
-    "Tanh": "tanh", "HardSigmoid": "hard_sigmoid", "HardTanh": "hard_tanh",
+    "ReLU": "relu",
+    "LeakyReLU": "leaky_relu",
+    "PReLU": "prelu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "HardSigmoid": "hard_sigmoid",
+    "HardTanh": "hard_tanh",
 }
 
 
@@ -73,7 +87,9 @@ def _layer(v: dict, in_shape: tuple, in_pad: Padding):
     if kind in ("ActivationFunction", "Activation"):
         name = ACTIVATIONS[p["activation"]]
         alpha = _tensor(p["alpha"]) if "alpha" in p else None
-        return ActivationLayer(**base, function=name, alpha=alpha, leaky_factor=p.get("leakyFactor", 0.1))
+        return ActivationLayer(
+            **base, function=name, alpha=alpha, leaky_factor=p.get("leakyFactor", 0.1)
+        )
     if kind == "Bias":
         return BiasLayer(**base, bias=p["bias"])
     if kind == "Scaling":
@@ -86,12 +102,18 @@ def _layer(v: dict, in_shape: tuple, in_pad: Padding):
             mult = np.float32(1) / (np.sqrt(var) + eps)
         else:
             mult = np.float32(1) / np.sqrt(var + eps)
-        return BatchNormalizationLayer(**base, multiplication=mult, addition=(-mean * mult).astype(np.float32))
+        return BatchNormalizationLayer(
+            **base, multiplication=mult, addition=(-mean * mult).astype(np.float32)
+        )
     if kind == "FullyConnected":
-        w = np.array(p["weights"]["values"], np.float32).reshape(p["weights"]["rows"], p["weights"]["columns"])
+        w = np.array(p["weights"]["values"], np.float32).reshape(
+            p["weights"]["rows"], p["weights"]["columns"]
+        )
         return FullyConnectedLayer(**base, weights=w)
     if kind == "Pooling":
-        return PoolingLayer(**base, function=p["function"], size=p["poolingSize"], stride=p["stride"])
+        return PoolingLayer(
+            **base, function=p["function"], size=p["poolingSize"], stride=p["stride"]
+        )
     if kind == "Softmax":
         return SoftmaxLayer(**base)
     k = p["receptiveField"]
@@ -101,7 +123,10 @@ def _layer(v: dict, in_shape: tuple, in_pad: Padding):
         return ConvolutionalLayer(**base, weights=w, stride=p["stride"])
     if kind == "BinaryConvolution":
         layer = BinaryConvolutionalLayer.from_real_weights(
-            w, **base, stride=p["stride"], weights_scale=1 if p["weightsScale"] == "mean" else 0,
+            w,
+            **base,
+            stride=p["stride"],
+            weights_scale=1 if p["weightsScale"] == "mean" else 0,
             method=1 if p["method"] == "bitwise" else 0,
         )
         archived = p.get("archived_form")
@@ -117,7 +142,9 @@ LAYER_VECTORS = [v for v in DATA["vectors"] if v["layer"] not in ("LayerBase", "
 
 @pytest.mark.parametrize("v", LAYER_VECTORS, ids=[v["id"] for v in LAYER_VECTORS])
 def test_layer_vector(v: dict) -> None:
-    x = _tensor(v["input"]).reshape(v["input"]["shape"] if len(v["input"]["shape"]) == 3 else (1, 1, -1))
+    x = _tensor(v["input"]).reshape(
+        v["input"]["shape"] if len(v["input"]["shape"]) == 3 else (1, 1, -1)
+    )
     in_pad = _padding(v["input"]["padding"])
     inp = InputLayer(x.shape)  # the vector's full tensor, ring values included, as given
     net = Network(inp, [_layer(v, x.shape, in_pad)])
@@ -143,7 +170,9 @@ def test_layer_base_fill_and_input_layer() -> None:
     """LayerBase: alternating fill over the whole 12x12x6 tensor; InputLayer: order, scale, ring."""
     base = next(v for v in DATA["vectors"] if v["layer"] == "LayerBase")
     shape = tuple(base["output"]["shape"])
-    layer = BiasLayer(shape, output_padding=_padding(base["output"]["padding"]), bias=np.zeros(shape[2]))
+    layer = BiasLayer(
+        shape, output_padding=_padding(base["output"]["padding"]), bias=np.zeros(shape[2])
+    )
     net = Network(InputLayer((shape[0] - 2, shape[1] - 2, shape[2])), [layer])
     out = net.forward(np.zeros(net.input_shape, np.float32)).reshape(shape)
     r, c = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
@@ -153,7 +182,11 @@ def test_layer_base_fill_and_input_layer() -> None:
 
     v = next(v for v in DATA["vectors"] if v["layer"] == "InputLayer")
     p = v["params"]
-    inp = InputLayer(tuple(v["output"]["shape"]), output_padding=_padding(v["output"]["padding"]), scale=p["scale"])
+    inp = InputLayer(
+        tuple(v["output"]["shape"]),
+        output_padding=_padding(v["output"]["padding"]),
+        scale=p["scale"],
+    )
     net = Network(inp, [])
     assert inp.input_shape == tuple(p["inputShape"])
     got = net.plan.run(np.array(v["input"]["values"], np.float32).reshape(inp.input_shape))
@@ -161,7 +194,9 @@ def test_layer_base_fill_and_input_layer() -> None:
         assert abs(got[tuple(check["index"])] - check["expected"]) < 1e-4
 
 
-@pytest.mark.parametrize("nv", DATA["network_vectors"], ids=[v["id"] for v in DATA["network_vectors"]])
+@pytest.mark.parametrize(
+    "nv", DATA["network_vectors"], ids=[v["id"] for v in DATA["network_vectors"]]
+)
 def test_network_vector(nv: dict) -> None:
     """ELL's XOR network (and with its last two layers removed)."""
     layers = []
@@ -169,7 +204,9 @@ def test_network_vector(nv: dict) -> None:
     specs = nv["layers"][: len(nv["layers"]) - nv.get("removeLastLayers", 0)]
     for spec in specs:
         if spec["type"] == "FullyConnected":
-            w = np.array(spec["weights"]["values"], np.float32).reshape(spec["weights"]["rows"], spec["weights"]["columns"])
+            w = np.array(spec["weights"]["values"], np.float32).reshape(
+                spec["weights"]["rows"], spec["weights"]["columns"]
+            )
             n = w.shape[0]
             layers.append(FullyConnectedLayer((1, 1, n), weights=w))
         elif spec["type"] == "Bias":

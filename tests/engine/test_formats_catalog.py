@@ -25,7 +25,10 @@ def test_packaged_catalog_lists_and_filters():
     entries = load_catalog()
     assert len(entries) == 158
     d256 = select(entries, series="d", input_size=256)
-    assert {e.name for e in d256} >= {"d_I256x256x3CMBMBMBMBMBMC1AS", "d_I256x256x3CMCMCMCMCMCMC1AS"}
+    assert {e.name for e in d256} >= {
+        "d_I256x256x3CMBMBMBMBMBMC1AS",
+        "d_I256x256x3CMCMCMCMCMCMC1AS",
+    }
     assert all(e.present_on_master and e.input_size == 256 and e.series == "d" for e in d256)
     archived = select(entries, series="d", input_size=256, include_archived=True)
     assert any(e.name == HEADLINE and not e.present_on_master for e in archived)
@@ -34,7 +37,10 @@ def test_packaged_catalog_lists_and_filters():
 def test_headline_name_resolves_to_the_renamed_file():
     entry, note = resolve(HEADLINE)
     assert entry.name == "d_I256x256x3CMBMBMBMBMBMC1AS" and entry.present_on_master
-    assert entry.path_in_repo == "models/ILSVRC2012/d_I256x256x3CMBMBMBMBMBMC1AS/d_I256x256x3CMBMBMBMBMBMC1AS.ell.zip"
+    assert (
+        entry.path_in_repo
+        == "models/ILSVRC2012/d_I256x256x3CMBMBMBMBMBMC1AS/d_I256x256x3CMBMBMBMBMBMC1AS.ell.zip"
+    )
     assert "renamed" in note
     assert resolve(HEADLINE + ".ell.zip")[0] == entry
     assert resolve("d_I256x256x3CMBMBMBMBMBMC1AS") == (entry, None)
@@ -174,7 +180,12 @@ def test_cli_fetch_with_a_catalog_and_url_base(server, tmp_path, capsys):
     data = buffer.getvalue()
     entry = entry_for("d_I4x4x3CMC1AS", data)
     catalog = tmp_path / "catalog.json"
-    old = {**entry.__dict__, "name": "d_I4x4x3NCMNC1A", "file": "d_I4x4x3NCMNC1A.ell.zip", "present_on_master": False}
+    old = {
+        **entry.__dict__,
+        "name": "d_I4x4x3NCMNC1A",
+        "file": "d_I4x4x3NCMNC1A.ell.zip",
+        "present_on_master": False,
+    }
     catalog.write_text(json.dumps([entry.__dict__, old]))
     server.files["/" + entry.path_in_repo] = data
     args = ["models", "fetch", "d_I4x4x3NCMNC1A", "--dir", str(tmp_path / "m"), "--url-base", base_url(server),

@@ -22,7 +22,12 @@ def test_export_info_convert(tmp_path, capsys):
     assert main(["models", "info", str(ell)]) == 0
     out = capsys.readouterr().out
     assert "BinaryConvolution: 34x34x16 -> 32x32x64" in out and "ELL new dialect" in out
-    assert "parameters:" in out and "packed size:" in out and "load time:" in out and "peak RSS during the load:" in out
+    assert (
+        "parameters:" in out
+        and "packed size:" in out
+        and "load time:" in out
+        and "peak RSS during the load:" in out
+    )
     native = tmp_path / "model.ebnn"
     assert main(["models", "convert", str(ell), str(native)]) == 0
     assert "the native file in" in capsys.readouterr().out
@@ -45,7 +50,12 @@ def test_bad_file_is_one_line_and_exit_1(tmp_path, capsys):
 
 
 def test_export_refuses_an_unknown_architecture(tmp_path, capsys):
-    assert main(["models", "export", "--ell", str(tmp_path / "x.ell"), "--arch", "QQQ", "--size", "64"]) == 1
+    assert (
+        main(
+            ["models", "export", "--ell", str(tmp_path / "x.ell"), "--arch", "QQQ", "--size", "64"]
+        )
+        == 1
+    )
     assert "unsupported architecture" in capsys.readouterr().err
 
 

@@ -64,7 +64,10 @@ def test_tiny_2017_fixture_matches_hand_computed_binary_conv():
     """
     net = read_ell(DATA / "tiny_2017.ell")
     assert net.metadata["ell_dialect"] == "2017"
-    assert [type(layer).__name__ for layer in net.layers] == ["BiasLayer", "BinaryConvolutionalLayer"]
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "BiasLayer",
+        "BinaryConvolutionalLayer",
+    ]
     conv = net.layers[1]
     assert conv.weights_bits.tolist() == [[262143], [229373]]
     assert conv.filter_means.tolist() == [np.float32(2.05556), np.float32(1.61111)]
@@ -158,7 +161,9 @@ def test_six_digit_2017_floats_read_as_ell_reads_them(tmp_path, small_net):
     loaded = read_ell(write_ell(small_net, tmp_path / "six.ell", digits=6))
     for original, layer in zip(small_net.layers, loaded.layers, strict=True):
         if isinstance(layer, BiasLayer):
-            expected = np.array([float(f"{v:g}") for v in original.bias.tolist()]).astype(np.float32)
+            expected = np.array([float(f"{v:g}") for v in original.bias.tolist()]).astype(
+                np.float32
+            )
             np.testing.assert_array_equal(layer.bias, expected)
 
 
@@ -173,10 +178,15 @@ def mixed_network() -> Network:
         ActivationLayer((6, 6, 4), function="tanh"),
         ActivationLayer((6, 6, 4), function="hard_sigmoid"),
         ActivationLayer((6, 6, 4), function="leaky_relu", leaky_factor=0.2),
-        ActivationLayer((8, 8, 4), output_padding=Padding(PaddingScheme.ZEROS, 1), function="hard_tanh"),
-        BinaryConvolutionalLayer.from_real_weights(rng.normal(size=(5, 3, 3, 4)), output_shape=(6, 6, 5),
-                                                   input_padding=Padding(PaddingScheme.ZEROS, 1),
-                                                   weights_scale=1),
+        ActivationLayer(
+            (8, 8, 4), output_padding=Padding(PaddingScheme.ZEROS, 1), function="hard_tanh"
+        ),
+        BinaryConvolutionalLayer.from_real_weights(
+            rng.normal(size=(5, 3, 3, 4)),
+            output_shape=(6, 6, 5),
+            input_padding=Padding(PaddingScheme.ZEROS, 1),
+            weights_scale=1,
+        ),
         ActivationLayer((6, 6, 5), function="prelu", alpha=rng.uniform(0, 0.3, (6, 6, 5))),
         PoolingLayer((3, 3, 5), function="mean", size=2, stride=2),
         FullyConnectedLayer((10, 1, 1), weights=rng.normal(size=(10, 45))),
@@ -298,7 +308,9 @@ def test_bad_containers_and_json(tmp_path, case):
 
 
 def test_zip_member_is_found_and_named(tmp_path):
-    data = zip_bytes({"docs/readme.txt": b"x", "d_I4x4x3Foo.ell": (DATA / "tiny_2017.ell").read_bytes()})
+    data = zip_bytes(
+        {"docs/readme.txt": b"x", "d_I4x4x3Foo.ell": (DATA / "tiny_2017.ell").read_bytes()}
+    )
     path = tmp_path / "download.zip"
     path.write_bytes(data)
     assert edgebnn.load(path).name == "d_I4x4x3Foo"

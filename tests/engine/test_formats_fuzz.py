@@ -85,15 +85,29 @@ JUNK = st.one_of(
     st.lists(st.floats(-1e40, 1e40), max_size=5),
     st.builds(dict),
     st.builds(lambda: [[[]]]),
-    st.sampled_from(["ActivationLayer<float>", "PoolingLayer<float,MaxPoolingFunction", "Map",
-                     "ActivationLayer<float,Foo<>>", "\x00", "<<>>"]),
+    st.sampled_from(
+        [
+            "ActivationLayer<float>",
+            "PoolingLayer<float,MaxPoolingFunction",
+            "Map",
+            "ActivationLayer<float,Foo<>>",
+            "\x00",
+            "<<>>",
+        ]
+    ),
 )
 
 
 def _containers(value: Any, path: tuple = ()) -> list[tuple]:
     """Paths of every dict key and list index under ``value``."""
     found = []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else []
+    )
     for key, child in items:
         found.append((*path, key))
         found.extend(_containers(child, (*path, key)))
@@ -121,7 +135,11 @@ def test_structure_mutations_raise_only_model_errors(name, data):
 
 @settings(max_examples=EXAMPLES // 2, deadline=2000, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4
+    )
+)
 def test_native_byte_mutations_raise_only_model_errors(tmp_path, edits):
     good = tmp_path / "good.ebnn"
     if not good.exists():

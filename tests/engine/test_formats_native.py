@@ -58,13 +58,19 @@ def test_file_is_a_pickle_free_npz_with_a_json_header(native_file):
         words = [npz[name] for name in npz.files if npz[name].dtype == np.uint64]
     assert header["format"] == "edgebnn-native" and header["version"] == 1
     assert len(header["labels"]) == 1000 and len(header["labels_sha256"]) == 64
-    assert [n["type"] for n in header["nodes"]][:3] == ["InputLayer", "BiasLayer", "ConvolutionalLayer"]
+    assert [n["type"] for n in header["nodes"]][:3] == [
+        "InputLayer",
+        "BiasLayer",
+        "ConvolutionalLayer",
+    ]
     assert words and all(w.ndim == 2 for w in words)  # binary weights stay packed uint64 words
 
 
 def test_provenance_and_settings_survive_conversion(tmp_path):
     net = mixed_network()
-    net.preprocessing = Preprocessing(channel_order="rgb", mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0))
+    net.preprocessing = Preprocessing(
+        channel_order="rgb", mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0)
+    )
     net.maxpool_ring_value = 0.0
     net.labels = [f"thing {i}" for i in range(10)]
     ell = write_ell(mixed_network(), tmp_path / "mixed.ell.zip", dialect="new")
@@ -145,7 +151,11 @@ def test_pickled_arrays_are_refused(tmp_path, native_file):
 
 
 def test_unknown_files_are_refused(tmp_path):
-    for name, data in {"x.ebnn": b"hello", "x.bin": b"\x00\x01", "y.zip": b"PK\x03\x04broken"}.items():
+    for name, data in {
+        "x.ebnn": b"hello",
+        "x.bin": b"\x00\x01",
+        "y.zip": b"PK\x03\x04broken",
+    }.items():
         path = tmp_path / name
         path.write_bytes(data)
         with pytest.raises(edgebnn.ModelError):

@@ -139,10 +139,14 @@ def build(b: Block) -> Network:
             layers.append(ScalingLayer(shape, scales=scales))
         elif op == "bn_neg":  # falling before the pool: only the float form applies
             mult = rng.choice(np.float32([0.5, 1.0, -1.0]), f)
-            layers.append(BatchNormalizationLayer(shape, multiplication=mult, addition=rng.integers(-3, 4, f)))
+            layers.append(
+                BatchNormalizationLayer(shape, multiplication=mult, addition=rng.integers(-3, 4, f))
+            )
         elif op == "bn_pos":
             mult = rng.choice(np.float32([0.5, 1.0, 0.0]), f)
-            layers.append(BatchNormalizationLayer(shape, multiplication=mult, addition=rng.integers(-3, 4, f)))
+            layers.append(
+                BatchNormalizationLayer(shape, multiplication=mult, addition=rng.integers(-3, 4, f))
+            )
         else:
             raise ValueError(op)
     last = layers[-1]
@@ -273,7 +277,9 @@ CASES = {
     "negative_means": replace(BASE, mean_scale=True, negative_means=True),
     "pre_bn_negative": replace(BASE, pre=("bias", "bn_neg", "prelu")),
     "input_ring_min": replace(BASE, in_scheme=MIN),
-    "input_ring_alternating": replace(BASE, in_scheme=PaddingScheme.ALTERNATING_ZERO_AND_ONES, cin=40),
+    "input_ring_alternating": replace(
+        BASE, in_scheme=PaddingScheme.ALTERNATING_ZERO_AND_ONES, cin=40
+    ),
     "cropped": replace(BASE, hw=(21, 21), crop=3, pool_crop=2),
     "cropped_stride2_windows": replace(BASE, hw=(41, 41), s1=2, crop=4, cin=5),
     "thin": replace(BASE, hw=(20, 1)),
@@ -310,7 +316,9 @@ CASES = {
     "ring2_pool3_s1": replace(BASE, ring=2, size=3, stride=1),
     "ring_zeros_scheme": replace(BASE, ring_scheme=ZEROS, bn_mult="negative"),
     "ring_max_scheme": replace(BASE, ring_scheme=PaddingScheme.MAX),
-    "ring_alternating": replace(BASE, ring_scheme=PaddingScheme.ALTERNATING_ZERO_AND_ONES, size=2, stride=1),
+    "ring_alternating": replace(
+        BASE, ring_scheme=PaddingScheme.ALTERNATING_ZERO_AND_ONES, size=2, stride=1
+    ),
     "ring_minus_ones": replace(BASE, ring_scheme=PaddingScheme.MINUS_ONES, alpha="zero"),
     # the next conv
     "next_k1": replace(BASE, k2=1, out_pad=0),
@@ -319,7 +327,9 @@ CASES = {
     "next_f65": replace(BASE, filters2=65),
     "next_ring_min": replace(BASE, out_scheme=MIN),
     "next_ring_minus_ones": replace(BASE, out_scheme=PaddingScheme.MINUS_ONES),
-    "next_ring_alternating": replace(BASE, out_scheme=PaddingScheme.ALTERNATING_ZERO_AND_ONES, post="none"),
+    "next_ring_alternating": replace(
+        BASE, out_scheme=PaddingScheme.ALTERNATING_ZERO_AND_ONES, post="none"
+    ),
 }
 
 
@@ -341,7 +351,22 @@ def test_block_against_reference(name: str) -> None:
     _check(net)
 
 
-@pytest.mark.parametrize("name", ["stride2", "k5_c13", "c21_windows_edge", "f65", "mean_scale", "pool2_s3", "ring_as_zero", "bn_zero", "pool_extra_window", "scale0", "nonsquare_stride2"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "stride2",
+        "k5_c13",
+        "c21_windows_edge",
+        "f65",
+        "mean_scale",
+        "pool2_s3",
+        "ring_as_zero",
+        "bn_zero",
+        "pool_extra_window",
+        "scale0",
+        "nonsquare_stride2",
+    ],
+)
 def test_float_form_against_reference(name: str) -> None:
     """The same cases through the float step: one negative alpha makes the chain
     non-monotone in the count."""
@@ -417,12 +442,18 @@ def build_stem(s: Stem) -> Network:
     scheme = ZEROS if s.pool_ring == "zeros" else MIN
     layers.append(
         PoolingLayer(
-            (pr + 2, pc + 2, f), output_padding=Padding(scheme, 1), function="max", size=s.size, stride=s.pool_stride
+            (pr + 2, pc + 2, f),
+            output_padding=Padding(scheme, 1),
+            function="max",
+            size=s.size,
+            stride=s.pool_stride,
         )
     )
     w2 = rng.normal(size=(5, 3, 3, f)).astype(np.float32)
     layers.append(
-        BinaryConvolutionalLayer.from_real_weights(w2, output_shape=(pr, pc, 5), input_padding=Padding(scheme, 1))
+        BinaryConvolutionalLayer.from_real_weights(
+            w2, output_shape=(pr, pc, 5), input_padding=Padding(scheme, 1)
+        )
     )
     return Network(inp, layers)
 
@@ -472,13 +503,24 @@ def test_stem_against_reference(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["stride2", "f65", "mean_scale", "pool2_s3", "pool_extra_window_falling", "ring_as_zero_falling", "bn_zero"]
+    "name",
+    [
+        "stride2",
+        "f65",
+        "mean_scale",
+        "pool2_s3",
+        "pool_extra_window_falling",
+        "ring_as_zero_falling",
+        "bn_zero",
+    ],
 )
 def test_small_maps_pool_to_bits(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executor, "BAND_MIN_ROWS", 10**9)
     net = build(CASES[name])
     kernels = [st.kernel.__name__ for st in net.plan.steps]
-    assert COUNTS not in kernels and BITS not in kernels and "pool_to_bits" in kernels, net.plan.describe()
+    assert COUNTS not in kernels and BITS not in kernels and "pool_to_bits" in kernels, (
+        net.plan.describe()
+    )
     _check(net)
 
 
@@ -500,7 +542,9 @@ def test_d_series_logits_bit_exact(size: int, architecture: str, seed: int) -> N
     net = Network(full.input_layer, full.layers[:-1])  # drop the softmax
     kernels = [st.kernel.__name__ for st in net.plan.steps]
     assert COUNTS in kernels, net.plan.describe()
-    assert architecture.startswith("CM") or "conv2d_columns_pool_bits" in kernels, net.plan.describe()
+    assert architecture.startswith("CM") or "conv2d_columns_pool_bits" in kernels, (
+        net.plan.describe()
+    )
     rng = np.random.default_rng(seed)
     for _ in range(2):
         x = rng.uniform(0, 255, net.input_shape).astype(np.float32)
@@ -526,7 +570,17 @@ def _blocks(draw: st.DrawFn) -> Block:
         p1=draw(st.integers(0, k1 // 2)),
         filters=draw(st.sampled_from([1, 2, 7, 16, 24, 63, 64, 65, 100, 128, 129])),
         mean_scale=draw(st.booleans()),
-        pre=draw(st.sampled_from([("bias", "prelu"), ("bias", "relu"), ("prelu",), ("bias", "scale0", "prelu"), ("bias",)])),
+        pre=draw(
+            st.sampled_from(
+                [
+                    ("bias", "prelu"),
+                    ("bias", "relu"),
+                    ("prelu",),
+                    ("bias", "scale0", "prelu"),
+                    ("bias",),
+                ]
+            )
+        ),
         alpha=draw(st.sampled_from(["uniform", "zero", "mixed", "negative"])),
         ring=draw(st.integers(0, 2)),
         ring_scheme=draw(st.sampled_from([MIN, MIN, ZEROS, PaddingScheme.MAX])),
@@ -598,6 +652,8 @@ def test_random_stems_against_reference(s: Stem) -> None:
         if "ShapeError" in type(exc).__name__:
             hypothesis.reject()
         raise
-    assert "conv2d_columns_pool_bits" in [x.kernel.__name__ for x in net.plan.steps], net.plan.describe()
+    assert "conv2d_columns_pool_bits" in [x.kernel.__name__ for x in net.plan.steps], (
+        net.plan.describe()
+    )
     x = _stem_input(net, s.seed)
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x).reshape(-1))

@@ -30,12 +30,13 @@ def _check_against_reference(net: edgebnn.Network, xs: list[np.ndarray]) -> floa
     for x in xs:
         got = net.forward(x)
         want = forward_ref(net, x)
-        assert np.argsort(-got, kind="stable")[:5].tolist() == np.argsort(-want, kind="stable")[:5].tolist()
+        assert (
+            np.argsort(-got, kind="stable")[:5].tolist()
+            == np.argsort(-want, kind="stable")[:5].tolist()
+        )
         worst = max(worst, float(np.abs(got - want).max()))
         assert worst <= TOLERANCE
     return worst
-
-
 
 
 def test_headline_network_matches_reference() -> None:
@@ -45,7 +46,9 @@ def test_headline_network_matches_reference() -> None:
     assert net.output_shape == (1, 1, 1000)
     xs = _inputs(net.input_shape, 3, seed=1)
     worst = _check_against_reference(net, xs)
-    d64 = max(float(np.abs(net.forward(x) - forward_ref(net, x, dtype=np.float64)).max()) for x in xs)
+    d64 = max(
+        float(np.abs(net.forward(x) - forward_ref(net, x, dtype=np.float64)).max()) for x in xs
+    )
     # Information only: float64 is not what ELL computes (one sign flip moves probabilities).
     print(f"headline: max |dp| vs float32 reference {worst:.3g}; vs float64 {d64:.3g}")
 
@@ -101,7 +104,13 @@ def test_preprocessing_is_ells() -> None:
 
 
 @pytest.mark.parametrize(
-    "frame", [np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 2), np.uint8), "x"]
+    "frame",
+    [
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((0, 5, 3), np.uint8),
+        np.zeros((4, 4, 2), np.uint8),
+        "x",
+    ],
 )
 def test_bad_frames_are_refused_clearly(frame: object) -> None:
     net = d_series(64, seed=3)
@@ -155,7 +164,11 @@ def test_maxpool_ring_zero_option_runs_the_whole_network() -> None:
 def test_input_padding_ring_schemes_fill_once() -> None:
     """LayerBase: the whole output is pre-filled by the scheme, e.g. (row%2) XOR (col%2)."""
     inp = InputLayer((4, 4, 2))
-    layer = BiasLayer((6, 6, 2), output_padding=Padding(PaddingScheme.ALTERNATING_ZERO_AND_ONES, 1), bias=np.zeros(2))
+    layer = BiasLayer(
+        (6, 6, 2),
+        output_padding=Padding(PaddingScheme.ALTERNATING_ZERO_AND_ONES, 1),
+        bias=np.zeros(2),
+    )
     net = edgebnn.Network(inp, [layer])
     out = net.forward(np.full((4, 4, 2), 7.0, np.float32)).reshape(6, 6, 2)
     r, c = np.meshgrid(np.arange(6), np.arange(6), indexing="ij")
@@ -172,6 +185,11 @@ def test_plan_tensors_are_cache_line_aligned() -> None:
     net = d_series(64, seed=3)
     plan = net.plan
     arrays = [*plan.buffers.values(), *plan.bit_buffers.values()]
-    arrays += [a for s in plan.steps for a in s.args if isinstance(a, np.ndarray) and a.size * a.itemsize >= 64]
+    arrays += [
+        a
+        for s in plan.steps
+        for a in s.args
+        if isinstance(a, np.ndarray) and a.size * a.itemsize >= 64
+    ]
     assert arrays
     assert all(is_aligned(a) for a in arrays), [a.shape for a in arrays if not is_aligned(a)]

@@ -15,9 +15,17 @@ print(" ".join(numba.config.THREADING_LAYER_PRIORITY), os.environ.get("GOMP_SPIN
 
 
 def _probe(**env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_THREADING", "OMP_", "GOMP_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NUMBA_THREADING", "OMP_", "GOMP_"))
+    }
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.split()
 
@@ -49,7 +57,11 @@ def test_glibc_threshold_pinned_unless_the_environment_says_otherwise() -> None:
 
     def probe(**env: str) -> list[str]:
         out = subprocess.run(
-            [sys.executable, "-c", MALLOC_PROBE], env={**os.environ, **env}, capture_output=True, text=True, check=True
+            [sys.executable, "-c", MALLOC_PROBE],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout.split()
 

@@ -20,7 +20,9 @@ from edgebnn.engine.thresholds import (
 FLT_MAX = np.finfo(np.float32).max
 
 
-def _bits(thresholds: np.ndarray, modes: np.ndarray, specials: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _bits(
+    thresholds: np.ndarray, modes: np.ndarray, specials: np.ndarray, v: np.ndarray
+) -> np.ndarray:
     """The fused test exactly as the pool_to_bits kernel does it."""
     finite = np.select(
         [modes == MODE_AT_LEAST, modes == MODE_AT_MOST, modes == MODE_ALWAYS],
@@ -30,7 +32,9 @@ def _bits(thresholds: np.ndarray, modes: np.ndarray, specials: np.ndarray, v: np
     flag = np.where(np.isnan(v), SPECIAL_NAN, np.where(v > 0, SPECIAL_POS_INF, SPECIAL_NEG_INF))
     lo, hi = interval_bounds(thresholds, modes)
     with np.errstate(invalid="ignore"):
-        np.testing.assert_array_equal(np.isfinite(v) & (lo <= v) & (v <= hi), np.isfinite(v) & finite)
+        np.testing.assert_array_equal(
+            np.isfinite(v) & (lo <= v) & (v <= hi), np.isfinite(v) & finite
+        )
     return np.where(np.isfinite(v), finite, (specials & flag) != 0)
 
 
@@ -62,17 +66,25 @@ def test_threshold_equals_chain_everywhere(seed: int) -> None:
     if seed % 2:
         layers.insert(0, ActivationLayer((1, 1, chans), function="relu"))
     thresholds, modes, specials = chain_thresholds(layers, chans)
-    special_values = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, FLT_MAX, -FLT_MAX, 1e-45, -1e-45], np.float32)
+    special_values = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, FLT_MAX, -FLT_MAX, 1e-45, -1e-45], np.float32
+    )
     for _ in range(200):
         v = rng.normal(scale=10.0 ** rng.integers(-3, 4), size=chans).astype(np.float32)
         # Values right at and around each threshold, where a rounding slip would show.
         with np.errstate(all="ignore"):
-            near = np.nextafter(thresholds, rng.choice([-np.inf, np.inf], size=chans).astype(np.float32))
+            near = np.nextafter(
+                thresholds, rng.choice([-np.inf, np.inf], size=chans).astype(np.float32)
+            )
         for cand in (v, thresholds, near):
-            np.testing.assert_array_equal(_bits(thresholds, modes, specials, cand), _evaluate(layers, cand))
+            np.testing.assert_array_equal(
+                _bits(thresholds, modes, specials, cand), _evaluate(layers, cand)
+            )
     for s in special_values:
         cand = np.full(chans, s, np.float32)
-        np.testing.assert_array_equal(_bits(thresholds, modes, specials, cand), _evaluate(layers, cand))
+        np.testing.assert_array_equal(
+            _bits(thresholds, modes, specials, cand), _evaluate(layers, cand)
+        )
     assert modes[0] in (MODE_ALWAYS, MODE_NEVER)  # mult 0: constant
 
 

@@ -46,8 +46,12 @@ NESTED = b"\x80\x02ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00kcsubprocess\n
 
 @pytest.mark.parametrize(
     ("payload", "culprit"),
-    [(OS_SYSTEM, "os.system"), (EVAL, "builtins.eval"), (TORCH_OTHER, "torch.serialization.load"),
-     (NESTED, "subprocess.Popen")],
+    [
+        (OS_SYSTEM, "os.system"),
+        (EVAL, "builtins.eval"),
+        (TORCH_OTHER, "torch.serialization.load"),
+        (NESTED, "subprocess.Popen"),
+    ],
 )
 def test_refuses_code_running_globals(tmp_path: Path, payload: bytes, culprit: str) -> None:
     path = tmp_path / "evil.pth"

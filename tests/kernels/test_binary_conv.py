@@ -47,8 +47,44 @@ def test_sign_pack_matches_reference(chans: int) -> None:
 
 def test_filter_packing_is_ells() -> None:
     """ELL's archived form of its unit-test weights (spec 2.13): [262143, 229373]."""
-    values = [1.0, 2.0, 3.0, 4.0, 2.0, 1.0, 3.0, 3.0, 1.0, 1.0, 1.0, 2.0, 2.0, 1.0, 3.0, 4.0, 1.0, 2.0,
-              1.0, 0.0, 2.0, 3.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 0.0, 1.0, 2.0]
+    values = [
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+        2.0,
+        1.0,
+        3.0,
+        3.0,
+        1.0,
+        1.0,
+        1.0,
+        2.0,
+        2.0,
+        1.0,
+        3.0,
+        4.0,
+        1.0,
+        2.0,
+        1.0,
+        0.0,
+        2.0,
+        3.0,
+        1.0,
+        2.0,
+        2.0,
+        3.0,
+        3.0,
+        1.0,
+        2.0,
+        2.0,
+        1.0,
+        1.0,
+        2.0,
+        0.0,
+        1.0,
+        2.0,
+    ]
     w = np.array(values, np.float32).reshape(2, 3, 3, 2)
     layer = BinaryConvolutionalLayer.from_real_weights(w, output_shape=(1, 2, 2))
     assert layer.weights_bits.reshape(-1).tolist() == [262143, 229373]
@@ -75,7 +111,9 @@ def _binary_net(rng, chans, k, stride, scheme, pad, scale, filters=7, size=9):
 @pytest.mark.parametrize("chans", CHANNELS)
 @pytest.mark.parametrize("stride", (1, 2))
 @pytest.mark.parametrize("k", (1, 3))
-@pytest.mark.parametrize("scheme", (PaddingScheme.ZEROS, PaddingScheme.MINUS_ONES, PaddingScheme.MIN, PaddingScheme.MAX))
+@pytest.mark.parametrize(
+    "scheme", (PaddingScheme.ZEROS, PaddingScheme.MINUS_ONES, PaddingScheme.MIN, PaddingScheme.MAX)
+)
 def test_binary_layer_bit_exact(chans: int, stride: int, k: int, scheme: PaddingScheme) -> None:
     rng = np.random.default_rng(chans * 100 + stride * 10 + k + int(scheme))
     net = _binary_net(rng, chans, k, stride, scheme, pad=1 if k == 3 else 0, scale=0)
@@ -126,8 +164,23 @@ def test_zero_padding_mask_ignores_ring_values(windows: bool) -> None:
     from edgebnn.kernels.elementwise import EMPTY_ALPHA, EMPTY_CODES, empty_params, tile_params
 
     binary.binary_conv_chain(
-        bits, chans, 3, 1, masks, nvalid, wt, layer.filter_means, False, windows, size, size,
-        out, 0, EMPTY_CODES, tile_params(empty_params(4), size), EMPTY_ALPHA,
+        bits,
+        chans,
+        3,
+        1,
+        masks,
+        nvalid,
+        wt,
+        layer.filter_means,
+        False,
+        windows,
+        size,
+        size,
+        out,
+        0,
+        EMPTY_CODES,
+        tile_params(empty_params(4), size),
+        EMPTY_ALPHA,
     )
     np.testing.assert_array_equal(out, masked)
 
@@ -163,11 +216,21 @@ def test_fused_sign_handles_nan_inf_and_extremes() -> None:
     mult[:4] = [0.0, -1.0, 1.0, 1e-38]
     layers = [
         PoolingLayer((4, 4, chans), function="max", size=2, stride=2),
-        BatchNormalizationLayer((4, 4, chans), multiplication=mult, addition=rng.normal(size=chans)),
-        BiasLayer((6, 6, chans), output_padding=Padding(PaddingScheme.ZEROS, 1), bias=rng.normal(size=chans)),
+        BatchNormalizationLayer(
+            (4, 4, chans), multiplication=mult, addition=rng.normal(size=chans)
+        ),
+        BiasLayer(
+            (6, 6, chans),
+            output_padding=Padding(PaddingScheme.ZEROS, 1),
+            bias=rng.normal(size=chans),
+        ),
     ]
     w = rng.normal(size=(9, 3, 3, chans)).astype(np.float32)
-    layers.append(BinaryConvolutionalLayer.from_real_weights(w, output_shape=(4, 4, 9), input_padding=Padding(PaddingScheme.ZEROS, 1)))
+    layers.append(
+        BinaryConvolutionalLayer.from_real_weights(
+            w, output_shape=(4, 4, 9), input_padding=Padding(PaddingScheme.ZEROS, 1)
+        )
+    )
     net = Network(inp, layers)
     assert any(step.label.endswith("+Sign") for step in net.plan.steps)
     x = rng.normal(size=net.input_shape).astype(np.float32)

@@ -12,15 +12,22 @@ from edgebnn.kernels.reference import activation_ref, bias_ref, conv2d_ref
 
 
 def _chain(chans: int, cols: int, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    layers = [BiasLayer((1, cols, chans), bias=bias), ActivationLayer((1, cols, chans), function="relu6")]
+    layers = [
+        BiasLayer((1, cols, chans), bias=bias),
+        ActivationLayer((1, cols, chans), function="relu6"),
+    ]
     return encode_chain(layers, chans, cols)
 
 
-def _expected(x: np.ndarray, w: np.ndarray, stride: int, rows: int, cols: int, bias: np.ndarray) -> np.ndarray:
+def _expected(
+    x: np.ndarray, w: np.ndarray, stride: int, rows: int, cols: int, bias: np.ndarray
+) -> np.ndarray:
     return activation_ref(bias_ref(conv2d_ref(x, w, stride, rows, cols), bias), "relu6")
 
 
-@pytest.mark.parametrize(("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0)])
+@pytest.mark.parametrize(
+    ("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0)]
+)
 @pytest.mark.parametrize("chans", [1, 16, 37])
 @pytest.mark.parametrize("pad", [0, 2])
 def test_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int, pad: int) -> None:
@@ -36,7 +43,9 @@ def test_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int,
     out = np.full((rows + 2 * pad, cols + 2 * pad, chans), -7.0, np.float32)
     codes, params, alpha = _chain(chans, cols, bias)
     wl = conv.depthwise_weights_layout(w)
-    mobile.depthwise_conv2d_rows_chain(x, wl, stride, lead, rows, cols, out, pad, codes, params, alpha)
+    mobile.depthwise_conv2d_rows_chain(
+        x, wl, stride, lead, rows, cols, out, pad, codes, params, alpha
+    )
     expected = _expected(x, w, stride, rows, cols, bias)
     # Same order of float32 sums as the reference; skipped taps add exact zeros.
     np.testing.assert_array_equal(out[pad : pad + rows, pad : pad + cols], expected)
@@ -45,21 +54,34 @@ def test_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int,
     assert (out[ring] == -7.0).all()  # the ring is never written
 
 
-@pytest.mark.parametrize(("rows", "cols", "cin", "filters"), [(7, 7, 1152, 192), (14, 9, 40, 240), (1, 1, 1280, 1000), (3, 5, 3, 8)])
+@pytest.mark.parametrize(
+    ("rows", "cols", "cin", "filters"),
+    [(7, 7, 1152, 192), (14, 9, 40, 240), (1, 1, 1280, 1000), (3, 5, 3, 8)],
+)
 @pytest.mark.parametrize("pad", [0, 1])
-def test_pointwise_matches_reference(rows: int, cols: int, cin: int, filters: int, pad: int) -> None:
+def test_pointwise_matches_reference(
+    rows: int, cols: int, cin: int, filters: int, pad: int
+) -> None:
     rng = np.random.default_rng(rows * cin + filters)
     x = rng.normal(size=(rows, cols, cin)).astype(np.float32)
     w = (rng.normal(size=(filters, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
     bias = rng.normal(size=filters).astype(np.float32)
     out = np.full((rows + 2 * pad, cols + 2 * pad, filters), -7.0, np.float32)
-    y2d = out.reshape(rows * cols, filters) if pad == 0 else np.zeros((rows * cols, filters), np.float32)
+    y2d = (
+        out.reshape(rows * cols, filters)
+        if pad == 0
+        else np.zeros((rows * cols, filters), np.float32)
+    )
     codes, params, alpha = _chain(filters, cols, bias)
     x2d = x.reshape(rows * cols, cin)
-    mobile.pointwise_conv_chain(x2d, mobile.pointwise_weights_layout(w), y2d, out, pad, codes, params, alpha)
+    mobile.pointwise_conv_chain(
+        x2d, mobile.pointwise_weights_layout(w), y2d, out, pad, codes, params, alpha
+    )
     expected = _expected(x, w, 1, rows, cols, bias)
     # BLAS sums in its own order: float32 rounding differences only.
-    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5
+    )
     if pad:
         assert (out[0] == -7.0).all() and (out[:, -1] == -7.0).all()
 
@@ -79,9 +101,14 @@ needs_cblas = pytest.mark.skipif(not blas.AVAILABLE, reason="NumPy's BLAS export
 
 
 @needs_cblas
-@pytest.mark.parametrize(("rows", "cols", "cin", "filters", "block"), [(7, 7, 1152, 192, 7), (14, 9, 40, 240, 3), (1, 1, 1280, 1000, 1)])
+@pytest.mark.parametrize(
+    ("rows", "cols", "cin", "filters", "block"),
+    [(7, 7, 1152, 192, 7), (14, 9, 40, 240, 3), (1, 1, 1280, 1000, 1)],
+)
 @pytest.mark.parametrize("pad", [0, 1])
-def test_pointwise_sgemm_matches_reference(rows: int, cols: int, cin: int, filters: int, block: int, pad: int) -> None:
+def test_pointwise_sgemm_matches_reference(
+    rows: int, cols: int, cin: int, filters: int, block: int, pad: int
+) -> None:
     rng = np.random.default_rng(rows + cin)
     x = rng.normal(size=(rows, cols, cin)).astype(np.float32)
     w = (rng.normal(size=(filters, 1, 1, cin)) / np.sqrt(cin)).astype(np.float32)
@@ -92,11 +119,17 @@ def test_pointwise_sgemm_matches_reference(rows: int, cols: int, cin: int, filte
     wl = mobile.pointwise_weights_layout(w)
     mobile.pointwise_sgemm_chain(x.reshape(rows, -1), wl, y, block, out, pad, codes, params, alpha)
     expected = _expected(x, w, 1, rows, cols, bias)
-    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5
+    )
     for parts in (1, 2, 3):  # the same GEMM, output channels split into slices
         out[...] = -7.0
-        mobile.pointwise_sgemm_columns_chain(x.reshape(rows, -1), wl, y, parts, out, pad, codes, params, alpha)
-        np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+        mobile.pointwise_sgemm_columns_chain(
+            x.reshape(rows, -1), wl, y, parts, out, pad, codes, params, alpha
+        )
+        np.testing.assert_allclose(
+            out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5
+        )
         if pad:
             assert (out[0] == -7.0).all() and (out[:, -1] == -7.0).all()
 
@@ -120,7 +153,9 @@ def test_im2col_sgemm_matches_reference(k: int, stride: int, lead: int, cin: int
     codes, params, alpha = _chain(filters, cols, bias)
     mobile.im2col_sgemm_chain(x, w2, k, lead, stride, patches, y, 2, out, pad, codes, params, alpha)
     expected = _expected(x, w, stride, rows, cols, bias)
-    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5
+    )
     assert (out[0] == -7.0).all() and (out[-1] == -7.0).all()
 
 
@@ -155,16 +190,26 @@ def _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode):  # 
 @needs_cblas
 @pytest.mark.parametrize(
     ("size", "k", "stride", "lead", "ring", "mode", "residual", "slots"),
-    [(13, 3, 1, 0, 1, mbconv.POINTWISE, True, 2), (12, 4, 2, 1, 1, mbconv.POINTWISE, False, 2),
-     (12, 6, 2, 1, 2, mbconv.POINTWISE, False, 3), (11, 5, 1, 0, 2, mbconv.POINTWISE, True, 1),
-     (10, 3, 1, 0, 1, mbconv.COPY, False, 2), (9, 3, 1, 0, 1, mbconv.STEM, False, 2), (8, 4, 2, 1, 1, mbconv.STEM, False, 1)],
+    [
+        (13, 3, 1, 0, 1, mbconv.POINTWISE, True, 2),
+        (12, 4, 2, 1, 1, mbconv.POINTWISE, False, 2),
+        (12, 6, 2, 1, 2, mbconv.POINTWISE, False, 3),
+        (11, 5, 1, 0, 2, mbconv.POINTWISE, True, 1),
+        (10, 3, 1, 0, 1, mbconv.COPY, False, 2),
+        (9, 3, 1, 0, 1, mbconv.STEM, False, 2),
+        (8, 4, 2, 1, 1, mbconv.STEM, False, 1),
+    ],
 )
 @pytest.mark.parametrize("pad", [0, 1])
-def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, mode, residual, slots, pad) -> None:  # type: ignore[no-untyped-def]
+def test_mbconv_matches_layer_by_layer(
+    size, k, stride, lead, ring, mode, residual, slots, pad
+) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(size * 10 + k)
     cin = {mbconv.POINTWISE: 7, mbconv.COPY: 12, mbconv.STEM: 3}[mode]
     hidden, cout = 12, (cin if residual else 5)
-    x, src, (we, be), (wd, bd), (wp, bp), rows, p = _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode)
+    x, src, (we, be), (wd, bd), (wp, bp), rows, p = _mbconv_case(
+        rng, size, cin, hidden, cout, k, stride, lead, ring, mode
+    )
     expected = p + x if residual else p
     out = np.full((rows + 2 * pad, rows + 2 * pad, cout), -7.0, np.float32)
     wd_l = conv.depthwise_weights_layout(wd)
@@ -173,29 +218,63 @@ def test_mbconv_matches_layer_by_layer(size, k, stride, lead, ring, mode, residu
         we_l = mobile.im2col_weights_layout(we, 1)
         patches = np.zeros((slots, size * we_l.shape[0]), np.float32)
     else:
-        we_l = mobile.pointwise_weights_layout(we) if mode == mbconv.POINTWISE else np.zeros((1, 1), np.float32)
+        we_l = (
+            mobile.pointwise_weights_layout(we)
+            if mode == mbconv.POINTWISE
+            else np.zeros((1, 1), np.float32)
+        )
         patches = np.zeros((1, size), np.float32)
     e_chain = _chain(hidden, size, be)
     d_chain = _chain(hidden, rows, bd)
     p_chain = encode_chain([BiasLayer((1, rows, cout), bias=bp)], cout, rows)
     a_chain = encode_chain([], cout, rows)
     mbconv.mbconv_chain(
-        src, mode, we_l, *e_chain, size, size, 4, 1, 2, patches, wd_l,
-        depthwise.tile_taps(wd_l, lead, stride, rows), stride, lead, ring, *d_chain,
-        mobile.pointwise_weights_layout(wp), *p_chain, x if residual else np.zeros((1, 1, 1), np.float32), residual,
-        *a_chain, lines, tags, drows, rows, rows, out, pad,
+        src,
+        mode,
+        we_l,
+        *e_chain,
+        size,
+        size,
+        4,
+        1,
+        2,
+        patches,
+        wd_l,
+        depthwise.tile_taps(wd_l, lead, stride, rows),
+        stride,
+        lead,
+        ring,
+        *d_chain,
+        mobile.pointwise_weights_layout(wp),
+        *p_chain,
+        x if residual else np.zeros((1, 1, 1), np.float32),
+        residual,
+        *a_chain,
+        lines,
+        tags,
+        drows,
+        rows,
+        rows,
+        out,
+        pad,
     )
     # The GEMMs sum in BLAS order: float32 rounding differences only.
-    np.testing.assert_allclose(out[pad : pad + rows, pad : pad + rows], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        out[pad : pad + rows, pad : pad + rows], expected, rtol=1e-4, atol=1e-4
+    )
     if pad:
         assert (out[0] == -7.0).all() and (out[:, -1] == -7.0).all()
 
 
-@pytest.mark.parametrize(("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0), (5, 2, 0)])
+@pytest.mark.parametrize(
+    ("k", "stride", "lead"), [(3, 1, 0), (5, 1, 0), (4, 2, 1), (6, 2, 1), (3, 2, 0), (5, 2, 0)]
+)
 @pytest.mark.parametrize("chans", [1, 16, 37, 96])
 @pytest.mark.parametrize("pad", [0, 2])
 @pytest.mark.parametrize("size", [14, 15])  # even and odd output widths (column pairs + tail)
-def test_register_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int, pad: int, size: int) -> None:
+def test_register_depthwise_matches_reference(
+    k: int, stride: int, lead: int, chans: int, pad: int, size: int
+) -> None:
     rng = np.random.default_rng(k * 1000 + chans)
     x = rng.normal(size=(size, size, chans)).astype(np.float32) * 3
     w = rng.normal(size=(chans, k, k, 1)).astype(np.float32)
@@ -208,9 +287,13 @@ def test_register_depthwise_matches_reference(k: int, stride: int, lead: int, ch
     assert depthwise.taps_supported(k, lead)
     wt = depthwise.tile_taps(wl, lead, stride, cols)
     assert (wt.shape[0] > 1) == (stride == 1 and chans <= depthwise.FLAT_MAX_CHANNELS)
-    depthwise.depthwise_rows_chain(x, wl, wt, stride, lead, rows, cols, out, pad, codes, params, alpha)
+    depthwise.depthwise_rows_chain(
+        x, wl, wt, stride, lead, rows, cols, out, pad, codes, params, alpha
+    )
     # Taps summed in the reference's order, each sum rounded to float32: the same bits.
-    np.testing.assert_array_equal(out[pad : pad + rows, pad : pad + cols], _expected(x, w, stride, rows, cols, bias))
+    np.testing.assert_array_equal(
+        out[pad : pad + rows, pad : pad + cols], _expected(x, w, stride, rows, cols, bias)
+    )
     ring = np.ones(out.shape[:2], bool)
     ring[pad : pad + rows, pad : pad + cols] = False
     assert (out[ring] == -7.0).all()
@@ -229,7 +312,9 @@ def test_gemv_matches_reference(cin: int, filters: int) -> None:
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("ops", [("bias", "relu6"), ("bias",), ("scale", "relu"), ("bias", "relu6", "relu"), ()])
+@pytest.mark.parametrize(
+    "ops", [("bias", "relu6"), ("bias",), ("scale", "relu"), ("bias", "relu6", "relu"), ()]
+)
 @pytest.mark.parametrize("same", [True, False])
 def test_chain_into_matches_apply_chain(ops: tuple[str, ...], same: bool) -> None:
     from edgebnn.engine.layers import ScalingLayer
@@ -242,7 +327,9 @@ def test_chain_into_matches_apply_chain(ops: tuple[str, ...], same: bool) -> Non
     row[:3] = [np.nan, np.inf, -np.inf]
     make = {
         "bias": lambda: BiasLayer((1, cols, chans), bias=rng.normal(size=chans).astype(np.float32)),
-        "scale": lambda: ScalingLayer((1, cols, chans), scales=rng.normal(size=chans).astype(np.float32)),
+        "scale": lambda: ScalingLayer(
+            (1, cols, chans), scales=rng.normal(size=chans).astype(np.float32)
+        ),
         "relu6": lambda: ActivationLayer((1, cols, chans), function="relu6"),
         "relu": lambda: ActivationLayer((1, cols, chans), function="relu"),
     }

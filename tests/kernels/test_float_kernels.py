@@ -44,9 +44,13 @@ def test_conv_bit_exact(chans: int, filters: int, stride: int, k: int) -> None:
     pad = k // 2
     size = 35 if filters <= 16 else 9  # wide rows exercise the column-vectorised kernel
     out = (size + 2 * pad - k) // stride + 1
-    inp = InputLayer((size + 2 * pad, size + 2 * pad, chans), output_padding=Padding(PaddingScheme.ZEROS, pad))
+    inp = InputLayer(
+        (size + 2 * pad, size + 2 * pad, chans), output_padding=Padding(PaddingScheme.ZEROS, pad)
+    )
     w = rng.normal(size=(filters, k, k, chans)).astype(np.float32)
-    conv = ConvolutionalLayer((out, out, filters), Padding(PaddingScheme.ZEROS, pad), weights=w, stride=stride)
+    conv = ConvolutionalLayer(
+        (out, out, filters), Padding(PaddingScheme.ZEROS, pad), weights=w, stride=stride
+    )
     net = Network(inp, [conv, BiasLayer((out, out, filters), bias=rng.normal(size=filters))])
     x = _x(rng, net.input_shape)
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
@@ -62,8 +66,12 @@ def test_depthwise_conv_bit_exact(chans: int, stride: int, k: int) -> None:
     out = (size + 2 * pad - k) // stride + 1
     inp = InputLayer((size, size, chans), output_padding=Padding(PaddingScheme.ZEROS, pad))
     w = rng.normal(size=(chans, k, k, 1)).astype(np.float32)
-    conv = ConvolutionalLayer((out, out, chans), Padding(PaddingScheme.ZEROS, pad), weights=w, stride=stride)
-    inp = InputLayer((size + 2 * pad, size + 2 * pad, chans), output_padding=Padding(PaddingScheme.ZEROS, pad))
+    conv = ConvolutionalLayer(
+        (out, out, chans), Padding(PaddingScheme.ZEROS, pad), weights=w, stride=stride
+    )
+    inp = InputLayer(
+        (size + 2 * pad, size + 2 * pad, chans), output_padding=Padding(PaddingScheme.ZEROS, pad)
+    )
     net = Network(inp, [conv, ActivationLayer((out, out, chans), function="relu6")])
     x = _x(rng, net.input_shape) * 4
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
@@ -71,13 +79,24 @@ def test_depthwise_conv_bit_exact(chans: int, stride: int, k: int) -> None:
 
 @pytest.mark.parametrize("function", ("max", "mean"))
 @pytest.mark.parametrize("size,stride,pad", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0)])
-@pytest.mark.parametrize("scheme", (PaddingScheme.ZEROS, PaddingScheme.MIN, PaddingScheme.ALTERNATING_ZERO_AND_ONES))
-def test_pooling_bit_exact(function: str, size: int, stride: int, pad: int, scheme: PaddingScheme) -> None:
+@pytest.mark.parametrize(
+    "scheme", (PaddingScheme.ZEROS, PaddingScheme.MIN, PaddingScheme.ALTERNATING_ZERO_AND_ONES)
+)
+def test_pooling_bit_exact(
+    function: str, size: int, stride: int, pad: int, scheme: PaddingScheme
+) -> None:
     rng = np.random.default_rng(size * 7 + stride + pad)
     n = 11
     out = (n + 2 * pad - size) // stride + 1
     inp = InputLayer((n + 2 * pad, n + 2 * pad, 65), output_padding=Padding(scheme, pad))
-    layer = PoolingLayer((out + 2, out + 2, 65), Padding(scheme, pad), Padding(PaddingScheme.MIN, 1), function=function, size=size, stride=stride)
+    layer = PoolingLayer(
+        (out + 2, out + 2, 65),
+        Padding(scheme, pad),
+        Padding(PaddingScheme.MIN, 1),
+        function=function,
+        size=size,
+        stride=stride,
+    )
     net = Network(inp, [layer])
     x = _x(rng, net.input_shape)
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
@@ -95,7 +114,16 @@ def test_maxpool_ring_override_zero() -> None:
     assert old.forward(x).reshape(3, 3, 2)[0, 0, 0] == 0.0  # the ring (0) wins at the edge
 
 
-ACTIVATIONS = ("relu", "leaky_relu", "relu6", "hard_sigmoid", "hard_tanh", "sigmoid", "tanh", "prelu")
+ACTIVATIONS = (
+    "relu",
+    "leaky_relu",
+    "relu6",
+    "hard_sigmoid",
+    "hard_tanh",
+    "sigmoid",
+    "tanh",
+    "prelu",
+)
 
 
 @pytest.mark.parametrize("function", ACTIVATIONS)
@@ -105,9 +133,17 @@ def test_elementwise_chain(function: str) -> None:
     alpha = rng.uniform(-0.5, 0.5, shape) if function == "prelu" else None
     layers = [
         BiasLayer(shape, bias=rng.normal(size=65)),
-        BatchNormalizationLayer(shape, multiplication=rng.normal(size=65), addition=rng.normal(size=65)),
+        BatchNormalizationLayer(
+            shape, multiplication=rng.normal(size=65), addition=rng.normal(size=65)
+        ),
         ScalingLayer(shape, scales=rng.normal(size=65)),
-        ActivationLayer((9, 11, 65), output_padding=Padding(PaddingScheme.MIN, 1), function=function, alpha=alpha, leaky_factor=0.2),
+        ActivationLayer(
+            (9, 11, 65),
+            output_padding=Padding(PaddingScheme.MIN, 1),
+            function=function,
+            alpha=alpha,
+            leaky_factor=0.2,
+        ),
     ]
     net = Network(InputLayer(shape, scale=2.0), layers)
     x = _x(rng, shape) * 3

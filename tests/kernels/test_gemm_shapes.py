@@ -61,9 +61,20 @@ print("ok", L, R)
 
 
 def _run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEBNN_GEMM_TILE", "NUMBA_CPU", "NUMBA_ENABLE_AVX"))}
+    child_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EDGEBNN_GEMM_TILE", "NUMBA_CPU", "NUMBA_ENABLE_AVX"))
+    }
     child_env.update(env)
-    return subprocess.run([sys.executable, "-c", code, *args], check=False, env=child_env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=False,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(microkernel.SHAPES))
@@ -97,7 +108,9 @@ def test_off_and_generic_cpu() -> None:
         ("riscv64", 8, set(), None),
     ],
 )
-def test_shape_choice(arch: str, pointer_bytes: int, features: set[str], shape: tuple[int, int] | None) -> None:
+def test_shape_choice(
+    arch: str, pointer_bytes: int, features: set[str], shape: tuple[int, int] | None
+) -> None:
     assert microkernel.shape_for(arch, pointer_bytes, features) == shape
 
 

@@ -21,11 +21,21 @@ def test_pack_weights_layout() -> None:
 
 @pytest.mark.parametrize(
     ("rows", "cols", "cin", "filters"),
-    [(14, 14, 80, 480), (14, 14, 480, 80), (7, 7, 1152, 320), (1, 5, 16, 24), (2, 7, 40, 40), (3, 3, 1, 17), (1, 1, 8, 8)],
+    [
+        (14, 14, 80, 480),
+        (14, 14, 480, 80),
+        (7, 7, 1152, 320),
+        (1, 5, 16, 24),
+        (2, 7, 40, 40),
+        (3, 3, 1, 17),
+        (1, 1, 8, 8),
+    ],
 )
 @pytest.mark.parametrize("flags", [0, gemm.RELU6, gemm.RESIDUAL, gemm.RELU6 | gemm.RESIDUAL])
 @pytest.mark.parametrize(("pad", "threads"), [(0, 1), (1, 2), (2, 3)])
-def test_pointwise_packed_matches_reference(rows: int, cols: int, cin: int, filters: int, flags: int, pad: int, threads: int) -> None:
+def test_pointwise_packed_matches_reference(
+    rows: int, cols: int, cin: int, filters: int, flags: int, pad: int, threads: int
+) -> None:
     rng = np.random.default_rng(rows * cin + filters + flags)
     pixels = rows * cols
     a = rng.normal(size=(pixels, cin)).astype(np.float32)
@@ -36,8 +46,18 @@ def test_pointwise_packed_matches_reference(rows: int, cols: int, cin: int, filt
     blocks, ptrs = gemm.scratch(threads)
     ranges = gemm.thread_ranges(pixels, filters, threads)
     gemm.pointwise_packed(
-        a, gemm.pack_weights(w), gemm.pad_bias(bias, filters), filters, flags,
-        out.reshape(out.shape[0], -1), pad, cols, res, ranges, blocks, ptrs,
+        a,
+        gemm.pack_weights(w),
+        gemm.pad_bias(bias, filters),
+        filters,
+        flags,
+        out.reshape(out.shape[0], -1),
+        pad,
+        cols,
+        res,
+        ranges,
+        blocks,
+        ptrs,
     )
     expected = a.astype(np.float64) @ w + bias
     if flags & gemm.RELU6:
@@ -51,7 +71,9 @@ def test_pointwise_packed_matches_reference(rows: int, cols: int, cin: int, filt
     assert (out[ring] == -7.0).all()  # the ring is never written
 
 
-@pytest.mark.parametrize(("pixels", "filters", "threads"), [(196, 480, 2), (196, 80, 2), (49, 192, 2), (5, 16, 4)])
+@pytest.mark.parametrize(
+    ("pixels", "filters", "threads"), [(196, 480, 2), (196, 80, 2), (49, 192, 2), (5, 16, 4)]
+)
 def test_thread_ranges_cover_everything_once(pixels: int, filters: int, threads: int) -> None:
     panels = -(-filters // PANEL)
     seen = np.zeros((pixels, panels), np.int64)
