@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from edgebnn.daemon.capture import Frame, FrameBoard
+from edgebnn.daemon.frames import Frame, FrameBoard
 from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.publish import SCHEMA, prediction_topic
 from edgebnn.daemon.stats import CameraStats
@@ -108,9 +108,12 @@ class Pipeline:
                 except Exception:  # the future carries it to the reload; the old model stays
                     log.debug("new model rejected", exc_info=True)
             frame = self.board.take(timeout=0.1)
-            if frame is None or self._stop.is_set():
+            if frame is None:
                 continue
-            self._process(frame)
+            with frame:  # the shared slot goes back to the capture process after
+                if self._stop.is_set():
+                    continue
+                self._process(frame)
             if self.max_frames is not None and self.published >= self.max_frames:
                 self.done.set()
                 return

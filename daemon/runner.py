@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from edgebnn.daemon.capture import CameraWorker, FrameBoard
+from edgebnn.daemon.capture import CameraProcess
 from edgebnn.daemon.config import (
     EX_CONFIG,
     ConfigError,
@@ -25,6 +25,7 @@ from edgebnn.daemon.config import (
     is_loopback_endpoint,
     load_config,
 )
+from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.logs import set_level
 from edgebnn.daemon.pipeline import Pipeline, Runtime
@@ -40,7 +41,6 @@ from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.daemon.stats import (
     OFFLINE,
     ONLINE,
-    RECONNECTING,
     CameraStats,
     RateMeter,
     cpu_temperature,
@@ -75,7 +75,7 @@ class Daemon:
         self.context = context or zmq.Context()
         self.board = FrameBoard()
         self.stats: dict[str, CameraStats] = {}
-        self.workers: dict[str, CameraWorker] = {}
+        self.workers: dict[str, CameraProcess] = {}
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
         self.metrics: Any = None
@@ -207,7 +207,6 @@ class Daemon:
                 next_watchdog = now + watchdog_every
                 if self.frames_flowing():
                     self.notifier.watchdog()
-            self._replace_hung_workers()
             if now >= next_status:
                 next_status = now + self.config.status_interval
                 for name in list(self.stats):
@@ -360,35 +359,15 @@ class Daemon:
                 config.metrics.host,
             )
 
-    def _start_camera(self, camera: Any, start_delay: float = 0.0) -> None:
+    def _start_camera(self, camera: Any) -> None:
         stats = self.stats.get(camera.name)
         if stats is None:
             stats = self.stats[camera.name] = CameraStats(camera.name)
-        worker = CameraWorker(
-            camera, self.board, stats, self._publish_status, start_delay=start_delay
-        )
+        source = FrameSource(camera.name)
+        self.board.add(source)
+        worker = CameraProcess(camera, source, stats, self._publish_status)
         self.workers[camera.name] = worker
         worker.start()
-
-    def _replace_hung_workers(self) -> None:
-        """Abandon a capture thread stuck in a source call past its timeout and start a
-        fresh one after a backoff delay; the stuck thread can no longer deliver frames and
-        ends by itself if the call ever returns."""
-        for name, worker in list(self.workers.items()):
-            hung = worker.hung_for()
-            if hung is None:
-                continue
-            worker.stop()
-            stats = self.stats[name]
-            stats.add(reconnects=1)
-            delay = worker.backoff(min(stats.reconnects, 30))
-            stats.set_state(
-                RECONNECTING,
-                f"no frame for {hung:.0f} s (the source call is stuck); reopening in {delay:.1f} s",
-            )
-            log.warning("camera %s: %s", name, stats.reason)
-            self._publish_status(name)
-            self._start_camera(worker.camera, start_delay=delay)
 
     def _stop_camera(self, name: str, removed: bool) -> None:
         worker = self.workers.pop(name)

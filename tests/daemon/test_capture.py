@@ -1,62 +1,148 @@
-"""Capture: newest-frame slots, real sources, bad frames, loss and recovery, backoff."""
+"""Capture: the shared-memory hand-over, newest-frame sources, and real capture processes
+(real sources, bad frames, loss and recovery, backoff, looping without reopening)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from daemon_support import write_video
-from edgebnn.daemon.capture import CameraWorker, Frame, FrameBoard
+from edgebnn.daemon import handover
+from edgebnn.daemon.capture import CameraProcess
+from edgebnn.daemon.capture_child import BadFrame, check_frame
 from edgebnn.daemon.config import CameraConfig
+from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.stats import OFFLINE, ONLINE, RECONNECTING, CameraStats
 
 
-def frame(camera: str, value: int) -> Frame:
-    return Frame(camera, np.full((4, 4, 3), value, np.uint8), time.time())
+class Writer:
+    """The writing side of a ring, in this process: which slots were given back."""
+
+    def __init__(self, shape: tuple[int, ...] = (4, 4, 3), slots: int = 4) -> None:
+        self.ring, fd = handover.Ring.create(shape, slots)
+        os.close(fd)
+        self.free = list(range(slots))
+
+    def put(self, source: FrameSource, value: int) -> bool:
+        index = self.free.pop()
+        self.ring.slot(index)[...] = value
+        return source.put(self.ring, index, time.time(), lambda: self.free.append(index))
 
 
-def test_board_keeps_only_the_newest_frame_and_counts_replacements() -> None:
-    board = FrameBoard()
-    token = board.add("a")
-    assert board.put(token, frame("a", 1)) is False
-    assert board.put(token, frame("a", 2)) is True  # frame 1 was never taken: skipped
-    taken = board.take(0.1)
-    assert taken is not None and taken.image[0, 0, 0] == 2
-    assert board.take(0.05) is None
+# ---------------------------------------------------------------- hand-over, in process
+
+
+def test_ring_is_shared_between_mappings_and_read_only_for_the_reader() -> None:
+    ring, fd = handover.Ring.create((2, 3, 3), slots=3)
+    try:
+        reader = handover.Ring.attach(fd, (2, 3, 3), 3)
+    finally:
+        os.close(fd)
+    ring.slot(2)[...] = 7
+    assert reader.slot(2)[1, 2, 0] == 7 and reader.slot(1).sum() == 0
+    with pytest.raises(ValueError):
+        reader.slot(0)[0, 0, 0] = 1
+    with pytest.raises(ValueError):
+        handover.Ring.attach(os.memfd_create("small"), (2, 3, 3), 3)
+
+
+def test_messages_and_descriptors_cross_the_socket_pair() -> None:
+    a, b = handover.socket_pair()
+    ring, fd = handover.Ring.create((2, 2), 2)
+    ring.slot(1)[...] = 9
+    assert handover.send(a, {"t": "ring", "shape": [2, 2]}, fd)
+    os.close(fd)
+    message, received = handover.receive(b)
+    assert message == {"t": "ring", "shape": [2, 2]} and received is not None
+    assert handover.Ring.attach(received, (2, 2), 2).slot(1)[0, 0] == 9
+    os.close(received)
+    a.send(b"[1, 2]")
+    with pytest.raises(ValueError):
+        handover.receive(b)
+    a.close()
+    assert handover.receive(b) == (None, None)  # the peer is gone
+    assert handover.send(b, {"t": "free"}) is False
+    b.close()
+
+
+def test_source_keeps_only_the_newest_frame_and_gives_slots_back() -> None:
+    source, writer = FrameSource("a"), Writer()
+    assert source.latest() is None
+    assert writer.put(source, 1) is False
+    assert writer.put(source, 2) is True  # frame 1 was never taken: skipped
+    assert len(writer.free) == 3  # frame 1's slot went back at once
+    frame = source.take_unseen()
+    assert frame is not None and frame.image[0, 0, 0] == 2 and frame.seq == 2
+    assert source.take_unseen() is None  # nothing newer
+    assert writer.put(source, 3) is False  # frame 2 was taken: not a skip
+    assert len(writer.free) == 2  # frame 2 is still held by its reader
+    frame.release()
+    frame.release()  # idempotent
+    assert len(writer.free) == 3
+    with source.latest() as newest:  # another reader: the newest, seen or not
+        assert newest.image[0, 0, 0] == 3
+        source.clear()
+        assert newest.image[0, 0, 0] == 3  # still valid while held
+        assert len(writer.free) == 3
+    assert len(writer.free) == 4 and source.latest() is None
 
 
 def test_board_serves_cameras_in_turn() -> None:
     board = FrameBoard()
-    tokens = {name: board.add(name) for name in "abc"}
+    sources = {name: FrameSource(name) for name in "abc"}
+    writers = {name: Writer() for name in "abc"}
+    for source in sources.values():
+        board.add(source)
     served = []
     for _ in range(6):
-        for name, token in tokens.items():
-            board.put(token, frame(name, 0))
+        for name, source in sources.items():
+            writers[name].put(source, 0)
         taken = board.take(0.1)
         assert taken is not None
         served.append(taken.camera)
+        taken.release()
     assert sorted(served[:3]) == ["a", "b", "c"] and sorted(served[3:]) == ["a", "b", "c"]
+    assert board.pending() == 2  # the last round: two cameras still wait
 
 
-def test_a_replaced_camera_cannot_deliver() -> None:
-    board = FrameBoard()
-    old = board.add("a")
+def test_a_removed_camera_cannot_deliver() -> None:
+    board, old = FrameBoard(), FrameSource("a")
+    board.add(old)
     board.remove("a")
-    board.add("a")
-    assert board.put(old, frame("a", 1)) is None
+    board.add(FrameSource("a"))
+    Writer().put(old, 1)
     assert board.take(0.05) is None
 
 
 def test_take_wakes_up_when_a_frame_arrives() -> None:
-    board = FrameBoard()
-    token = board.add("a")
-    threading.Timer(0.1, lambda: board.put(token, frame("a", 5))).start()
+    board, source, writer = FrameBoard(), FrameSource("a"), Writer()
+    board.add(source)
+    threading.Timer(0.1, lambda: writer.put(source, 5)).start()
     start = time.monotonic()
     got = board.take(5.0)
     assert got is not None and time.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4, 2), np.uint8),
+        "frame",
+    ],
+)
+def test_malformed_frames_are_rejected(bad) -> None:
+    with pytest.raises(BadFrame):
+        check_frame(bad)
+
+
+# ---------------------------------------------------------------- real capture processes
 
 
 def camera(source: Path | str, kind: str, **kw) -> CameraConfig:
@@ -66,31 +152,59 @@ def camera(source: Path | str, kind: str, **kw) -> CameraConfig:
 
 
 class Run:
-    """A worker plus what it reported."""
+    """A supervised capture process plus what it reported."""
 
     def __init__(self, config: CameraConfig) -> None:
         self.board = FrameBoard()
+        self.source = FrameSource(config.name)
+        self.board.add(self.source)
         self.stats = CameraStats(config.name)
         self.states: list[str] = []
-        self.worker = CameraWorker(
-            config, self.board, self.stats, lambda name: self.states.append(self.stats.state)
+        self.worker = CameraProcess(
+            config, self.source, self.stats, lambda name: self.states.append(self.stats.state)
         )
         self.worker.start()
 
-    def wait(self, check, timeout: float = 10.0) -> bool:
+    def wait(self, check, timeout: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not check():
             time.sleep(0.01)
         return check()
 
     def stop(self) -> None:
+        pid = self.worker.pid
         self.worker.stop()
         assert self.worker.join(2.0)
+        if pid is not None:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+def test_capture_process_is_small_and_never_loads_the_engine(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "c.avi", frames=5)
+    run = Run(camera(clip, "file", max_fps=50))
+    try:
+        assert run.wait(lambda: run.stats.captured >= 2)
+        pid = run.worker.pid
+        assert pid is not None and pid != os.getpid()
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "cv2" in maps  # it is the capture process
+        for library in ("numba", "llvmlite", "zmq"):
+            assert library not in maps, library
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "cap:cam"
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert str(clip).encode() not in cmdline  # settings travel over the socket
+    finally:
+        run.stop()
 
 
 def test_image_folder_skips_undecodable_files(tmp_path: Path) -> None:
-    import cv2
-
     good = np.zeros((20, 30, 3), np.uint8)
     good[:, :, 2] = 200
     cv2.imwrite(str(tmp_path / "a.png"), good)
@@ -101,6 +215,7 @@ def test_image_folder_skips_undecodable_files(tmp_path: Path) -> None:
         taken = run.board.take(1.0)
         assert taken is not None and taken.image.shape == (20, 30, 3)
         assert taken.image[0, 0, 2] == 200
+        taken.release()
         assert run.stats.state == ONLINE
     finally:
         run.stop()
@@ -113,6 +228,7 @@ def test_only_bad_frames_make_the_source_reconnect(tmp_path: Path) -> None:
         assert run.wait(lambda: RECONNECTING in run.states and run.stats.reconnects >= 1)
         assert run.stats.failed >= 3 and run.stats.captured == 0
         assert "unreadable frames" in run.stats.reason
+        assert run.worker.restarts == 0  # retried inside the same process
     finally:
         run.stop()
 
@@ -124,7 +240,8 @@ def test_video_file_without_loop_ends_offline(tmp_path: Path) -> None:
         assert run.wait(lambda: run.stats.state == OFFLINE)
         assert run.stats.captured == 5
         assert run.stats.reason == "end of stream"
-        assert run.worker.join(2.0)  # the thread ended by itself
+        assert run.worker.join(3.0)  # the process and its supervisor ended by themselves
+        assert run.worker.restarts == 0
     finally:
         run.stop()
 
@@ -133,9 +250,25 @@ def test_realtime_video_is_paced_at_its_own_frame_rate(tmp_path: Path) -> None:
     clip = write_video(tmp_path / "c.avi", frames=10, fps=20.0)
     run = Run(camera(clip, "file", loop=False, realtime=True))
     try:
+        assert run.wait(lambda: run.stats.captured >= 1)
         start = time.monotonic()
         assert run.wait(lambda: run.stats.state == OFFLINE)
-        assert time.monotonic() - start >= 0.4  # 10 frames at 20 fps, not as fast as decoding
+        assert time.monotonic() - start >= 0.4  # 9 more frames at 20 fps, not decoding speed
+    finally:
+        run.stop()
+
+
+def test_a_looping_file_seeks_back_instead_of_reopening(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "c.avi", frames=6)
+    run = Run(camera(clip, "file", max_fps=200))
+    try:
+        assert run.wait(lambda: run.stats.captured >= 30)  # five passes
+        assert run.worker.opens == 1 and run.worker.restarts == 0
+        # A file replaced by another one (new size) is reopened at the end of the pass.
+        replacement = write_video(tmp_path / "new.avi", frames=6, size=(64, 48))
+        replacement.replace(clip)
+        assert run.wait(lambda: run.worker.opens == 2)
+        assert run.wait(lambda: (f := run.source.latest()) is not None and f.image.shape[1] == 64)
     finally:
         run.stop()
 
@@ -146,7 +279,7 @@ def test_camera_loss_then_recovery(tmp_path: Path) -> None:
     run = Run(camera(clip, "file", max_fps=100))
     try:
         assert run.wait(lambda: run.stats.captured >= 3)
-        clip.rename(away)  # the file disappears: the next reopen fails
+        clip.rename(away)  # the file disappears: the next pass reopens, and that fails
         assert run.wait(lambda: run.stats.state == RECONNECTING)
         assert "cannot open" in run.stats.reason
         lost_at = run.stats.captured
@@ -159,9 +292,9 @@ def test_camera_loss_then_recovery(tmp_path: Path) -> None:
 
 
 def test_backoff_doubles_is_capped_and_jittered() -> None:
-    worker = CameraWorker(
+    worker = CameraProcess(
         camera("x", "file", backoff_initial=1.0, backoff_max=8.0),
-        FrameBoard(),
+        FrameSource("cam"),
         CameraStats("cam"),
         lambda name: None,
     )
@@ -181,17 +314,19 @@ def test_a_device_that_does_not_exist_keeps_retrying() -> None:
         run.stop()
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        np.zeros((0, 4, 3), np.uint8),
-        np.zeros((4, 4, 3), np.float32),
-        np.zeros((4, 4, 2), np.uint8),
-        "frame",
-    ],
-)
-def test_malformed_frames_are_rejected(bad) -> None:
-    from edgebnn.daemon.capture import BadFrame, check_frame
-
-    with pytest.raises(BadFrame):
-        check_frame(bad)
+def test_a_killed_capture_process_is_restarted(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "c.avi", frames=5)
+    run = Run(camera(clip, "file", max_fps=50))
+    try:
+        assert run.wait(lambda: run.stats.captured >= 2)
+        first = run.worker.pid
+        assert first is not None
+        os.kill(first, 9)
+        assert run.wait(lambda: run.stats.state == RECONNECTING)
+        assert "SIGKILL" in run.stats.reason
+        assert run.wait(lambda: run.worker.pid not in (None, first) and run.stats.state == ONLINE)
+        count = run.stats.captured
+        assert run.wait(lambda: run.stats.captured > count + 2)
+        assert run.worker.restarts == 1
+    finally:
+        run.stop()
