@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from edgebnn.engine.errors import ModelError
-from edgebnn.engine.formats.ell_json import DialectError, Document
+from edgebnn.engine.formats.ell_json import DialectError, Document, LongInteger
 
 #: No tensor in a supported network has more elements than this (1 GiB of float32).
 MAX_ELEMENTS = 1 << 28
@@ -50,7 +50,10 @@ class Fields:
     def get(self, name: str) -> Any:
         if name not in self.obj:
             raise self.error("missing field", name)
-        return self.obj[name]
+        value = self.obj[name]
+        if isinstance(value, LongInteger):
+            raise self.error(f"an integer literal of {value.digits} digits is out of range", name)
+        return value
 
     def type_name(self) -> str:
         return self.string("_type")
@@ -158,6 +161,8 @@ class Fields:
 def _kind(value: Any) -> str:
     if isinstance(value, str) and value.startswith("\x00"):
         return "an array"
+    if isinstance(value, LongInteger):
+        return repr(value)
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
         type(value), "null" if value is None else type(value).__name__
     )

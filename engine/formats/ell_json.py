@@ -20,6 +20,10 @@ import numpy as np
 
 #: Arrays of numbers at least this long (in characters) are parsed lazily by NumPy.
 LAZY_ARRAY_CHARS = 256
+#: Integer literals with more digits are not converted (no ELL field holds one; a uint64 has
+#: 20 digits, and Python refuses more than 4300): they become :class:`LongInteger` values,
+#: which every field check rejects by name.
+MAX_INT_DIGITS = 64
 
 _PLACEHOLDER = "\x00"
 _TOKEN = re.compile(
@@ -35,6 +39,21 @@ _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 
 class DialectError(ValueError):
     """Text that is not ELL's JSON dialect (the reader adds the file name)."""
+
+
+@dataclass(frozen=True)
+class LongInteger:
+    """An integer literal longer than :data:`MAX_INT_DIGITS`, kept unconverted."""
+
+    digits: int
+
+    def __repr__(self) -> str:
+        return f"<integer literal of {self.digits} digits>"
+
+
+def _parse_int(token: str) -> int | LongInteger:
+    digits = len(token) - token.startswith("-")
+    return LongInteger(digits) if digits > MAX_INT_DIGITS else int(token)
 
 
 @dataclass
@@ -101,8 +120,11 @@ class Document:
             if not all(type(v) is int for v in ints):
                 raise DialectError("expected an array of integers")
         else:
+            tokens = raw.split(b",") if raw else []
+            if any(len(token.strip()) > MAX_INT_DIGITS for token in tokens):
+                raise DialectError(f"an integer is outside [0, 2**{bits})")
             try:
-                ints = [int(token) for token in raw.split(b",")] if raw else []
+                ints = [int(token) for token in tokens]
             except ValueError:
                 raise DialectError("expected an array of integers") from None
         if any(v < 0 or v >> bits for v in ints):
@@ -133,7 +155,7 @@ def parse(text: bytes) -> Document:
 
     try:
         skeleton = _TOKEN.sub(fix, text)
-        root = json.loads(skeleton)
+        root = json.loads(skeleton, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise DialectError(f"invalid JSON ({exc.msg}) near {_excerpt(skeleton, exc.pos)}") from None
     except (UnicodeDecodeError, RecursionError) as exc:

@@ -314,3 +314,29 @@ def test_zip_member_is_found_and_named(tmp_path):
     path = tmp_path / "download.zip"
     path.write_bytes(data)
     assert edgebnn.load(path).name == "d_I4x4x3Foo"
+
+
+HUGE = "7" * 5000
+
+
+@pytest.mark.parametrize(
+    "old,new,field",
+    [
+        ('"stride": 1', f'"stride": {HUGE}', "stride"),  # a scalar field
+        ('"binarizedWeights_numVectors": 2', f'"binarizedWeights_numVectors": -{HUGE}',
+         "binarizedWeights_numVectors"),
+        ("[262143, 229373]", f"[262143, {HUGE}]", "binarizedWeights_values"),  # words
+        ("-117.3]", f"-{HUGE}]", "bias"),  # an array of floats
+        ("[-104.5, -117.3]", f"[-104.5, -117.3, {HUGE}]", "bias"),
+    ],
+)  # fmt: skip
+def test_integer_literal_beyond_pythons_limit_names_the_field(tmp_path, old, new, field):
+    """Python refuses to convert integers of more than 4300 digits; the reader says where."""
+    text = (DATA / "tiny_2017.ell").read_text()
+    assert old in text
+    path = tmp_path / "huge.ell"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(edgebnn.ModelError) as info:
+        read_ell(path)
+    assert info.value.field == field
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300

@@ -1,4 +1,9 @@
-"""Fuzz the ELL and native readers: mutated files give a Network or a ModelError, nothing else."""
+"""Fuzz the ELL and native readers: mutated files give a Network or a ModelError, nothing else.
+
+Byte edits and truncations of valid files (plain and zipped), field-level mutations of their
+JSON, generated JSON-ish documents in ELL's dialect (alone and spliced into valid files), and
+hostile number spellings (beyond Python's 4300-digit limit, overflowing floats, bare nan/inf).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import copy
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from edgebnn.engine.errors import ModelError
 from edgebnn.engine.formats.ell import parse_ell
 from edgebnn.engine.formats.ell_json import parse
@@ -154,3 +161,120 @@ def test_native_byte_mutations_raise_only_model_errors(tmp_path, edits):
     except ModelError:
         return
     assert isinstance(net, Network)  # a flip inside a weight can leave a valid file
+
+
+# -- generated documents and token-level edits ----------------------------------------------
+def _vocabulary(value: Any, keys: set[str], strings: set[str]) -> None:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            keys.add(key)
+            _vocabulary(child, keys, strings)
+    elif isinstance(value, list):
+        for child in value:
+            _vocabulary(child, keys, strings)
+    elif isinstance(value, str) and not value.startswith("\x00"):
+        strings.add(value)
+
+
+KEYS: set[str] = set()
+STRINGS: set[str] = set()
+for _doc in DOCS.values():
+    _vocabulary(_doc, KEYS, STRINGS)
+
+#: Number spellings a reader must survive: Python's 4300-digit limit, float overflow,
+#: ELL's non-finite tokens, signs, exponents, and the edges of the integer types.
+LITERALS = st.sampled_from(
+    ["7" * 5000, "-" + "9" * 4301, "1" + "0" * 65, "18446744073709551616", "-1", "-0", "0.0",
+     "1e999", "-1e999", "1e-999", "nan", "-inf", "inf", "Infinity", "2.5", "3.0", "1E2",
+     "4294967296", "9223372036854775808", "true", "null", '"7"', "[]", "{}"]
+)  # fmt: skip
+NUMBER_TOKEN = re.compile(rb"(?<![\w.\"])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.\"])")
+
+
+def _json_text(value: Any, trailing_comma: bool) -> str:
+    """ELL's almost-JSON: optional trailing commas, ``\\'`` escapes, bare nan/inf."""
+    if isinstance(value, dict):
+        items = [f"{json.dumps(k)}: {_json_text(v, trailing_comma)}" for k, v in value.items()]
+        return "{" + ", ".join(items) + ("," if trailing_comma and items else "") + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(v, trailing_comma) for v in value) + "]"
+    if isinstance(value, float) and not np.isfinite(value):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}[str(value)]
+    if isinstance(value, Literal):
+        return value.text
+    return json.dumps(value).replace("'", "\\'")
+
+
+class Literal:
+    """A number spelled as raw text (for literals ``json.dumps`` cannot write)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Literal({self.text[:20]!r})"
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(sorted(STRINGS)),
+    st.text(max_size=8),
+    LITERALS.map(Literal),
+)
+JSONISH = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        st.lists(st.integers(0, 2**64 - 1), min_size=30, max_size=60),  # lazily parsed
+        st.lists(st.floats(-1e6, 1e6), min_size=30, max_size=60),
+        st.dictionaries(
+            st.one_of(st.sampled_from(sorted(KEYS)), st.text(max_size=6)), inner, max_size=8
+        ),
+    ),
+    max_leaves=40,
+)
+
+
+@FUZZ
+@given(JSONISH, st.booleans())
+def test_generated_documents_raise_only_model_errors(value, trailing_comma):
+    only_model_errors(_json_text(value, trailing_comma).encode(), "generated.ell")
+
+
+@FUZZ
+@given(st.sampled_from(sorted(DOCS)), st.data())
+def test_generated_subtrees_in_valid_files_raise_only_model_errors(name, data):
+    """A valid file with one object or array replaced by a generated structure."""
+    doc = copy.deepcopy(DOCS[name])
+    paths = [p for p in _containers(doc) if _at(doc, p) is not None]
+    path = data.draw(st.sampled_from(paths))
+    _at(doc, path[:-1])[path[-1]] = data.draw(JSONISH)
+    only_model_errors(_json_text(doc, name == "tiny_2017.ell").encode(), name)
+
+
+def _at(doc: Any, path: tuple) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+@FUZZ
+@given(st.sampled_from(["tiny_2017.ell", "tiny_new.ell"]), st.data())
+def test_number_tokens_replaced_raise_only_model_errors(name, data):
+    """Numbers in the text (lazily parsed weight arrays included) swapped for hostile ones."""
+    text = SOURCES[name]
+    spans = [m.span() for m in NUMBER_TOKEN.finditer(text)]
+    picks = data.draw(st.lists(st.sampled_from(spans), min_size=1, max_size=3, unique=True))
+    for start, end in sorted(picks, reverse=True):
+        text = text[:start] + data.draw(LITERALS).encode() + text[end:]
+    only_model_errors(text, name)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(SOURCES)), st.floats(0, 1, exclude_max=True))
+def test_truncated_files_raise_only_model_errors(name, where):
+    data = SOURCES[name]
+    only_model_errors(data[: int(where * len(data))], name)
