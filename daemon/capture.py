@@ -159,9 +159,10 @@ class CameraProcess:
 
     # -- states and logging
 
-    def _state(self, state: str, reason: str) -> None:
+    def _state(self, state: str, reason: str, detail: str = "") -> None:
         """Record and announce a state. A failure logs a warning the first time (at start
-        too), then debug lines while the camera keeps failing; recovery logs info."""
+        too), then debug lines while the camera keeps failing; recovery logs info.
+        `detail` goes to the log line only (not to the published status)."""
         if self._stop.is_set():
             return  # stopped: a newer supervisor or the shutdown owns the camera's state
         previous = self.stats.state
@@ -175,7 +176,7 @@ class CameraProcess:
             log.info("camera %s offline: %s", self.camera.name, reason)
         else:
             level = logging.DEBUG if self._failing else logging.WARNING
-            log.log(level, "camera %s %s: %s", self.camera.name, state, reason)
+            log.log(level, "camera %s %s: %s%s", self.camera.name, state, reason, detail)
             self._failing = True
         self.on_state(self.camera.name)
 
@@ -202,7 +203,12 @@ class CameraProcess:
             attempt += 1
             self.restarts += 1
             self.stats.add(reconnects=1)
-            self._state(RECONNECTING, f"{run.failure}; restarting in {delay:.1f} s")
+            tail = " | ".join(run.stderr_tail) if run.exited else ""
+            self._state(
+                RECONNECTING,
+                f"{run.failure}; restarting in {delay:.1f} s",
+                f" (last output: {tail})" if tail else "",
+            )
             self._stop.wait(delay)
 
 
@@ -216,6 +222,7 @@ class _ChildRun:
         self.delivered = False  # any frame arrived
         self.ended = False  # the stream ended (a file without loop): no restart
         self.failure: str | None = None
+        self.exited = False  # the process ended by itself (its last output is worth a look)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=8)
         self._stderr_buffer = b""
         self._ring: handover.Ring | None = None
@@ -284,13 +291,7 @@ class _ChildRun:
         if self.ended or self.owner._stop.is_set():
             return
         self.failure = f"capture process ended ({describe_exit(code)})"
-        tail = " | ".join(self.stderr_tail)
-        log.warning(
-            "camera %s: %s%s",
-            self.camera.name,
-            self.failure,
-            f"; last output: {tail}" if tail else "",
-        )
+        self.exited = True
 
     def _handle(self, message: handover.Message, fd: int | None) -> None:
         kind = message.get("t")
