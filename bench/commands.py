@@ -32,11 +32,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--daemon", action="store_true", help="benchmark the whole daemon pipeline instead"
     )
     p.add_argument("--frames", type=int, default=None, help="--daemon: soak length in frames")
+    p.add_argument(
+        "--capture",
+        action="store_true",
+        help="benchmark the frame hand-over of the capture processes and the whole daemon's "
+        "memory with several cameras instead",
+    )
+    p.add_argument("--cameras", type=int, default=4, help="--capture: cameras (default 4)")
+    p.add_argument("--size", default="640x480", help="--capture: frame size WxH (default 640x480)")
+    p.add_argument(
+        "--seconds", type=float, default=30.0, help="--capture: memory sampling time (default 30)"
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if args.capture:
+        from edgebnn.bench.capture import run_capture_benchmark
+
+        width, height = (int(n) for n in str(args.size).lower().split("x"))
+        return run_capture_benchmark(args.model, args.cameras, (width, height), args.seconds)
     if args.daemon:
         from edgebnn.daemon.benchmark import run_daemon_benchmark
 

@@ -298,7 +298,7 @@ class _ChildRun:
         stats, name = self.owner.stats, self.camera.name
         if fd is not None and kind != "ring":
             os.close(fd)
-        if kind in ("frame", "bad", "dropped") or message.get("state") == ONLINE:
+        if kind in ("frame", "bad") or message.get("state") == ONLINE:
             self._doing = "reading a frame"
         if kind == "frame":
             if message.get("ring") != self._ring_id or self._ring is None:
@@ -311,9 +311,10 @@ class _ChildRun:
 
             skipped = self.owner.source.put(self._ring, index, float(message["at"]), give_back)
             self.delivered = True
+            dropped = int(message.get("dropped", 0))  # frames that found no free slot
             with stats.lock:
-                stats.captured += 1
-                stats.skipped += int(skipped)
+                stats.captured += 1 + dropped
+                stats.skipped += int(skipped) + dropped
                 stats.last_frame_at = float(message["at"])
             if stats.state != ONLINE:
                 self.owner._state(ONLINE, "frames flowing")
@@ -327,8 +328,6 @@ class _ChildRun:
                 os.close(fd)
         elif kind == "beat":
             self._doing = str(message.get("doing", self._doing))
-        elif kind == "dropped":
-            stats.add(captured=1, skipped=1)
         elif kind == "bad":
             stats.add(failed=1)
             log.debug("camera %s: skipped a bad frame: %s", name, message.get("reason"))

@@ -6,11 +6,11 @@ crashes) can stall another camera or the daemon. It imports only the standard li
 NumPy and OpenCV, never the engine or Numba: a small process, quick to restart.
 
 It reads frames as the source delivers them and puts each one into a free slot of the
-shared ring (:mod:`edgebnn.daemon.handover`); when the daemon still holds every slot the
-frame is dropped and counted, never queued. A lost source is reopened with bounded,
-jittered exponential backoff; an unreadable frame is reported and skipped. Before every
-call that may block it tells the daemon how long it may take, so the daemon can tell a
-slow source from a hung process.
+shared ring (:mod:`edgebnn.daemon.handover`). When the daemon still holds every slot, a
+live source's frame is dropped and counted, never queued (a file waits for a slot). A
+lost source is reopened with bounded, jittered exponential backoff; an unreadable frame is
+reported and skipped. Before every call that may block it tells the daemon how long it may
+take, so the daemon can tell a slow source from a hung process.
 """
 
 from __future__ import annotations
@@ -51,12 +51,14 @@ class Link:
         self.sock = sock
         self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)  # a slot came back
         self._send_lock = threading.Lock()
         self._ring: handover.Ring | None = None
         self._ring_id = 0
         self._free: list[int] = []
         self._answer_by = 0.0  # monotonic time the daemon expects the next message by
         self._seq = 0
+        self.dropped = 0  # frames dropped for want of a free slot, not yet reported
 
     def start(self) -> None:
         threading.Thread(target=self._receive, name="link", daemon=True).start()
@@ -77,6 +79,7 @@ class Link:
                 with self._lock:
                     if message.get("ring") == self._ring_id:
                         self._free.append(int(message["slot"]))
+                        self._returned.notify()
 
     def send(self, message: handover.Message, within: float) -> None:
         """Send; `within`: seconds until the next message at the latest."""
@@ -101,8 +104,11 @@ class Link:
                 return True
         return self.stopping.is_set()
 
-    def deliver(self, image: np.ndarray, captured_at: float, within: float) -> bool:
-        """Copy a frame into a free slot and announce it; False if no slot was free."""
+    def deliver(
+        self, image: np.ndarray, captured_at: float, within: float, wait: float = 0.0
+    ) -> bool:
+        """Copy a frame into a free slot and announce it; False if no slot was free
+        (after waiting up to `wait` seconds for one)."""
         shape = tuple(image.shape)
         if self._ring is None or self._ring.shape != shape:
             ring, fd = handover.Ring.create(shape)
@@ -118,7 +124,10 @@ class Link:
             finally:
                 os.close(fd)
         with self._lock:
+            if not self._free and wait > 0:
+                self._returned.wait(wait)
             if not self._free:
+                self.dropped += 1
                 return False
             slot = self._free.pop()
             ring, ring_id = self._ring, self._ring_id
@@ -126,6 +135,8 @@ class Link:
         self._seq += 1
         message = {"t": "frame", "ring": ring_id, "slot": slot, "seq": self._seq}
         message["at"] = captured_at
+        if self.dropped:  # reported with the next frame, not one message per drop
+            message["dropped"], self.dropped = self.dropped, 0
         self.send(message, within)
         return True
 
@@ -320,8 +331,26 @@ class Picamera2Source(Source):
                 self._cam = None
 
 
+class SyntheticSource(Source):
+    """Generated frames of size "WxH" at no decoding cost: measures the hand-over alone
+    (`edgebnn bench --capture`; not a configurable source kind). Paced like a file."""
+
+    def __init__(self, camera: dict[str, Any]) -> None:
+        width, height = (int(n) for n in str(camera["source"]).split("x"))
+        self._frame = np.zeros((height, width, 3), np.uint8)
+        self._frame[:, :, 1] = np.arange(width, dtype=np.uint32)[None, :] % 256
+        self._count = 0
+
+    def read(self) -> np.ndarray | None:
+        self._count += 1
+        self._frame[0, :8, 0] = np.frombuffer(self._count.to_bytes(8, "little"), np.uint8)
+        return self._frame
+
+
 def make_source(camera: dict[str, Any]) -> Source:
     """The source class for a camera's kind."""
+    if camera["kind"] == "synthetic":
+        return SyntheticSource(camera)
     if camera["kind"] == "images":
         return ImageFilesSource(camera)
     if camera["kind"] == "picamera2":
@@ -430,8 +459,9 @@ class Capture:
                 continue
             failures = 0
             delivered = True
-            if not link.deliver(image, time.time(), read_limit + interval + 0.5):
-                link.send({"t": "dropped"}, read_limit + interval + 0.5)
+            # A live source keeps reading (its frames go stale); a file waits for a slot.
+            wait = 0.0 if source.live else 1.0
+            link.deliver(image, time.time(), read_limit + interval + wait + 0.5, wait)
         return delivered
 
 

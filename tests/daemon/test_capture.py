@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -328,5 +329,28 @@ def test_a_killed_capture_process_is_restarted(tmp_path: Path) -> None:
         count = run.stats.captured
         assert run.wait(lambda: run.stats.captured > count + 2)
         assert run.worker.restarts == 1
+    finally:
+        run.stop()
+
+
+def test_frames_cross_whole_and_in_order_at_full_speed() -> None:
+    """A generated source as fast as the hand-over goes: every frame a reader holds is
+    intact (no slot is rewritten while held) and frame numbers only grow."""
+    run = Run(CameraConfig(name="cam", kind="synthetic", source="64x48", realtime=False))
+    try:
+        expected = np.arange(64, dtype=np.uint32)[None, :] % 256
+        numbers = []
+        while len(numbers) < 300:
+            frame = run.board.take(10.0)
+            assert frame is not None
+            with frame:
+                stamp = int.from_bytes(frame.image[0, :8, 0].tobytes(), "little")
+                time.sleep(0.001)  # hold it while the capture process keeps writing
+                assert int.from_bytes(frame.image[0, :8, 0].tobytes(), "little") == stamp
+                assert (frame.image[:, :, 1] == expected).all()
+                numbers.append((frame.seq, stamp))
+        for (seq_a, stamp_a), (seq_b, stamp_b) in itertools.pairwise(numbers):
+            assert seq_b > seq_a and stamp_b > stamp_a
+        assert run.stats.captured >= 300
     finally:
         run.stop()
