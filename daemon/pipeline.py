@@ -1,5 +1,6 @@
 """The single inference thread: takes the newest frame of each camera in turn, classifies
-it, and hands the prediction message to the publisher.
+it (the whole frame and each region, in the order regions.Scheduler gives), and hands the
+prediction message to the publisher.
 
 Numba's parallel kernels must be driven from one thread, so this thread is the only one
 that ever calls the model (warm-up included); a new model from a reload is warmed up
@@ -13,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from edgebnn.daemon.frames import Frame, FrameBoard
 from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.publish import SCHEMA, prediction_topic
+from edgebnn.daemon.regions import CameraPlan, Scheduler, Unit
 from edgebnn.daemon.stats import CameraStats
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,14 @@ class Runtime:
     top_k: int
     min_score: float
     threads: int | None
+    region_scorers: dict[tuple[str, str], GroupScorer] = field(default_factory=dict)
+
+    def scorer_for(self, unit: Unit) -> GroupScorer:
+        """The region's own groups where it has them, else the daemon's."""
+        camera, region = unit.key
+        if region is None:
+            return self.scorer
+        return self.region_scorers.get((camera, region), self.scorer)
 
 
 class Pipeline:
@@ -58,7 +68,8 @@ class Pipeline:
         self.last_published_at: float | None = None  # time.monotonic()
         self.busy_since: float | None = None  # time.monotonic() while a frame is in flight
         self.model_lock = threading.Lock()  # held while the model runs
-        self._seq: dict[str, int] = {}
+        self._seq: dict[tuple[str, str | None], int] = {}
+        self.scheduler = Scheduler(board, on_skip=self._skipped)
         self._runtime: Runtime | None = None
         self._pending: tuple[Runtime, Future[float]] | None = None
         self._pending_lock = threading.Lock()
@@ -80,6 +91,22 @@ class Pipeline:
         with self._pending_lock:
             self._pending = (runtime, future)
         return future
+
+    def configure(self, cameras: list[CameraPlan]) -> None:
+        """Set the cameras' regions (at start and on reload)."""
+        for plan in cameras:
+            stats = self.camera_stats(plan.name)
+            if stats is not None:
+                with stats.lock:
+                    for region in plan.regions:
+                        stats.region(region.name)
+                    for name in set(stats.regions) - {r.name for r in plan.regions}:
+                        del stats.regions[name]
+        self.scheduler.configure(cameras)
+
+    def pending(self) -> int:
+        """How many (camera, region) units have a frame waiting for inference."""
+        return self.scheduler.pending()
 
     def stop(self) -> None:
         self._stop.set()
@@ -107,13 +134,11 @@ class Pipeline:
                     self._install_pending()
                 except Exception:  # the future carries it to the reload; the old model stays
                     log.debug("new model rejected", exc_info=True)
-            frame = self.board.take(timeout=0.1)
-            if frame is None:
+            choice = self.scheduler.next(timeout=0.1)
+            if choice is None or self._stop.is_set():
                 continue
-            with frame:  # the shared slot goes back to the capture process after
-                if self._stop.is_set():
-                    continue
-                self._process(frame)
+            frame, unit, first = choice
+            self._process(frame, unit, first)
             if self.max_frames is not None and self.published >= self.max_frames:
                 self.done.set()
                 return
@@ -140,20 +165,33 @@ class Pipeline:
         self._runtime = runtime
         future.set_result(seconds)
 
-    def _process(self, frame: Frame) -> None:
+    def _skipped(self, camera: str, region: str | None, unclassified: bool) -> None:
+        stats = self.camera_stats(camera)
+        if stats is None:
+            return
+        with stats.lock:
+            if unclassified:
+                stats.skipped += 1
+                stats.skipped_held += 1
+            elif region is not None:
+                stats.region(region).missed += 1
+
+    def _process(self, frame: Frame, unit: Unit, first: bool) -> None:
         runtime = self._runtime
         assert runtime is not None
         stats = self.camera_stats(frame.camera)
         self.busy_since = time.monotonic()
         try:
+            image = frame.image if unit.region is None else unit.region.crop(frame.image)
             with self.model_lock:
                 start = time.perf_counter()
-                probabilities = runtime.net.predict(frame.image)
+                probabilities = runtime.net.predict(image)
                 inference_ms = (time.perf_counter() - start) * 1000.0
         except ValueError as exc:
             if stats is not None:
                 stats.add(failed=1)
-            log.debug("camera %s: model rejected a frame: %s", frame.camera, exc)
+            where = "" if unit.region is None else f" region {unit.region.name}"
+            log.debug("camera %s%s: model rejected a frame: %s", frame.camera, where, exc)
             return
         except Exception:
             if stats is not None:
@@ -162,19 +200,29 @@ class Pipeline:
             return
         finally:
             self.busy_since = None
-        payload = self.message(frame, runtime, probabilities, inference_ms)
-        self.publish(prediction_topic(frame.camera), payload)
+        payload = self.message(frame, unit, runtime, probabilities, inference_ms)
+        self.publish(prediction_topic(*unit.key), payload)
         self.published += 1
         self.last_published_at = time.monotonic()
         if stats is not None:
             with stats.lock:
-                stats.processed += 1
+                stats.processed += int(first)
                 stats.inference_ms.append(inference_ms)
+                if unit.region is not None:
+                    region = stats.region(unit.region.name)
+                    region.processed += 1
+                    region.inference_ms.append(inference_ms)
 
     def message(
-        self, frame: Frame, runtime: Runtime, probabilities: np.ndarray, inference_ms: float
+        self,
+        frame: Frame,
+        unit: Unit,
+        runtime: Runtime,
+        probabilities: np.ndarray,
+        inference_ms: float,
     ) -> dict[str, Any]:
-        """The predictions/<camera>/ payload (schema 1; published_at is set on sending)."""
+        """The predictions/<camera>/[<region>/] payload (schema 1; published_at is set on
+        sending); a region's payload also has `region` and its `box` in pixels."""
         labels = runtime.net.labels
         k = min(runtime.top_k, probabilities.shape[0])
         best = np.argpartition(-probabilities, k - 1)[:k]
@@ -184,16 +232,23 @@ class Pipeline:
             for i in best
             if probabilities[i] >= runtime.min_score
         ]
-        seq = self._seq.get(frame.camera, 0) + 1
-        self._seq[frame.camera] = seq
+        seq = self._seq.get(unit.key, 0) + 1
+        self._seq[unit.key] = seq
+        where: dict[str, Any] = {}
+        if unit.region is not None:
+            height, width = frame.image.shape[:2]
+            where = {"region": unit.region.name, "box": list(unit.region.pixel_box(width, height))}
         return {
             "schema": SCHEMA,
             "camera": frame.camera,
+            **where,
             "seq": seq,
             "captured_at": round(frame.captured_at, 6),
             "published_at": None,
             "inference_ms": round(inference_ms, 3),
             "model": runtime.net.name,
             "top": top,
-            "groups": {k: round(v, 6) for k, v in runtime.scorer.scores(probabilities).items()},
+            "groups": {
+                k: round(v, 6) for k, v in runtime.scorer_for(unit).scores(probabilities).items()
+            },
         }

@@ -35,8 +35,11 @@ class CurveUnavailable(PublishError):
     """CURVE is configured but this libzmq was built without it."""
 
 
-def prediction_topic(camera: str) -> bytes:
-    return f"predictions/{camera}/".encode()
+def prediction_topic(camera: str, region: str | None = None) -> bytes:
+    """predictions/<camera>/, or predictions/<camera>/<region>/ for a region."""
+    if region is None:
+        return f"predictions/{camera}/".encode()
+    return f"predictions/{camera}/{region}/".encode()
 
 
 def status_topic(camera: str) -> bytes:

@@ -36,6 +36,8 @@ class CameraStats:
     state_since: float = field(default_factory=time.time)
     last_frame_at: float | None = None
     inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+    regions: dict[str, RegionStats] = field(default_factory=dict)
+    skipped_held: int = 0  # of `skipped`: taken by inference but replaced before any use
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -69,7 +71,44 @@ class CameraStats:
                 "reconnects": self.reconnects,
                 "inference_ms_p50": _percentile(times, 50),
                 "inference_ms_p95": _percentile(times, 95),
+                **(
+                    {
+                        "regions": {
+                            name: r.snapshot(self.skipped - self.skipped_held)
+                            for name, r in self.regions.items()
+                        }
+                    }
+                    if self.regions
+                    else {}
+                ),
             }
+
+    def region(self, name: str) -> RegionStats:
+        """The counters of one region (created on first use; call with the lock held)."""
+        stats = self.regions.get(name)
+        if stats is None:
+            stats = self.regions[name] = RegionStats(board_base=self.skipped - self.skipped_held)
+        return stats
+
+
+@dataclass
+class RegionStats:
+    """One region's counters (kept inside its camera's CameraStats, under its lock)."""
+
+    processed: int = 0  # frames of the camera this region was classified on
+    missed: int = 0  # frames inference held that were replaced before this region's turn
+    board_base: int = 0  # the camera's frames replaced before inference took them, at start
+    inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def snapshot(self, board_skipped: int) -> dict[str, Any]:
+        """`skipped`: every frame of the camera this region never saw since it started."""
+        times = np.array(self.inference_ms, dtype=np.float64)
+        return {
+            "processed": self.processed,
+            "skipped": self.missed + max(0, board_skipped - self.board_base),
+            "inference_ms_p50": _percentile(times, 50),
+            "inference_ms_p95": _percentile(times, 95),
+        }
 
 
 def _percentile(values: np.ndarray, q: float) -> float | None:
