@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 from edgebnn.daemon import groups as group_files
+from edgebnn.daemon.regions import RegionConfig
+from edgebnn.daemon.viewconfig import WebConfig, read_regions, read_web
 
 EX_CONFIG = 78  # sysexits.h: configuration error; the systemd unit does not restart on it
 
@@ -51,6 +53,8 @@ class CameraConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     failures_before_reconnect: int = 5
+    full_frame: bool = True  # classify the whole frame (besides any regions)
+    regions: tuple[RegionConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class DaemonConfig:
     log_level: str = "info"
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     path: Path | None = None
 
 
@@ -324,6 +329,7 @@ class _Reader:
                 "logging",
                 "metrics",
                 "watchdog",
+                "web",
             ),
         )
         if data is not None and not isinstance(data, dict):
@@ -350,6 +356,7 @@ class _Reader:
             self.value(("watchdog", "max_frame_age"), wd, "number", 10.0, _positive),
             self.value(("watchdog", "ping_while_cameras_offline"), wd, "bool", True),
         )
+        web = read_web(self, top.get("web"))
         if self.issues:
             return None
         return DaemonConfig(
@@ -366,6 +373,7 @@ class _Reader:
             log_level=level,
             metrics=metrics,
             watchdog=watchdog,
+            web=web,
         )
 
     def model(self, path: Path_, top: dict[str, Any], required: bool) -> str | None:
@@ -385,15 +393,15 @@ class _Reader:
             return None
         return str(resolved)
 
-    def groups(self, raw: Any) -> tuple[Group, ...]:
+    def groups(self, raw: Any, where: Path_ = ("groups",)) -> tuple[Group, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, dict):
-            self.error(("groups",), f"must be a mapping of group name to classes; got {_show(raw)}")
+            self.error(where, f"must be a mapping of group name to classes; got {_show(raw)}")
             return ()
         result = []
         for name, spec in raw.items():
-            path: Path_ = ("groups", str(name))
+            path: Path_ = (*where, str(name))
             if not isinstance(name, str) or not CAMERA_NAME.match(name):
                 self.error(path, "group names use letters, digits, '_', '-' and '.'")
                 continue
@@ -475,6 +483,8 @@ class _Reader:
             "height",
             "backoff",
             "failures_before_reconnect",
+            "full_frame",
+            "regions",
         )
         cam = self.section(path, raw, keys)
         if not cam and not isinstance(raw, dict):
@@ -499,6 +509,14 @@ class _Reader:
         maximum = self.value((*path, "backoff", "max"), backoff, "number", 60.0, _positive)
         if initial and maximum and maximum < initial:
             self.error((*path, "backoff", "max"), f"must be >= backoff.initial ({initial})")
+        width = self.value((*path, "width"), cam, "int", None, _at_least(1))
+        height = self.value((*path, "height"), cam, "int", None, _at_least(1))
+        regions = read_regions(self, (*path, "regions"), cam.get("regions"), width, height)
+        full_frame = self.value((*path, "full_frame"), cam, "bool", True)
+        if not full_frame and not regions and "regions" not in cam:
+            self.error(
+                (*path, "full_frame"), "false needs regions: the camera would classify nothing"
+            )
         camera = CameraConfig(
             name=name,
             kind=source[0] if source else "file",
@@ -508,13 +526,15 @@ class _Reader:
             max_fps=self.value((*path, "max_fps"), cam, "number", None, _positive),
             open_timeout=self.value((*path, "open_timeout"), cam, "number", 10.0, _positive),
             read_timeout=self.value((*path, "read_timeout"), cam, "number", 5.0, _positive),
-            width=self.value((*path, "width"), cam, "int", None, _at_least(1)),
-            height=self.value((*path, "height"), cam, "int", None, _at_least(1)),
+            width=width,
+            height=height,
             backoff_initial=initial,
             backoff_max=maximum,
             failures_before_reconnect=self.value(
                 (*path, "failures_before_reconnect"), cam, "int", 5, _at_least(1)
             ),
+            full_frame=full_frame,
+            regions=regions,
         )
         return camera if len(self.issues) == start else None
 

@@ -25,6 +25,7 @@ from edgebnn.daemon.config import (
     is_loopback_endpoint,
     load_config,
 )
+from edgebnn.daemon.events import EventHub
 from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.logs import set_level
@@ -37,6 +38,7 @@ from edgebnn.daemon.publish import (
     PublishError,
     status_topic,
 )
+from edgebnn.daemon.regions import CameraPlan
 from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.daemon.stats import (
     OFFLINE,
@@ -79,6 +81,8 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
         self.metrics: Any = None
+        self.web: Any = None  # web.WebServer when the web view is on
+        self.hub: EventHub | None = None
         self.started_at = time.time()
         self.ready = threading.Event()  # set once READY=1 has been sent
         self.ready_at = 0.0
@@ -90,6 +94,7 @@ class Daemon:
         self._stats_rates = RateMeter()
         self._status_rates = RateMeter()
         self._fps: dict[str, tuple[float, float]] = {}
+        self._web_rates = RateMeter()
 
     # -- control, from any thread or a signal handler
 
@@ -172,6 +177,15 @@ class Daemon:
         )
         for camera in config.cameras:
             self._start_camera(camera)
+        self.pipeline.configure(camera_plans(config))
+        if config.web.enabled:
+            try:
+                self._start_web(config)
+            except (OSError, ValueError) as exc:
+                log.error(
+                    "cannot serve the web view on %s:%s: %s", config.web.host, config.web.port, exc
+                )
+                return EX_ERROR
         self.ready_at = time.monotonic()
         self.notifier.ready(status=self._status_line())
         self.ready.set()
@@ -238,6 +252,8 @@ class Daemon:
             self.publisher.stop(timeout=max(0.05, deadline - time.monotonic()))
         if self.metrics is not None:
             self.metrics.stop()
+        if self.web is not None:
+            self.web.stop()
         if self._own_context:
             self.context.term()  # waits at most CLOSE_LINGER_MS for the last messages
         self.notifier.close()
@@ -292,6 +308,7 @@ class Daemon:
         if not (
             runtime.net is current.net
             and runtime.scorer is current.scorer
+            and runtime.region_scorers is current.region_scorers
             and (runtime.top_k, runtime.min_score, runtime.threads)
             == (current.top_k, current.min_score, current.threads)
         ):
@@ -311,6 +328,13 @@ class Daemon:
         for name, camera in new_cameras.items():
             if old_cameras.get(name) != camera:
                 self._start_camera(camera)
+        self.pipeline.configure(camera_plans(new))
+        if new.web != old.web:
+            if self.web is not None:
+                self.web.stop()
+                self.web = None
+            if new.web.enabled:
+                self._start_web(new)
         self.config = new
 
     def _runtime(self, config: DaemonConfig, current: Runtime | None) -> Runtime:
@@ -327,7 +351,18 @@ class Daemon:
             scorer = current.scorer
         else:
             scorer = GroupScorer(groups, len(net.labels))
-        return Runtime(net, scorer, config.top_k, config.min_score, config.threads)
+        region_groups = own_region_groups(config)
+        if (
+            current is not None
+            and net is current.net
+            and region_groups == own_region_groups(self.config)
+        ):
+            region_scorers = current.region_scorers
+        else:
+            region_scorers = {
+                key: GroupScorer(spec, len(net.labels)) for key, spec in region_groups.items()
+            }
+        return Runtime(net, scorer, config.top_k, config.min_score, config.threads, region_scorers)
 
     # -- parts
 
@@ -359,6 +394,21 @@ class Daemon:
                 config.metrics.host,
             )
 
+    def _start_web(self, config: DaemonConfig) -> None:
+        from edgebnn.daemon.web import DaemonView, serve
+
+        self.hub = self.hub or EventHub()
+        for name in list(self.stats):
+            self._publish_status(name)  # so the page starts with every camera's state
+        view = DaemonView(
+            cameras=lambda: self.config.cameras,
+            camera_stats=lambda name: s.snapshot() if (s := self.stats.get(name)) else None,
+            stats=lambda: self.snapshot(self._web_rates),
+            latest_frame=self.latest_frame,
+            healthy=self.health,
+        )
+        self.web = serve(config.web, view, self.hub)
+
     def _start_camera(self, camera: Any) -> None:
         stats = self.stats.get(camera.name)
         if stats is None:
@@ -378,10 +428,16 @@ class Daemon:
             self.stats[name].set_state(OFFLINE, "removed from the configuration")
             self._publish_status(name)
             del self.stats[name]
+            if self.hub is not None:
+                self.hub.forget(name)
+            if self.web is not None:
+                self.web.snapshots.forget(name)
 
     # -- messages
 
     def _publish(self, topic: bytes, payload: dict[str, Any]) -> bool:
+        if self.hub is not None:
+            self.hub.offer(topic, payload)
         publisher = self.publisher
         return publisher.publish(topic, payload) if publisher is not None else False
 
@@ -458,9 +514,23 @@ class Daemon:
         if now - last <= self.config.watchdog.max_frame_age:
             return True
         if self.config.watchdog.ping_while_cameras_offline:
-            idle = self.pipeline.busy_since is None and self.board.pending() == 0
+            idle = self.pipeline.busy_since is None and self.pipeline.pending() == 0
             return idle and not any(s.state == ONLINE for s in self.stats.values())
         return False
+
+    def latest_frame(self, camera: str) -> Any:
+        """Hold a camera's newest frame (a frames.Frame to release), or None."""
+        source = self.board.get(camera)
+        return source.latest() if source is not None else None
+
+    def health(self) -> tuple[bool, str]:
+        """For /healthz: ready and predictions published within watchdog.max_frame_age."""
+        if not self.ready.is_set() or self.pipeline is None:
+            return False, "starting"
+        if self.frames_flowing():
+            return True, "predictions flowing"
+        age = time.monotonic() - max(self.pipeline.last_published_at or 0.0, self.ready_at)
+        return False, f"no prediction for {age:.0f} s"
 
     def _status_line(self) -> str:
         """STATUS= text for `systemctl status`."""
@@ -472,6 +542,21 @@ class Daemon:
         p50s = [c["inference_ms_p50"] for c in snapshot.values() if c["inference_ms_p50"]]
         inference = f", inference {max(p50s):.0f} ms" if p50s else ""
         return f"{online}/{len(snapshot)} cameras online, {fps:.1f} fps{inference}"
+
+
+def camera_plans(config: DaemonConfig) -> list[CameraPlan]:
+    """What the inference thread classifies of each camera."""
+    return [CameraPlan(c.name, c.full_frame, c.regions) for c in config.cameras]
+
+
+def own_region_groups(config: DaemonConfig) -> dict[tuple[str, str], Any]:
+    """{(camera, region): groups} for the regions that have groups of their own."""
+    return {
+        (c.name, r.name): r.groups
+        for c in config.cameras
+        for r in c.regions
+        if r.groups is not None
+    }
 
 
 def load_model(spec: str, fallback: str | None) -> Any:

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgebnn.daemon.events import EventHub
 from edgebnn.daemon.snapshots import NoFrame, Snapshots
+from edgebnn.daemon.viewconfig import WebConfig, is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -281,3 +282,34 @@ def read_password(path: Path) -> str:
     if not password:
         raise ValueError(f"{path} is empty")
     return password
+
+
+def serve(config: WebConfig, view: DaemonView, hub: EventHub) -> WebServer:
+    """Start the web view of a WebConfig (OSError when the port cannot be bound, ValueError
+    or OSError when the password file cannot be read); warns when it is open to the
+    network without a password."""
+    password = read_password(config.password_file) if config.password_file else None
+    server = WebServer(
+        config.host,
+        config.port,
+        view,
+        hub,
+        password=password,
+        username=config.username,
+        max_fps=config.max_fps,
+    )
+    server.start()
+    host, port = server.address
+    log.info(
+        "web view on http://%s:%d/ (%s)",
+        host,
+        port,
+        "password required" if password else "no password",
+    )
+    if password is None and not is_loopback_host(config.host):
+        log.warning(
+            "the web view on %s has no password: anyone on the network can watch the cameras; "
+            "set web.password_file",
+            config.host,
+        )
+    return server
