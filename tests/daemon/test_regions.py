@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import cv2
 import numpy as np
 import pytest
+from daemon_support import make_config
 from edgebnn.daemon.capture import Frame, FrameBoard
+from edgebnn.daemon.config import SAMPLES_DIR, ConfigError, parse_config
 from edgebnn.daemon.regions import CameraPlan, RegionConfig, Scheduler, box_problem
 
 
@@ -123,3 +130,156 @@ def test_reconfigure_drops_removed_cameras_and_waits_without_frames() -> None:
     assert scheduler.next(0.05) is None  # the one unit has classified the newest frame
     scheduler.configure([])
     assert scheduler.latest("cam") is None
+
+
+# ---------------------------------------------------------------- configuration
+
+CONFIG = """\
+model: random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A
+cameras:
+  - name: door
+    source: {source}
+    width: 640
+    height: 480
+    regions:
+{regions}
+"""
+
+
+def parse_regions(tmp_path: Path, regions: str, **extra: str) -> Any:
+    text = CONFIG.format(source=SAMPLES_DIR, regions=textwrap.indent(regions, "      "))
+    for key, value in extra.items():
+        text = text.replace("    width: 640\n", f"    width: 640\n    {key}: {value}\n")
+    return parse_config(text, base_dir=tmp_path, filename="c.yaml")
+
+
+def test_regions_config_in_fractions_and_pixels(tmp_path: Path) -> None:
+    config = parse_regions(
+        tmp_path,
+        "- {name: flap, box: [0.5, 0.5, 0.5, 0.5]}\n"
+        "- name: feeder\n  box: [0, 0, 320, 240]\n  groups: {bird: ['10-24']}\n",
+        full_frame="false",
+    )
+    camera = config.cameras[0]
+    assert not camera.full_frame
+    flap, feeder = camera.regions
+    assert (flap.name, flap.box, flap.pixels, flap.groups) == ("flap", (0.5,) * 4, False, None)
+    assert (feeder.box, feeder.pixels) == ((0.0, 0.0, 320.0, 240.0), True)
+    assert feeder.groups == (("bird", tuple(range(10, 25))),)
+    plain = parse_config(
+        CONFIG.format(source=SAMPLES_DIR, regions="      []"), base_dir=tmp_path
+    ).cameras[0]
+    assert plain.regions == () and plain.full_frame
+
+
+@pytest.mark.parametrize(
+    ("regions", "key", "line", "words"),
+    [
+        ("- {name: a, box: [0.6, 0, 0.5, 1]}", "cameras[0].regions[0].box", 8, ["inside"]),
+        ("- {name: a, box: [400, 0, 300, 100]}", "cameras[0].regions[0].box", 8, ["width 640"]),
+        ("- {name: a, box: [0, 0, 1]}", "cameras[0].regions[0].box", 8, ["[x, y, width"]),
+        ("- {name: a}", "cameras[0].regions[0].box", 8, ["required"]),
+        ("- {box: [0, 0, 1, 1]}", "cameras[0].regions[0].name", 8, ["required"]),
+        ("- {name: 'a b', box: [0, 0, 1, 1]}", "cameras[0].regions[0].name", 8, ["letters"]),
+        (
+            "- {name: a, box: [0, 0, 1, 1]}\n- {name: a, box: [0, 0, 1, 1]}",
+            "cameras[0].regions[1].name",
+            9,
+            ["duplicate region name 'a'"],
+        ),
+        ("- {name: a, box: [0, 0, 1, 1], zone: 2}", "cameras[0].regions[0].zone", 8, ["unknown"]),
+        (
+            "- {name: a, box: [0, 0, 1, 1], groups: {cat: [-1]}}",
+            "cameras[0].regions[0].groups.cat[0]",
+            8,
+            [">= 0"],
+        ),
+        ("- 3", "cameras[0].regions[0]", 8, ["must be a mapping"]),
+    ],
+)
+def test_region_errors_name_the_line_and_key(tmp_path, regions, key, line, words) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_regions(tmp_path, regions)
+    matching = [i for i in info.value.issues if i.key == key]
+    assert matching, info.value.lines()
+    assert matching[0].line == line, info.value.lines()
+    for word in words:
+        assert word in matching[0].message
+
+
+def test_full_frame_false_needs_regions(tmp_path: Path) -> None:
+    text = CONFIG.format(source=SAMPLES_DIR, regions="").replace("    regions:\n", "")
+    text += "    full_frame: false\n"
+    with pytest.raises(ConfigError, match=r"cameras\[0\].full_frame: false needs regions"):
+        parse_config(text, base_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- the daemon, end to end
+
+
+def test_objects_pasted_into_corners_are_classified_in_their_regions(
+    tmp_path: Path, start_daemon, recorder
+) -> None:
+    """EfficientNet-Lite0 on a 960x720 frame (the astronaut photo) with the espresso photo
+    pasted into the top-right corner and the cat photo into the bottom-left one."""
+    samples = {n: cv2.imread(str(SAMPLES_DIR / f"{n}.jpg")) for n in ("coffee", "chelsea")}
+    frame = cv2.resize(cv2.imread(str(SAMPLES_DIR / "astronaut.jpg")), (960, 720))
+    frame[:213, 640:960] = samples["coffee"]  # 320x213
+    frame[720 - 213 :, :320] = samples["chelsea"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "frame.png"), frame)
+    config = make_config(
+        tmp_path,
+        [
+            {
+                "name": "kitchen",
+                "source": str(folder),
+                "max_fps": 4,
+                "regions": [
+                    {"name": "cup", "box": [640, 0, 320, 213]},
+                    {
+                        "name": "flap",
+                        "box": [0, (720 - 213) / 720, 1 / 3, 213 / 720],
+                        "groups": {"cat": {"builtin": "cats"}},
+                    },
+                ],
+            }
+        ],
+        model="efficientnet-lite0",
+    )
+    rec = recorder(config.publish.endpoints[0], (b"predictions/kitchen/", b"stats/"))
+    running = start_daemon(config)
+    running.wait_ready(timeout=900)  # a cold Numba cache compiles EfficientNet first
+    assert rec.wait_for(
+        lambda r: (
+            all(len(r.of(f"predictions/kitchen/{n}/")) >= 2 for n in ("cup", "flap"))
+            and any(region_stats(s) for s in r.of("stats/"))
+        ),
+        timeout=120,
+    )
+    running.stop()
+    cups = rec.of("predictions/kitchen/cup/")
+    flaps = rec.of("predictions/kitchen/flap/")
+    wholes = [p for p in rec.of("predictions/kitchen/") if "region" not in p]
+    for p in cups:
+        assert p["region"] == "cup" and p["box"] == [640, 0, 320, 213]
+        assert p["top"][0]["label"] == "espresso" and p["top"][0]["score"] > 0.5
+        assert set(p["groups"]) == {"dog", "cat", "low"}  # the daemon's groups
+    for p in flaps:
+        assert p["region"] == "flap" and p["box"] == [0, 507, 320, 213]
+        assert "cat" in p["top"][0]["label"]
+        assert set(p["groups"]) == {"cat"} and p["groups"]["cat"] > 0.9  # its own groups
+    assert wholes and all(p["top"][0]["label"] != "espresso" for p in wholes)
+    for unit in (cups, flaps, wholes):  # each unit numbers its own messages
+        assert [p["seq"] for p in unit] == list(range(1, len(unit) + 1))
+    regions = [region_stats(s) for s in rec.of("stats/") if region_stats(s)][-1]
+    assert set(regions) == {"cup", "flap"}
+    for r in regions.values():
+        assert r["skipped"] >= 0 and r["inference_ms_p50"] > 0
+
+
+def region_stats(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """The kitchen camera's region counters once every region classified a frame."""
+    regions = stats["cameras"].get("kitchen", {}).get("regions", {})
+    return regions if regions and all(r["processed"] >= 1 for r in regions.values()) else None
