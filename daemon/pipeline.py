@@ -128,6 +128,12 @@ class Pipeline:
             self.warm.set()
             return
         self.warm.set()
+        try:
+            self._serve()
+        finally:
+            self.scheduler.close()  # every held frame goes back to its capture process
+
+    def _serve(self) -> None:
         while not self._stop.is_set():
             if self._pending is not None:
                 try:
@@ -135,10 +141,15 @@ class Pipeline:
                 except Exception:  # the future carries it to the reload; the old model stays
                     log.debug("new model rejected", exc_info=True)
             choice = self.scheduler.next(timeout=0.1)
-            if choice is None or self._stop.is_set():
+            if choice is None:
                 continue
             frame, unit, first = choice
-            self._process(frame, unit, first)
+            try:
+                if self._stop.is_set():
+                    return
+                self._process(frame, unit, first)
+            finally:
+                self.scheduler.finished(frame)  # its shared memory may go back after
             if self.max_frames is not None and self.published >= self.max_frames:
                 self.done.set()
                 return

@@ -11,6 +11,10 @@ first, then the regions of that camera in turn, so every camera gets an equal sh
 inference and every region of a camera an equal share of its camera's. A frame replaced
 before a unit got to it counts as skipped for that unit (and for the camera when no unit
 classified it at all).
+
+Frames are views of the capture processes' shared memory: the scheduler releases a frame
+as soon as it is replaced or every unit has classified it, but never while the inference
+thread still works on it (`finished()` tells it when that ends).
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class FrameLike(Protocol):
     image: np.ndarray
     captured_at: float
 
+    def release(self) -> None: ...
+
 
 class Board(Protocol):
     def take(self, timeout: float) -> Any: ...
@@ -148,6 +154,7 @@ class Scheduler:
         self._camera_served: dict[str, float] = {}
         self._unit_served: dict[tuple[str, str | None], float] = {}
         self._numbers = 0
+        self._in_use: Any = None  # the frame the inference thread works on
 
     def configure(self, cameras: Iterable[CameraPlan]) -> None:
         """Set every camera's units (at start and on reload); cameras not listed are dropped."""
@@ -161,18 +168,26 @@ class Scheduler:
                     self._unit_served.pop(key, None)
             for name in list(self._held):
                 if name not in units:
-                    del self._held[name]
+                    self._let_go(self._held.pop(name).frame)
                     self._camera_served.pop(name, None)
 
-    def units(self, camera: str) -> tuple[Unit, ...]:
+    def finished(self, frame: Any) -> None:
+        """The inference thread is done with `frame` (from next()); it may be released."""
         with self._lock:
-            return self._units.get(camera) or (Unit(camera, None),)
+            self._in_use = None
+            held = self._held.get(frame.camera)
+            if held is None or held.frame is not frame:
+                frame.release()  # replaced (or its camera removed) meanwhile
+            elif not any(self._waiting(u, held) for u in self._unit_list(frame.camera)):
+                del self._held[frame.camera]  # every unit has it: give the memory back now
+                frame.release()
 
-    def latest(self, camera: str) -> Any:
-        """The newest frame inference has received from a camera (for the web view)."""
+    def close(self) -> None:
+        """Release every frame held (the daemon stops)."""
         with self._lock:
-            held = self._held.get(camera)
-            return held.frame if held is not None else None
+            for held in self._held.values():
+                self._let_go(held.frame)
+            self._held.clear()
 
     def pending(self) -> int:
         """How many units have a frame waiting."""
@@ -212,7 +227,12 @@ class Scheduler:
                     self._on_skip(unit.camera, unit.key[1], False)
                 if not old.classified:
                     self._on_skip(frame.camera, None, True)
+                self._let_go(old.frame)
             self._held[frame.camera] = _Held(frame, self._numbers)
+
+    def _let_go(self, frame: Any) -> None:
+        if frame is not self._in_use:
+            frame.release()
 
     def _waiting(self, unit: Unit, held: _Held) -> bool:
         return self._done.get(unit.key, 0) < held.number
@@ -238,4 +258,5 @@ class Scheduler:
         self._done[unit.key] = held.number
         first = not held.classified
         held.classified = True
+        self._in_use = held.frame
         return held.frame, unit, first

@@ -36,8 +36,8 @@ class Snapshots:
         regions: Callable[[str], Sequence[RegionConfig] | None],
         max_fps: float = 2.0,
     ) -> None:
-        """`latest_frame(camera)` returns a Frame or None; `regions(camera)` the camera's
-        regions, or None for an unknown camera."""
+        """`latest_frame(camera)` holds the newest frames.Frame (released here) or returns
+        None; `regions(camera)` gives the camera's regions, or None for an unknown camera."""
         self.latest_frame = latest_frame
         self.regions = regions
         self.min_interval = 1.0 / max_fps
@@ -52,20 +52,24 @@ class Snapshots:
         regions = self.regions(camera)
         if regions is None:
             raise NoFrame(f"no camera named {camera!r}")
+        key = (annotate, int(width or 0))
         with self._lock(camera):
-            frame = self.latest_frame(camera)
-            if frame is None:
-                raise NoFrame(f"camera {camera!r} has no frame yet")
-            key = (annotate, int(width or 0))
             cache = self._cache.setdefault(camera, OrderedDict())
             hit = cache.get(key)
             now = time.monotonic()
-            if hit is not None and (
-                hit[0] == frame.captured_at or now - hit[1] < self.min_interval
-            ):
+            if hit is not None and now - hit[1] < self.min_interval:
                 cache.move_to_end(key)
                 return hit[2]
-            data = encode(frame.image, regions if annotate else (), width)
+            frame = self.latest_frame(camera)  # held: released as soon as it is encoded
+            if frame is None:
+                raise NoFrame(f"camera {camera!r} has no frame yet")
+            try:
+                if hit is not None and hit[0] == frame.captured_at:
+                    cache.move_to_end(key)
+                    return hit[2]
+                data = encode(frame.image, regions if annotate else (), width)
+            finally:
+                frame.release()
             self.encoded += 1
             cache[key] = (frame.captured_at, now, data)
             cache.move_to_end(key)

@@ -44,7 +44,12 @@ class Reader(Protocol):
     ) -> dict[str, Any]: ...
 
     def value(
-        self, path: tuple[str | int, ...], mapping: dict[str, Any], kind: str, *a: Any
+        self,
+        path: tuple[str | int, ...],
+        mapping: dict[str, Any],
+        kind: str,
+        default: Any = ...,
+        check: Any = None,
     ) -> Any: ...
 
     def groups(self, raw: Any, path: tuple[str | int, ...] = ...) -> tuple[Any, ...]: ...

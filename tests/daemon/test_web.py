@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from edgebnn.daemon.capture import Frame
 from edgebnn.daemon.events import EventHub
+from edgebnn.daemon.frames import Frame
 from edgebnn.daemon.regions import RegionConfig
 from edgebnn.daemon.web import DaemonView, WebServer, read_password
 
