@@ -21,6 +21,7 @@ import yaml
 from edgebnn.daemon import groups as group_files
 from edgebnn.daemon.regions import RegionConfig
 from edgebnn.daemon.viewconfig import WebConfig, read_regions, read_web
+from edgebnn.daemon.mqtt_config import MqttConfig, default_device, read_device, read_mqtt
 
 EX_CONFIG = 78  # sysexits.h: configuration error; the systemd unit does not restart on it
 
@@ -118,6 +119,8 @@ class DaemonConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    device: str = field(default_factory=default_device)  # in payloads, MQTT topics, HA ids
+    mqtt: MqttConfig | None = None  # None: MQTT is off
     path: Path | None = None
 
 
@@ -330,6 +333,8 @@ class _Reader:
                 "metrics",
                 "watchdog",
                 "web",
+                "device",
+                "mqtt",
             ),
         )
         if data is not None and not isinstance(data, dict):
@@ -357,9 +362,13 @@ class _Reader:
             self.value(("watchdog", "ping_while_cameras_offline"), wd, "bool", True),
         )
         web = read_web(self, top.get("web"))
+        device = read_device(self, top)
+        mqtt = read_mqtt(self, top.get("mqtt"), [c.name for c in cameras], [g.name for g in groups])
         if self.issues:
             return None
         return DaemonConfig(
+            device=device,
+            mqtt=mqtt,
             cameras=cameras,
             model=model,
             fallback_model=fallback,

@@ -48,6 +48,16 @@ class SnapshotCollector:
         yield CounterMetricFamily(
             "edgebnn_messages_dropped", "Messages not sent", value=snap["dropped_messages"]
         )
+        mqtt = snap.get("mqtt")
+        if mqtt is not None:
+            yield GaugeMetricFamily(
+                "edgebnn_mqtt_connected", "1 if connected to the broker", value=mqtt["connected"]
+            )
+            yield CounterMetricFamily(
+                "edgebnn_mqtt_messages_dropped",
+                "MQTT messages dropped from the full queue",
+                value=mqtt.get("dropped", 0),
+            )
         online = GaugeMetricFamily("edgebnn_camera_online", "1 if frames arrive", labels=["camera"])
         fps = GaugeMetricFamily(
             "edgebnn_camera_fps", "Frames classified per second", labels=["camera"]

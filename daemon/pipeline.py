@@ -232,7 +232,7 @@ class Pipeline:
         probabilities: np.ndarray,
         inference_ms: float,
     ) -> dict[str, Any]:
-        """The predictions/<camera>/[<region>/] payload (schema 1; published_at is set on
+        """The predictions/<camera>/[<region>/] payload (see SCHEMA; published_at is set on
         sending); a region's payload also has `region` and its `box` in pixels."""
         labels = runtime.net.labels
         k = min(runtime.top_k, probabilities.shape[0])

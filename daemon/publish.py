@@ -23,7 +23,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1  # version of every JSON payload; bumped on incompatible changes
+SCHEMA = 2  # version of every JSON payload; 2 added "device" (docs/messages.md)
 CLOSE_LINGER_MS = 100  # on close: time for already-sent messages to leave, then drop them
 
 

@@ -29,6 +29,8 @@ from edgebnn.daemon.events import EventHub
 from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.logs import set_level
+from edgebnn.daemon.mqtt import MqttSetupError
+from edgebnn.daemon.mqtt_bridge import MqttBridge
 from edgebnn.daemon.pipeline import Pipeline, Runtime
 from edgebnn.daemon.publish import (
     SCHEMA,
@@ -79,6 +81,7 @@ class Daemon:
         self.stats: dict[str, CameraStats] = {}
         self.workers: dict[str, CameraProcess] = {}
         self.publisher: Publisher | None = None
+        self.mqtt: MqttBridge | None = None
         self.pipeline: Pipeline | None = None
         self.metrics: Any = None
         self.web: Any = None  # web.WebServer when the web view is on
@@ -143,6 +146,12 @@ class Daemon:
         except PublishError as exc:
             log.error("%s", exc)
             return EX_ERROR
+        if config.mqtt is not None:
+            try:
+                self._start_mqtt(config, runtime.net.name)
+            except MqttSetupError as exc:
+                log.error("%s", exc)
+                return EX_CONFIG
         if config.metrics.enabled:
             try:
                 self._start_metrics(config)
@@ -248,6 +257,8 @@ class Daemon:
             max(0.05, deadline - time.monotonic() - 0.3)
         ):
             log.info("dropping the frame in flight")
+        if self.mqtt is not None:
+            self.mqtt.stop()  # `offline` on the availability topic, then disconnect
         if self.publisher is not None:
             self.publisher.stop(timeout=max(0.05, deadline - time.monotonic()))
         if self.metrics is not None:
@@ -336,6 +347,7 @@ class Daemon:
             if new.web.enabled:
                 self._start_web(new)
         self.config = new
+        self._apply_mqtt(old, new, runtime.net.name)
 
     def _runtime(self, config: DaemonConfig, current: Runtime | None) -> Runtime:
         """The runtime for a config, reusing the current model when it did not change."""
@@ -381,6 +393,29 @@ class Daemon:
             if old is not None:  # put the old socket back before rejecting
                 self.publisher = self._start_publisher(self.config)
             raise
+
+    def _start_mqtt(self, config: DaemonConfig, model_name: str) -> None:
+        self.mqtt = MqttBridge(config, model_name)
+        self.mqtt.start()
+        assert config.mqtt is not None
+        log.info(
+            "MQTT to %s:%d under %s%s",
+            config.mqtt.host,
+            config.mqtt.port,
+            config.mqtt.prefix(config.device),
+            " (TLS)" if config.mqtt.tls else "",
+        )
+
+    def _apply_mqtt(self, old: DaemonConfig, new: DaemonConfig, model_name: str) -> None:
+        """Start, stop or reconfigure MQTT after a reload."""
+        if new.mqtt is None:
+            if self.mqtt is not None:
+                self.mqtt.stop()
+                self.mqtt = None
+        elif self.mqtt is None:
+            self._start_mqtt(new, model_name)
+        else:
+            self.mqtt.reconfigure(new, model_name)
 
     def _start_metrics(self, config: DaemonConfig) -> None:
         from edgebnn.daemon.metrics import MetricsServer
@@ -436,8 +471,12 @@ class Daemon:
     # -- messages
 
     def _publish(self, topic: bytes, payload: dict[str, Any]) -> bool:
+        """Every message goes out here: ZeroMQ, the web view's hub and MQTT (none waits)."""
+        payload["device"] = self.config.device
         if self.hub is not None:
             self.hub.offer(topic, payload)
+        if self.mqtt is not None:
+            self.mqtt.forward(topic, payload)
         publisher = self.publisher
         return publisher.publish(topic, payload) if publisher is not None else False
 
@@ -500,6 +539,7 @@ class Daemon:
             "cpu_temp_c": cpu_temperature(),
             "throttled": throttled(),
             "dropped_messages": self.publisher.dropped if self.publisher else 0,
+            "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
             "published_at": None,
         }
 

@@ -1,0 +1,164 @@
+"""The MQTT parts without a broker: hysteresis, discovery payloads, config validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edgebnn.daemon import hass
+from edgebnn.daemon.config import ConfigError, parse_config
+from edgebnn.daemon.detection import Detector, Thresholds
+from edgebnn.daemon.mqtt_config import default_device
+
+
+def test_detector_turns_on_at_once_and_off_after_the_hold_time() -> None:
+    d = Detector(Thresholds(on=0.6, off=0.3, hold=2.0))
+    feed = [  # (time, score, expected state after it)
+        (0.0, 0.5, False),  # between off and on: stays off
+        (0.5, 0.6, True),  # reaches on
+        (1.0, 0.4, True),  # between: stays on
+        (1.5, 0.2, True),  # below off: hold starts
+        (2.5, 0.59, True),  # back above off: hold cancelled
+        (3.0, 0.1, True),  # below again: hold restarts at 3.0
+        (4.9, 0.1, True),
+        (5.0, 0.1, False),  # 2 s below off
+        (5.5, 0.55, False),  # below on: stays off
+        (6.0, 0.9, True),
+    ]
+    for now, score, expected in feed:
+        d.update(score, now)
+        assert d.state is expected, (now, score)
+
+
+def test_detector_tick_turns_off_without_new_scores() -> None:
+    d = Detector(Thresholds(on=0.5, off=0.5, hold=1.0))
+    assert d.update(0.7, 10.0) and d.state
+    assert not d.update(0.1, 10.5)
+    assert not d.tick(11.4) and d.state
+    assert d.tick(11.5) and not d.state and d.since == 11.5
+    assert not d.tick(20.0)
+
+
+def test_detector_does_not_flap_on_alternating_scores() -> None:
+    """A score that jumps across both thresholds every frame (2 fps) stays on."""
+    d = Detector(Thresholds(on=0.6, off=0.4, hold=1.5))
+    changes = sum(d.update(0.9 if i % 2 == 0 else 0.05, i * 0.5) for i in range(40))
+    assert changes == 1 and d.state
+
+
+def configs(cameras=("front", "back.yard"), scopes=None, groups=("dog", "cat"), device="pi-1"):
+    scopes = scopes or [hass.Scope(c) for c in cameras]
+    return hass.discovery_configs(
+        "homeassistant",
+        hass.Device(device, "efficientnet-lite0", "0.1.0"),
+        hass.Topics(f"edgebnn/{device}"),
+        list(cameras),
+        scopes,
+        list(groups),
+    )
+
+
+def test_discovery_has_every_entity_once_with_unique_ids() -> None:
+    made = configs()
+    # per camera: status, fps, inference; per scope: label + one binary_sensor per group
+    assert len(made) == 2 * 3 + 2 * (1 + 2)
+    ids = [c["unique_id"] for c in made.values()]
+    assert len(set(ids)) == len(ids)
+    for topic, config in made.items():
+        prefix, component, node, object_id, last = topic.split("/")
+        assert (prefix, node, last) == ("homeassistant", "edgebnn_pi-1", "config")
+        assert config["unique_id"] == f"{node}_{object_id}"
+        assert component in ("sensor", "binary_sensor")
+        assert config["device"]["identifiers"] == ["edgebnn_pi-1"]
+        assert config["availability"][0] == {"topic": "edgebnn/pi-1/availability"}
+    # '.' is not allowed in discovery ids; the topics keep the camera's name
+    label = made["homeassistant/sensor/edgebnn_pi-1/back_yard_label/config"]
+    assert label["state_topic"] == "edgebnn/pi-1/back.yard/prediction"
+    dog = made["homeassistant/binary_sensor/edgebnn_pi-1/front_dog_detected/config"]
+    assert dog["state_topic"] == "edgebnn/pi-1/front/detected/dog"
+    assert dog["availability_mode"] == "all"
+
+
+def test_discovery_of_regions_and_devices_do_not_collide() -> None:
+    scopes = [hass.Scope("cam"), hass.Scope("cam", "feeder")]
+    one = configs(cameras=["cam"], scopes=scopes, groups=["bird"])
+    feeder = one["homeassistant/sensor/edgebnn_pi-1/cam_feeder_label/config"]
+    assert feeder["state_topic"] == "edgebnn/pi-1/cam/feeder/prediction"
+    other = configs(cameras=["cam"], scopes=scopes, groups=["bird"], device="pi-2")
+    assert not set(one) & set(other)
+    assert not {c["unique_id"] for c in one.values()} & {c["unique_id"] for c in other.values()}
+
+
+def parse(text: str, tmp_path: Path):
+    return parse_config(text, tmp_path, "edgebnn.yaml")
+
+
+BASE = "cameras: [{name: front, source: builtin:samples}]\ngroups: {dog: [1, 2], cat: [3]}\n"
+
+
+def test_mqtt_is_off_without_its_section_and_device_defaults_to_the_host(tmp_path) -> None:
+    config = parse(BASE, tmp_path)
+    assert config.mqtt is None
+    assert config.device == default_device() and config.device
+
+
+def test_mqtt_settings_and_their_defaults(tmp_path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    config = parse(
+        BASE + "device: garage\n"
+        "mqtt:\n"
+        "  host: broker.lan\n"
+        "  username: pi\n"
+        "  password_file: pw\n"
+        "  max_rate: 0.5\n"
+        "  cameras: {front: {max_rate: 4}}\n"
+        "  detection:\n"
+        "    on_score: 0.7\n"
+        "    groups: {cat: {off_score: 0.2, hold: 10}}\n",
+        tmp_path,
+    )
+    m = config.mqtt
+    assert config.device == "garage"
+    assert (m.host, m.port, m.qos, m.username) == ("broker.lan", 1883, 0, "pi")
+    assert m.password_file == tmp_path / "pw"
+    assert m.prefix("garage") == "edgebnn/garage" and m.client("garage") == "edgebnn-garage"
+    assert m.rate("front") == 4 and m.rate("other") == 0.5
+    assert m.thresholds("dog") == Thresholds(0.7, 0.3, 5.0)
+    assert m.thresholds("cat") == Thresholds(0.7, 0.2, 10.0)
+    assert (m.discovery, m.discovery_prefix) == (True, "homeassistant")
+    assert "secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("  prot: 1\n", "edgebnn.yaml:4: mqtt.prot: unknown key (did you mean 'port'?)"),
+        ("  port: 70000\n", "edgebnn.yaml:4: mqtt.port: must be between 1 and 65535"),
+        ("  qos: 3\n", "edgebnn.yaml:4: mqtt.qos: must be between 0 and 2"),
+        ("  password: x\n", "edgebnn.yaml:4: mqtt.password: unknown key"),
+        ("  username: u\n  password_file: nope\n", "edgebnn.yaml:5: mqtt.password_file: file "),
+        ("  topic_prefix: a/+/b\n", "edgebnn.yaml:4: mqtt.topic_prefix: must not contain"),
+        ("  tls: {ca_file: missing.crt}\n", "edgebnn.yaml:4: mqtt.tls.ca_file: file not found"),
+        ("  cameras: {fron: {max_rate: 1}}\n", "mqtt.cameras.fron: unknown key (did you mean"),
+        ("  max_rate: 0\n", "edgebnn.yaml:4: mqtt.max_rate: must be > 0"),
+        (
+            "  detection:\n    on_score: 0.2\n    off_score: 0.5\n",
+            "edgebnn.yaml:6: mqtt.detection.off_score: must be <= on_score (0.2); got 0.5",
+        ),
+        (
+            "  detection: {groups: {dgo: {hold: 1}}}\n",
+            "mqtt.detection.groups.dgo: unknown key (did you mean 'dog'?)",
+        ),
+        ("  discovery: {enabled: yes please}\n", "mqtt.discovery.enabled: must be true or false"),
+    ],
+)
+def test_mqtt_errors_name_the_line_and_key(tmp_path, section, expected) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(BASE + "mqtt:\n" + section, tmp_path)
+    assert any(expected in line for line in err.value.lines()), err.value.lines()
+
+
+def test_device_must_be_usable_in_topics(tmp_path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(BASE + "device: my pi/2\n", tmp_path)
+    assert err.value.lines()[0].startswith("edgebnn.yaml:3: device: use 1-64 letters")
