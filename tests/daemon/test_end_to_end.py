@@ -12,12 +12,14 @@ import pytest
 from daemon_support import MODEL, OTHER_MODEL, make_config
 from edgebnn.daemon.config import PACKAGE_DATA, ConfigError
 from edgebnn.daemon.groups import read_indices
+from edgebnn.daemon.mqtt_config import default_device
 from edgebnn.daemon.stats import ONLINE, RECONNECTING
 
 import edgebnn
 
 PREDICTION_KEYS = {
     "schema",
+    "device",
     "camera",
     "seq",
     "captured_at",
@@ -31,7 +33,8 @@ PREDICTION_KEYS = {
 
 def check_prediction(p: dict, camera: str, top_k: int, groups: set[str]) -> None:
     assert set(p) == PREDICTION_KEYS
-    assert p["schema"] == 1 and p["camera"] == camera
+    assert p["schema"] == 2 and p["camera"] == camera
+    assert p["device"] == default_device()  # the host name: make_config sets no device
     assert isinstance(p["seq"], int) and p["seq"] >= 1
     assert 0 < p["captured_at"] <= p["published_at"] <= time.time() + 1
     assert p["inference_ms"] > 0
@@ -104,7 +107,8 @@ def test_predictions_from_a_video_and_an_image_folder(
             assert p["groups"][name] == pytest.approx(value, abs=1e-5)
 
     stats = rec.of("stats/")[-1]
-    assert stats["schema"] == 1 and stats["version"] == edgebnn.__version__
+    assert stats["schema"] == 2 and stats["version"] == edgebnn.__version__
+    assert stats["device"] == default_device() and stats["mqtt"] is None
     assert stats["model"]["name"] == net.name
     assert stats["rss_bytes"] > 10 * 2**20 and stats["uptime_s"] > 0
     for camera in ("clip", "stills"):

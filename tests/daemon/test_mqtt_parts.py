@@ -8,7 +8,7 @@ import pytest
 from edgebnn.daemon import hass
 from edgebnn.daemon.config import ConfigError, parse_config
 from edgebnn.daemon.detection import Detector, Thresholds
-from edgebnn.daemon.mqtt_config import default_device
+from edgebnn.daemon.mqtt_config import MqttConfig, default_device
 
 
 def test_detector_turns_on_at_once_and_off_after_the_hold_time() -> None:
@@ -162,3 +162,29 @@ def test_device_must_be_usable_in_topics(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         parse(BASE + "device: my pi/2\n", tmp_path)
     assert err.value.lines()[0].startswith("edgebnn.yaml:3: device: use 1-64 letters")
+
+
+def test_the_shipped_config_documents_every_mqtt_key(tmp_path) -> None:
+    """Uncommented, the shipped example section is valid and gives the documented defaults."""
+    shipped = (Path(__file__).parents[2] / "config" / "edgebnn.yaml").read_text()
+    block = shipped[shipped.index("# mqtt:") :]
+    lines = [line[2:] for line in block.splitlines() if line.startswith("# ")]
+    lines += [line for line in shipped.splitlines() if line.startswith("# device:")]
+    text = BASE.replace("front", "samples") + "\n".join(
+        x.replace("# device", "device") for x in lines
+    )
+    config = parse(text, tmp_path)
+    m = config.mqtt
+    assert config.device == "garage-pi"
+    assert (m.host, m.port, m.qos, m.keepalive, m.max_rate, m.queue_size) == (
+        "localhost", 1883, 0, 60, 1.0, 1000,
+    )  # fmt: skip
+    assert (m.reconnect_initial, m.reconnect_max) == (1.0, 30.0)
+    assert m.rate("samples") == 0.2 and m.discovery and m.discovery_prefix == "homeassistant"
+    assert m.thresholds("dog") == Thresholds(0.5, 0.3, 5.0)
+    assert m.thresholds("cat") == Thresholds(0.4, 0.3, 5.0)
+    for field in MqttConfig.__dataclass_fields__:
+        key = {"camera_max_rate": "cameras", "reconnect_initial": "reconnect",
+               "reconnect_max": "reconnect", "discovery_prefix": "discovery",
+               "group_detection": "detection"}.get(field, field)  # fmt: skip
+        assert f"#   {key}:" in block, key
