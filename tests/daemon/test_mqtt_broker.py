@@ -118,7 +118,8 @@ def test_home_assistant_sees_entities_that_follow_predictions_with_hysteresis(
     assert "cat" in label.state  # tabby / tiger cat / Egyptian cat
     assert cat.attributes["score"] >= 0.5
     assert hass_view.find("pi-ha", "_door_status").state == "online"
-    assert float(hass_view.find("pi-ha", "_door_fps").state) > 0
+    fps = hass_view.find("pi-ha", "_door_fps")
+    assert hass_view.wait_for(lambda h: fps.state not in (None, "None") and float(fps.state) > 0)
 
     photos(folder, "chelsea.jpg", "rocket.jpg")  # alternating: no flapping
     seen = len(zmq.of("predictions/door/"))
