@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 from edgebnn.daemon import groups as group_files
+from edgebnn.daemon.mqtt_config import MqttConfig, default_device, read_device, read_mqtt
 from edgebnn.daemon.regions import RegionConfig
 from edgebnn.daemon.viewconfig import WebConfig, read_regions, read_web
-from edgebnn.daemon.mqtt_config import MqttConfig, default_device, read_device, read_mqtt
 
 EX_CONFIG = 78  # sysexits.h: configuration error; the systemd unit does not restart on it
 
@@ -363,7 +363,11 @@ class _Reader:
         )
         web = read_web(self, top.get("web"))
         device = read_device(self, top)
-        mqtt = read_mqtt(self, top.get("mqtt"), [c.name for c in cameras], [g.name for g in groups])
+        group_names = {g.name: None for g in groups}  # the daemon's, then regions' own
+        for camera in cameras:
+            for region in camera.regions:
+                group_names.update(dict.fromkeys(name for name, _ in region.groups or ()))
+        mqtt = read_mqtt(self, top.get("mqtt"), [c.name for c in cameras], list(group_names))
         if self.issues:
             return None
         return DaemonConfig(

@@ -98,10 +98,11 @@ def discovery_configs(
     device: Device,
     topics: Topics,
     cameras: Sequence[str],
-    scopes: Iterable[Scope],
-    groups: Sequence[str],
+    scopes: Iterable[tuple[Scope, Sequence[str]]],
 ) -> dict[str, dict[str, Any]]:
-    """{config topic: payload} for every entity of the device."""
+    """{config topic: payload} for every entity of the device: per camera its status and
+    diagnostics, per scope (with the names of its groups) a label sensor and a "detected"
+    binary sensor per group."""
     common = {
         "device": device.block(),
         "origin": {"name": "edgebnn", "sw_version": device.sw_version},
@@ -163,7 +164,7 @@ def discovery_configs(
                 **device_only,
             },
         )
-    for scope in scopes:
+    for scope, groups in scopes:
         camera_online = {
             "availability": [
                 {"topic": topics.availability},

@@ -34,14 +34,18 @@ import edgebnn
 log = logging.getLogger(__name__)
 
 
-def scopes(config: Any) -> list[Scope]:
-    """The (camera, region) pairs a config classifies: each camera's whole frame, then
-    each of its regions."""
+def scopes(config: Any) -> list[tuple[Scope, list[str]]]:
+    """The (camera, region) pairs a config classifies, with their group names: each
+    camera's whole frame (unless `full_frame: false`), then each of its regions (with
+    their own groups, or the daemon's)."""
+    groups = [g.name for g in config.groups]
     result = []
     for camera in config.cameras:
-        result.append(Scope(camera.name))
-        for region in getattr(camera, "regions", None) or ():
-            result.append(Scope(camera.name, region.name))
+        if camera.full_frame:
+            result.append((Scope(camera.name), groups))
+        for region in camera.regions:
+            own = groups if region.groups is None else [name for name, _ in region.groups]
+            result.append((Scope(camera.name, region.name), own))
     return result
 
 
@@ -121,11 +125,10 @@ class MqttBridge:
         self.topics = Topics(self.mqtt.prefix(config.device))
         self.model_name = model_name
         self.scopes = scopes(config)
-        self.groups = [g.name for g in config.groups]
         self.cameras = [c.name for c in config.cameras]
         detectors = {}
-        for scope in self.scopes:
-            for group in self.groups:
+        for scope, groups in self.scopes:
+            for group in groups:
                 limits = self.mqtt.thresholds(group)
                 old = self._detectors.get((scope, group))
                 if old is not None and old.limits == limits:
@@ -133,7 +136,7 @@ class MqttBridge:
                 else:
                     detectors[(scope, group)] = Detector(limits)
         self._detectors = detectors
-        live = set(self.scopes)
+        live = {scope for scope, _ in self.scopes}
         self._waiting = {s: p for s, p in self._waiting.items() if s in live}
 
     def _new_link(self) -> MqttLink:
@@ -170,7 +173,6 @@ class MqttBridge:
                     self.topics,
                     self.cameras,
                     self.scopes,
-                    self.groups,
                 )
             )
         with self._lock:

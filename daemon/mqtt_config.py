@@ -217,7 +217,8 @@ def _thresholds(
     off = reader.value((*path, "off_score"), section, "number", base.off, _between(0, 1))
     hold = reader.value((*path, "hold"), section, "number", base.hold, _between(0, 86400))
     if on is not None and off is not None and off > on:
-        reader.error((*path, "off_score"), f"must be <= on_score ({on}); got {off}")
+        inherited = "" if "off_score" in section else " (inherited: set off_score here too)"
+        reader.error((*path, "off_score"), f"must be <= on_score ({on}); got {off}{inherited}")
     return Thresholds(on, off, hold)
 
 

@@ -169,13 +169,15 @@ def test_home_assistant_sees_entities_that_follow_predictions_with_hysteresis(
     )
 
 
-def write_config(tmp_path: Path, name: str, broker: Broker, folder: Path, **mqtt: Any) -> Path:
+def write_config(
+    tmp_path: Path, name: str, broker: Broker, folder: Path, regions: str = "", **mqtt: Any
+) -> Path:
     section = json.dumps(mqtt_section(broker, **mqtt))
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"model: {MODEL}\n"
         f"device: {name}\n"
-        f"cameras: [{{name: cam, source: '{folder}', max_fps: 10}}]\n"
+        f"cameras: [{{name: cam, source: '{folder}', max_fps: 10{regions}}}]\n"
         "groups: {dog: {builtin: dogs}, cat: {builtin: cats}}\n"
         f"publish: {{endpoints: ['{free_endpoint()}']}}\n"
         "stats: {interval: 1, status_interval: 1}\n"
@@ -186,18 +188,25 @@ def write_config(tmp_path: Path, name: str, broker: Broker, folder: Path, **mqtt
 
 def test_three_devices_on_one_broker_and_their_last_will(tmp_path, broker, hass_view) -> None:
     """Three daemons (processes) share the broker; each is its own HA device with distinct
-    entities. SIGKILL: the broker publishes the Last Will (offline); SIGTERM: the daemon
-    says offline itself; the third stays online."""
+    entities (pi-c has a region with a group of its own). SIGKILL: the broker publishes the
+    Last Will (offline); SIGTERM: the daemon says offline itself; the third stays online."""
     folder = photos(tmp_path / "img", "coffee.jpg", "astronaut.jpg")
     names = ["pi-a", "pi-b", "pi-c"]
+    region = ", regions: [{name: corner, box: [0, 0, 0.5, 0.5], groups: {cup: ['967-968']}}]"
     procs = {
-        n: Process("run", "--config", str(write_config(tmp_path, n, broker, folder))) for n in names
+        n: Process(
+            "run",
+            "--config",
+            str(write_config(tmp_path, n, broker, folder, region if n == "pi-c" else "")),
+        )
+        for n in names
     }
     try:
-        per_device = entity_count(1, 1, 2)
+        count = {"pi-a": entity_count(1, 1, 2), "pi-b": entity_count(1, 1, 2)}
+        count["pi-c"] = entity_count(1, 1, 2) + 1 + 1  # the region's label and cup sensor
         assert hass_view.wait_for(
             lambda h: all(
-                len(h.device_entities(n)) == per_device
+                len(h.device_entities(n)) == count[n]
                 and all(e.available and e.state for e in h.device_entities(n).values())
                 for n in names
             ),
@@ -214,7 +223,16 @@ def test_three_devices_on_one_broker_and_their_last_will(tmp_path, broker, hass_
         for n in names:  # each label sensor follows its own device's predictions
             label = hass_view.find(n, "_cam_label")
             raw = json.loads(hass_view.last[label.config["state_topic"]])
-            assert raw["device"] == n and raw["camera"] == "cam"
+            assert raw["device"] == n and raw["camera"] == "cam" and "region" not in raw
+        corner = hass_view.find("pi-c", "_cam_corner_label")
+        assert corner is not None, sorted(hass_view.device_entities("pi-c"))
+        raw = json.loads(hass_view.last[corner.config["state_topic"]])
+        assert raw["region"] == "corner" and set(raw["groups"]) == {"cup"}
+        assert corner.attributes["seq"] == raw["seq"] and corner.state == raw["top"][0]["label"]
+        cup = hass_view.find("pi-c", "_cam_corner_cup_detected")
+        assert cup.state in ("on", "off") and cup.config["state_topic"].endswith(
+            "corner/detected/cup"
+        )
 
         procs["pi-a"].proc.send_signal(signal.SIGKILL)
         procs["pi-b"].proc.send_signal(signal.SIGTERM)

@@ -8,6 +8,7 @@ import pytest
 from edgebnn.daemon import hass
 from edgebnn.daemon.config import ConfigError, parse_config
 from edgebnn.daemon.detection import Detector, Thresholds
+from edgebnn.daemon.mqtt_bridge import scopes
 from edgebnn.daemon.mqtt_config import MqttConfig, default_device
 
 
@@ -53,8 +54,7 @@ def configs(cameras=("front", "back.yard"), scopes=None, groups=("dog", "cat"), 
         hass.Device(device, "efficientnet-lite0", "0.1.0"),
         hass.Topics(f"edgebnn/{device}"),
         list(cameras),
-        scopes,
-        list(groups),
+        [(scope, list(groups)) for scope in scopes],
     )
 
 
@@ -188,3 +188,43 @@ def test_the_shipped_config_documents_every_mqtt_key(tmp_path) -> None:
                "reconnect_max": "reconnect", "discovery_prefix": "discovery",
                "group_detection": "detection"}.get(field, field)  # fmt: skip
         assert f"#   {key}:" in block, key
+
+
+def test_regions_get_entities_with_their_own_groups(tmp_path) -> None:
+    config = parse(
+        "cameras:\n"
+        "  - name: garden\n"
+        "    source: builtin:samples\n"
+        "    regions:\n"
+        "      - {name: feeder, box: [0, 0, 0.5, 0.5], groups: {bird: ['7-24']}}\n"
+        "      - {name: gate, box: [0.5, 0.5, 0.5, 0.5]}\n"
+        "  - name: door\n"
+        "    source: builtin:samples\n"
+        "    full_frame: false\n"
+        "    regions: [{name: flap, box: [0, 0.5, 1, 0.5]}]\n"
+        "groups: {dog: [1, 2], cat: [3]}\n"
+        "mqtt:\n"
+        "  detection: {groups: {bird: {on_score: 0.2, off_score: 0.1}}}\n",
+        tmp_path,
+    )
+    assert config.mqtt.thresholds("bird") == Thresholds(0.2, 0.1, 5.0)
+    listed = [(s.camera, s.region, groups) for s, groups in scopes(config)]
+    assert listed == [
+        ("garden", None, ["dog", "cat"]),
+        ("garden", "feeder", ["bird"]),
+        ("garden", "gate", ["dog", "cat"]),
+        ("door", "flap", ["dog", "cat"]),
+    ]
+    made = hass.discovery_configs(
+        "homeassistant",
+        hass.Device("pi", "m", "1"),
+        hass.Topics("edgebnn/pi"),
+        ["garden", "door"],
+        scopes(config),
+    )
+    ids = {c["unique_id"].removeprefix("edgebnn_pi_") for c in made.values()}
+    assert {"garden_feeder_label", "garden_feeder_bird_detected", "door_flap_cat_detected"} <= ids
+    assert "garden_feeder_dog_detected" not in ids and "door_label" not in ids
+    assert len(ids) == 2 * 3 + (1 + 2) + (1 + 1) + (1 + 2) + (1 + 2)
+    flap = made["homeassistant/binary_sensor/edgebnn_pi/door_flap_cat_detected/config"]
+    assert flap["state_topic"] == "edgebnn/pi/door/flap/detected/cat"
