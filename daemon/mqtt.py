@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT = 0.05  # seconds the thread waits for network events between queue checks
 BATCH = 50  # messages handed to paho per loop pass (bounds paho's own write buffer)
-STOP_FLUSH = 1.0  # seconds a clean stop waits for `offline` and the queue to leave
+STOP_FLUSH = 0.5  # seconds a clean stop waits for `offline` and the queue to leave
 
 
 class MqttSetupError(Exception):

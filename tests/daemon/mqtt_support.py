@@ -188,6 +188,7 @@ class HassObserver:
         self.entities: dict[str, Entity] = {}  # by unique_id
         self.config_topics: dict[str, str] = {}  # config topic -> unique_id
         self.removed: list[str] = []  # unique_ids removed with an empty config
+        self.config_messages = 0  # non-empty discovery configs received
         self.problems: list[str] = []
         self.last: dict[str, bytes] = {}  # topic -> last payload
         self._env = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -220,6 +221,7 @@ class HassObserver:
                     self.entities.pop(uid, None)
                     self.removed.append(uid)
                 return
+            self.config_messages += 1
             config = json.loads(payload)
             self._validate(match.group("component"), config, topic)
             uid = config["unique_id"]

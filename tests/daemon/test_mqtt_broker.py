@@ -121,6 +121,11 @@ def test_home_assistant_sees_entities_that_follow_predictions_with_hysteresis(
     fps = hass_view.find("pi-ha", "_door_fps")
     assert hass_view.wait_for(lambda h: fps.state not in (None, "None") and float(fps.state) > 0)
 
+    # Home Assistant restarted (its birth message): every config is sent again.
+    before = hass_view.config_messages
+    hass_view.client.publish("homeassistant/status", "online")
+    assert hass_view.wait_for(lambda h: h.config_messages >= before + expected)
+
     photos(folder, "chelsea.jpg", "rocket.jpg")  # alternating: no flapping
     seen = len(zmq.of("predictions/door/"))
     assert zmq.wait_for(lambda r: len(r.of("predictions/door/")) >= seen + 12)
