@@ -228,12 +228,10 @@ class HassObserver:
             owner = next((t for t, u in self.config_topics.items() if u == uid), topic)
             assert owner == topic, f"unique_id {uid} used by {owner} and {topic}"
             self.config_topics[topic] = uid
-            old = self.entities.get(uid)
-            entity = Entity(match.group("component"), config)
-            if old is not None:
-                entity.state, entity.attributes = old.state, old.attributes
-                entity.availability, entity.history = old.availability, old.history
-            self.entities[uid] = entity
+            entity = self.entities.get(uid)
+            if entity is None:
+                entity = self.entities[uid] = Entity(match.group("component"), config)
+            entity.config = config  # an update (or the same config again) keeps the state
             for t in self._topics_of(config):
                 if t not in self._followed:
                     self._followed.add(t)

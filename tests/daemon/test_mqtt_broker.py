@@ -134,7 +134,10 @@ def test_home_assistant_sees_entities_that_follow_predictions_with_hysteresis(
     assert cat.state == "on"
 
     photos(folder, "rocket.jpg")
-    assert hass_view.wait_for(lambda h: cat.state == "off", timeout=15)
+    assert hass_view.wait_for(lambda h: cat.state == "off", timeout=15), [
+        (round(p["captured_at"] % 100, 2), round(p["groups"]["cat"], 3))
+        for p in zmq.of("predictions/door/")[-30:]
+    ]
     last_cat = max(
         p["captured_at"] for p in zmq.of("predictions/door/") if p["groups"]["cat"] > 0.2
     )
