@@ -367,7 +367,7 @@ class _Reader:
         for camera in cameras:
             for region in camera.regions:
                 group_names.update(dict.fromkeys(name for name, _ in region.groups or ()))
-        mqtt = read_mqtt(self, top.get("mqtt"), [c.name for c in cameras], list(group_names))
+        mqtt = read_mqtt(self, top, [c.name for c in cameras], list(group_names))
         if self.issues:
             return None
         return DaemonConfig(

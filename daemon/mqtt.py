@@ -123,6 +123,9 @@ class MqttLink:
             reconnect_on_failure=False,
         )
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        warning = password_file_warning(self._password_file)
+        if warning:
+            log.warning("mqtt: %s", warning)
         if self._tls is not None:
             try:
                 client.tls_set(
@@ -314,6 +317,17 @@ def read_password(path: Path | None) -> str | None:
         return None
     text = path.read_text(encoding="utf-8")
     return text.splitlines()[0] if text else ""
+
+
+def password_file_warning(path: Path | None) -> str | None:
+    """A warning when every user of the machine can read the password file."""
+    try:
+        mode = path.stat().st_mode if path is not None else 0
+    except OSError:
+        return None  # reported when connecting
+    if mode & 0o004:
+        return f"{path} is readable by every user; chmod 600 (or 640 with a group) it"
+    return None
 
 
 def _str(path: Path | None) -> str | None:

@@ -98,12 +98,17 @@ def read_device(reader: Any, top: dict[str, Any]) -> str:
     )
 
 
-def read_mqtt(reader: Any, raw: Any, cameras: list[str], groups: list[str]) -> MqttConfig | None:
-    """Validate the `mqtt:` section (None when absent: MQTT is off)."""
-    if raw is None:
+def read_mqtt(
+    reader: Any, top: dict[str, Any], cameras: list[str], groups: list[str]
+) -> MqttConfig | None:
+    """Validate the `mqtt:` section; None (MQTT off) when it is absent or `enabled: false`.
+    An empty `mqtt:` means every default (a broker on localhost)."""
+    if "mqtt" not in top:
         return None
+    raw = top["mqtt"] if top["mqtt"] is not None else {}
     path = ("mqtt",)
     keys = (
+        "enabled",
         "host",
         "port",
         "client_id",
@@ -159,8 +164,9 @@ def read_mqtt(reader: Any, raw: Any, cameras: list[str], groups: list[str]) -> M
     if initial and maximum and maximum < initial:
         reader.error((*path, "reconnect", "max"), f"must be >= reconnect.initial ({initial})")
     disc = reader.section((*path, "discovery"), m.get("discovery"), ("enabled", "prefix"))
+    enabled = reader.value((*path, "enabled"), m, "bool", True)
     detection, per_group = _detection(reader, (*path, "detection"), m.get("detection"), groups)
-    return MqttConfig(
+    settings = MqttConfig(
         host=reader.value((*path, "host"), m, "str", "localhost"),
         port=reader.value((*path, "port"), m, "int", 1883, _between(1, 65535)),
         client_id=reader.value((*path, "client_id"), m, "str", None),
@@ -182,6 +188,7 @@ def read_mqtt(reader: Any, raw: Any, cameras: list[str], groups: list[str]) -> M
         detection=detection,
         group_detection=per_group,
     )
+    return settings if enabled else None
 
 
 def _detection(

@@ -83,6 +83,7 @@ class Broker:
         )
         self.password_file = folder / "mqtt-password"
         self.password_file.write_text(PASSWORD + "\n")
+        self.password_file.chmod(0o600)
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
             "user root\n"  # keep our uid when the tests run as root (files in /tmp, 0700)

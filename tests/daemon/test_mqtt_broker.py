@@ -9,6 +9,7 @@ import logging
 import shutil
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,7 @@ def test_broker_outage_costs_mqtt_nothing_else(
         [{"name": "cam", "source": str(folder), "max_fps": 10}],
         device="pi-out",
         mqtt=mqtt_section(broker, max_rate=5, queue_size=30),
+        metrics={"enabled": True, "port": 0},
     )
     zmq = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
@@ -288,6 +290,8 @@ def test_broker_outage_costs_mqtt_nothing_else(
     time.sleep(20)
     rss_end = zmq.of("stats/")[-1]["rss_bytes"]
     outage = daemon.mqtt.snapshot()
+    port = daemon.metrics.address[1]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     broker.start()
     up_at = time.time()
 
@@ -299,6 +303,9 @@ def test_broker_outage_costs_mqtt_nothing_else(
     assert abs(rss_end - rss_start) < 8 * 2**20, (rss_start, rss_end)
     # ~5 predictions/s for 20 s into a queue of 30: the oldest were dropped and counted
     assert outage["queued"] == 30 and outage["dropped"] >= 20 * 4 - 30
+    assert "edgebnn_mqtt_connected 0.0" in body
+    dropped = [x for x in body.splitlines() if x.startswith("edgebnn_mqtt_messages_dropped_total")]
+    assert dropped and float(dropped[0].split()[-1]) >= 20 * 4 - 30
 
     listener = broker.client("late-listener")
     got: list[tuple[str, bytes]] = []
@@ -335,6 +342,7 @@ def test_wrong_password_or_certificate_is_one_clear_line(
     folder = photos(tmp_path / "img", "coffee.jpg")
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
     if problem == "password":
         section = mqtt_section(broker, password_file=str(wrong))
         expected = "refused the connection: Not authorized (check mqtt.username"

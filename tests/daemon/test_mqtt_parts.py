@@ -8,6 +8,7 @@ import pytest
 from edgebnn.daemon import hass
 from edgebnn.daemon.config import ConfigError, parse_config
 from edgebnn.daemon.detection import Detector, Thresholds
+from edgebnn.daemon.mqtt import password_file_warning, read_password
 from edgebnn.daemon.mqtt_bridge import scopes
 from edgebnn.daemon.mqtt_config import MqttConfig, default_device
 
@@ -100,6 +101,8 @@ def test_mqtt_is_off_without_its_section_and_device_defaults_to_the_host(tmp_pat
     config = parse(BASE, tmp_path)
     assert config.mqtt is None
     assert config.device == default_device() and config.device
+    assert parse(BASE + "mqtt:\n  enabled: false\n  host: b\n", tmp_path).mqtt is None
+    assert parse(BASE + "mqtt:\n", tmp_path).mqtt == MqttConfig()  # empty: the defaults
 
 
 def test_mqtt_settings_and_their_defaults(tmp_path) -> None:
@@ -228,3 +231,13 @@ def test_regions_get_entities_with_their_own_groups(tmp_path) -> None:
     assert len(ids) == 2 * 3 + (1 + 2) + (1 + 1) + (1 + 2) + (1 + 2)
     flap = made["homeassistant/binary_sensor/edgebnn_pi/door_flap_cat_detected/config"]
     assert flap["state_topic"] == "edgebnn/pi/door/flap/detected/cat"
+
+
+def test_a_password_file_every_user_can_read_is_a_warning(tmp_path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("x\n")
+    secret.chmod(0o640)
+    assert password_file_warning(secret) is None and password_file_warning(None) is None
+    secret.chmod(0o644)
+    assert "is readable by every user; chmod 600" in password_file_warning(secret)
+    assert read_password(secret) == "x"
