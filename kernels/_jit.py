@@ -14,6 +14,7 @@ import struct
 
 import edgebnn.kernels._threading  # noqa: F401  (threading layer and spin defaults)
 import numba
+from edgebnn.kernels._cpu import log_baseline
 from numba import (
     prange,  # noqa: F401  (re-exported for kernels)
     types,
@@ -34,6 +35,8 @@ PARALLEL: bool = (
 JIT = {"cache": True, "nogil": True, "boundscheck": False}
 #: Options for parallel kernels.
 PJIT = {**JIT, "parallel": PARALLEL}
+
+log_baseline()
 
 
 def _numba_version() -> tuple[int, int]:

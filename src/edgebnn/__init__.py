@@ -11,7 +11,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import edgebnn.kernels._threading  # noqa: F401  (first: before any kernel is launched)
+import edgebnn.kernels._cpu  # first: the CPU Numba compiles for on 32-bit ARM
+import edgebnn.kernels._threading  # noqa: F401  (before any kernel is launched)
 from edgebnn.engine.errors import ModelError, ShapeError
 from edgebnn.engine.load import load
 from edgebnn.engine.network import Network, Prediction, Preprocessing
