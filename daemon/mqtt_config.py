@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,20 @@ def default_device() -> str:
     name = socket.gethostname().split(".", 1)[0]
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64]
     return name or "edgebnn"
+
+
+def tls_problem(tls: TlsConfig) -> str | None:
+    """Why the certificate files cannot be loaded, or None (checked at load, not at connect)."""
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return f"cannot load ca_file {tls.ca_file}: {exc}"
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ValueError) as exc:
+            return f"cannot load cert_file/key_file: {exc}"
+    return None
 
 
 def topic_problem(text: str) -> str | None:
@@ -147,8 +162,12 @@ def read_mqtt(
                 _file(reader, (*path, "tls", "cert_file"), t),
                 _file(reader, (*path, "tls", "key_file"), t),
             )
-            if (tls.cert_file is None) != (tls.key_file is None) and not reader.issues:
+            if (tls.cert_file is None) != (tls.key_file is None):
                 reader.error((*path, "tls"), "cert_file and key_file go together")
+            else:
+                problem = tls_problem(tls)
+                if problem:
+                    reader.error((*path, "tls"), problem)
     rates = []
     per_camera = reader.section((*path, "cameras"), m.get("cameras"), tuple(cameras))
     for name, section in per_camera.items():

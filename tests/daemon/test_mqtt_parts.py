@@ -161,6 +161,16 @@ def test_mqtt_errors_name_the_line_and_key(tmp_path, section, expected) -> None:
     assert any(expected in line for line in err.value.lines()), err.value.lines()
 
 
+def test_unloadable_certificates_are_config_errors(tmp_path) -> None:
+    (tmp_path / "ca.crt").write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as err:
+        parse(BASE + "mqtt:\n  tls: {ca_file: ca.crt}\n", tmp_path)
+    assert err.value.lines()[0].startswith("edgebnn.yaml:4: mqtt.tls: cannot load ca_file")
+    with pytest.raises(ConfigError) as err:
+        parse(BASE + "mqtt:\n  tls: {cert_file: ca.crt}\n", tmp_path)
+    assert "cert_file and key_file go together" in err.value.lines()[0]
+
+
 def test_device_must_be_usable_in_topics(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         parse(BASE + "device: my pi/2\n", tmp_path)
