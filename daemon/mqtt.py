@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT = 0.05  # seconds the thread waits for network events between queue checks
 BATCH = 50  # messages handed to paho per loop pass (bounds paho's own write buffer)
+CONNACK_TIMEOUT = 10.0  # seconds a broker may take to accept a connection
 STOP_FLUSH = 0.5  # seconds a clean stop waits for `offline` and the queue to leave
 
 
@@ -84,6 +85,7 @@ class MqttLink:
         self._client: paho.Client | None = None
         self._client_id = client_id
         self._socket_open = False
+        self._opened_at = 0.0
         self._refused: str | None = None
 
     # -- any thread
@@ -160,6 +162,8 @@ class MqttLink:
                 continue
             assert self._client is not None
             rc = self._client.loop(LOOP_TIMEOUT)
+            if not self.connected and time.monotonic() - self._opened_at > CONNACK_TIMEOUT:
+                self._refused = f"{self.address} did not answer CONNECT in {CONNACK_TIMEOUT:.0f} s"
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._refused is not None:
                 self._lost(rc)
                 self._wait(delay)
@@ -195,6 +199,7 @@ class MqttLink:
             self._problem(f"cannot connect to {self.address}: {exc}")
             return False
         self._socket_open = True
+        self._opened_at = time.monotonic()
         return True
 
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

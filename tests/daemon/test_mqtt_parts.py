@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
 from edgebnn.daemon import hass
+from edgebnn.daemon import mqtt as mqtt_module
 from edgebnn.daemon.config import ConfigError, parse_config
 from edgebnn.daemon.detection import Detector, Thresholds
-from edgebnn.daemon.mqtt import password_file_warning, read_password
+from edgebnn.daemon.mqtt import MqttLink, password_file_warning, read_password
 from edgebnn.daemon.mqtt_bridge import scopes
 from edgebnn.daemon.mqtt_config import MqttConfig, default_device
 
@@ -251,3 +254,38 @@ def test_a_password_file_every_user_can_read_is_a_warning(tmp_path) -> None:
     secret.chmod(0o644)
     assert "is readable by every user; chmod 600" in password_file_warning(secret)
     assert read_password(secret) == "x"
+
+
+def test_the_queue_keeps_the_newest_messages_and_counts_the_rest() -> None:
+    link = MqttLink(host="127.0.0.1", port=1, client_id="t", availability_topic="a", queue_size=3)
+    for i in range(5):
+        link.send("t", {"i": i})
+    assert (link.queued(), link.dropped) == (3, 2)
+    assert [p["i"] for _, p, _ in link._queue] == [2, 3, 4]
+
+
+def test_a_broker_that_never_answers_is_given_up_on(monkeypatch) -> None:
+    """TCP accepted, no CONNACK: one warning, retries, and a prompt stop."""
+    monkeypatch.setattr(mqtt_module, "CONNACK_TIMEOUT", 0.3)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        link = MqttLink(
+            host="127.0.0.1",
+            port=server.getsockname()[1],
+            client_id="t",
+            availability_topic="a",
+            backoff_initial=0.05,
+            backoff_max=0.1,
+        )
+        link.start()
+        deadline = time.monotonic() + 10
+        while link.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (
+            link.last_error == f"127.0.0.1:{server.getsockname()[1]} did not answer CONNECT in 0 s"
+        )
+        assert not link.connected
+        start = time.monotonic()
+        link.stop()
+        assert time.monotonic() - start < 1.0
