@@ -23,12 +23,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from edgebnn.bench.machine import describe
 from edgebnn.daemon.capture import CameraProcess
 from edgebnn.daemon.config import SAMPLES_DIR, CameraConfig
 from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.stats import CameraStats
 from edgebnn.daemon.subscribe import connect
+from edgebnn.engine.host import machine_line
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -225,7 +225,7 @@ def _sample(daemon: subprocess.Popen[bytes], sub: Any, cameras: int, seconds: fl
 
 def run_capture_benchmark(model: str, cameras: int, size: tuple[int, int], seconds: float) -> int:
     """Print the figures with the machine line; returns 0."""
-    print(f"machine: {describe()}")
+    print(f"machine: {machine_line()}")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     w, h = size
     print(f"one {w}x{h} frame copied in one process: {copy_ms(size):.3f} ms (median)")

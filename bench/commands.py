@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgebnn.engine.zoo import HEADLINE
+from edgebnn.engine.d_series import HEADLINE
 
 DEFAULT_MODEL = f"random:d_I256x256x3{HEADLINE}"
 
@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         width, height = (int(n) for n in str(args.size).lower().split("x"))
         return run_capture_benchmark(args.model, args.cameras, (width, height), args.seconds)
     if args.daemon:
-        from edgebnn.daemon.benchmark import run_daemon_benchmark
+        from edgebnn.bench.daemon_bench import run_daemon_benchmark
 
         return run_daemon_benchmark(args)
     if args.model == "efficientnet-lite0":

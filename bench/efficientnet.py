@@ -11,7 +11,6 @@ preprocessed, with the fastest run beside it (the least disturbed by other proce
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -123,22 +122,6 @@ def onnx_model(state: dict[str, np.ndarray]):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def machine() -> str:
-    """One line naming the CPU, core count and Python."""
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
-
-
 def run_efficientnet_benchmark(
     threads_list: list[int] | tuple[int, ...] = (1, 2),
     compare_onnx: bool = False,
@@ -147,10 +130,10 @@ def run_efficientnet_benchmark(
 ) -> str:
     """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime)."""
     import numba
-    from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
-    from edgebnn.engine.builtin import convert_efficientnet_lite0, efficientnet_pth
-    from edgebnn.engine.runtime import set_threads
-    from edgebnn.engine.torch_pth import load_state_dict
+    from edgebnn.engine.formats.builtin import convert_efficientnet_lite0, efficientnet_pth
+    from edgebnn.engine.formats.torch_pth import load_state_dict
+    from edgebnn.engine.host import machine_line
+    from edgebnn.kernels.threads import blas_threads, set_blas_threads, set_threads
 
     net = convert_efficientnet_lite0(softmax=False)
     rng = np.random.default_rng(0)
@@ -172,7 +155,7 @@ def run_efficientnet_benchmark(
 
     lines = [
         f"EfficientNet-Lite0 224x224, ms/frame (median of {runs} after {warmup} warm-up)",
-        machine(),
+        machine_line(),
     ]
     saved, saved_blas = numba.get_num_threads(), blas_threads()
     set_blas_threads(1)

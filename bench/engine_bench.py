@@ -16,7 +16,8 @@ import tempfile
 import time
 
 import numpy as np
-from edgebnn.bench import machine
+from edgebnn.engine import host
+from edgebnn.kernels.threads import set_threads
 
 _START_SCRIPT = """
 import sys, time
@@ -58,11 +59,10 @@ def run_engine_benchmark(
 ) -> int:
     """Run the benchmark and print its report; returns an exit code."""
     import numba
-    from edgebnn.engine import runtime
 
     import edgebnn
 
-    print(f"machine: {machine.describe()}")
+    print(f"machine: {host.machine_line()}")
     print(f"model:   {model}")
     net = edgebnn.load(model)
     rng = np.random.default_rng(0)
@@ -80,14 +80,14 @@ def run_engine_benchmark(
     plan = net.plan
     ours: dict[int, float] = {}
     for n in threads:
-        runtime.set_threads(n)
+        set_threads(n)
         plan.run(x)
         ours[n] = _median_ms(lambda: plan.run(x), runs)
     # Per-step times before the peer runs: ONNX Runtime's pool threads keep spinning after
     # a run and would take the cores from ours.
     steps: list[tuple[str, float]] = []
     if breakdown:
-        runtime.set_threads(max(threads))
+        set_threads(max(threads))
         steps = [(step.label, _median_ms(step, runs)) for step in plan.steps]
     peers: dict[int, float] = {}
     agreement = ""
@@ -120,7 +120,7 @@ def run_engine_benchmark(
         print(line)
     if agreement:
         print(agreement)
-    print(f"median of {runs} runs after warm-up; peak RSS {machine.peak_rss_mb():.0f} MB")
+    print(f"median of {runs} runs after warm-up; peak RSS {host.peak_rss_mb():.0f} MB")
     if steps:
         print(f"\nper step ({max(threads)} threads, median of {runs}, before the peer ran):")
         for label, ms in steps:

@@ -23,6 +23,7 @@ from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.publish import SCHEMA, prediction_topic
 from edgebnn.daemon.regions import CameraPlan, Scheduler, Unit
 from edgebnn.daemon.stats import CameraStats
+from edgebnn.kernels.threads import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,7 @@ class Pipeline:
             current = self._runtime
             seconds = 0.0
             if current is None or runtime.threads != current.threads:
-                from edgebnn.engine import runtime as engine_runtime
-
-                engine_runtime.set_threads(runtime.threads)  # per thread in Numba
+                set_threads(runtime.threads)  # per thread in Numba
             if current is None or runtime.net is not current.net:
                 seconds = float(runtime.net.warmup())
                 self.warmup_seconds = seconds

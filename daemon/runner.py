@@ -33,7 +33,6 @@ from edgebnn.daemon.mqtt import MqttSetupError
 from edgebnn.daemon.mqtt_bridge import MqttBridge
 from edgebnn.daemon.pipeline import Pipeline, Runtime
 from edgebnn.daemon.publish import (
-    SCHEMA,
     STATS_TOPIC,
     CurveUnavailable,
     Publisher,
@@ -41,17 +40,15 @@ from edgebnn.daemon.publish import (
     status_topic,
 )
 from edgebnn.daemon.regions import CameraPlan
+from edgebnn.daemon.reports import Reports
 from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.daemon.stats import (
     OFFLINE,
     ONLINE,
     CameraStats,
     RateMeter,
-    cpu_temperature,
-    rss_bytes,
-    throttled,
 )
-from edgebnn.engine.runtime import fix_mmap_threshold
+from edgebnn.engine.host import fix_mmap_threshold
 
 import edgebnn
 
@@ -94,9 +91,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
-        self._stats_rates = RateMeter()
-        self._status_rates = RateMeter()
-        self._fps: dict[str, tuple[float, float]] = {}
+        self.reports = Reports(self.stats, self.started_at)
         self._web_rates = RateMeter()
 
     # -- control, from any thread or a signal handler
@@ -468,7 +463,7 @@ class Daemon:
             if self.web is not None:
                 self.web.snapshots.forget(name)
 
-    # -- messages
+    # -- messages (what they say is :class:`Reports`' job)
 
     def _publish(self, topic: bytes, payload: dict[str, Any]) -> bool:
         """Every message goes out here: ZeroMQ, the web view's hub and MQTT (none waits)."""
@@ -481,67 +476,26 @@ class Daemon:
         return publisher.publish(topic, payload) if publisher is not None else False
 
     def _publish_status(self, camera: str) -> None:
-        stats = self.stats.get(camera)
-        if stats is None:
-            return
-        with stats.lock:
-            payload = {
-                "schema": SCHEMA,
-                "camera": camera,
-                "state": stats.state,
-                "reason": stats.reason,
-                "since": round(stats.state_since, 3),
-                "published_at": None,
-            }
-        self._publish(status_topic(camera), payload)
+        payload = self.reports.status(camera)
+        if payload is not None:
+            self._publish(status_topic(camera), payload)
 
     def _publish_stats(self) -> None:
-        snapshot = self.snapshot(self._stats_rates)
+        snapshot = self.snapshot(self.reports.stats_rates)
         self._publish(STATS_TOPIC, snapshot)
-        parts = []
-        for name, cam in snapshot["cameras"].items():
-            p50 = cam["inference_ms_p50"]
-            parts.append(
-                f"{name} {cam['state']} {cam['fps']:.1f} fps (capture {cam['capture_fps']:.1f}, "
-                f"skipped {cam['skipped']}, failed {cam['failed']}, reconnects "
-                f"{cam['reconnects']}) p50 {'-' if p50 is None else f'{p50:.1f}'} ms"
-            )
-        log.info(
-            "stats: %s; rss %.0f MB; dropped %d",
-            "; ".join(parts),
-            snapshot["rss_bytes"] / 2**20,
-            snapshot["dropped_messages"],
-        )
+        log.info("%s", self.reports.stats_line(snapshot))
 
     def snapshot(self, rates: RateMeter | None = None) -> dict[str, Any]:
         """The stats/ payload (also the source of the Prometheus metrics)."""
-        cameras = {}
-        for name, stats in list(self.stats.items()):
-            cam = stats.snapshot()
-            if rates is not None:
-                self._fps[name] = rates.update(name, cam["processed"], cam["captured"])
-            fps, capture_fps = self._fps.get(name, (0.0, 0.0))
-            cam["fps"] = round(fps, 3)
-            cam["capture_fps"] = round(capture_fps, 3)
-            cameras[name] = cam
         runtime = self.pipeline.runtime if self.pipeline is not None else None
         net = runtime.net if runtime is not None else None
-        return {
-            "schema": SCHEMA,
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "version": edgebnn.__version__,
-            "model": {
-                "name": getattr(net, "name", None),
-                "sha256": getattr(net, "source_sha256", None),
-            },
-            "cameras": cameras,
-            "rss_bytes": rss_bytes(),
-            "cpu_temp_c": cpu_temperature(),
-            "throttled": throttled(),
-            "dropped_messages": self.publisher.dropped if self.publisher else 0,
-            "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
-            "published_at": None,
-        }
+        dropped = self.publisher.dropped if self.publisher else 0
+        mqtt = self.mqtt.snapshot() if self.mqtt is not None else None
+        return self.reports.snapshot(net, dropped, rates, mqtt)
+
+    def _status_line(self) -> str:
+        """STATUS= text for `systemctl status`."""
+        return self.reports.status_line()
 
     # -- health
 
@@ -571,17 +525,6 @@ class Daemon:
             return True, "predictions flowing"
         age = time.monotonic() - max(self.pipeline.last_published_at or 0.0, self.ready_at)
         return False, f"no prediction for {age:.0f} s"
-
-    def _status_line(self) -> str:
-        """STATUS= text for `systemctl status`."""
-        online = sum(s.state == ONLINE for s in self.stats.values())
-        snapshot = {name: s.snapshot() for name, s in self.stats.items()}
-        fps = 0.0
-        for name, cam in snapshot.items():
-            fps += self._status_rates.update(name, cam["processed"], cam["captured"])[0]
-        p50s = [c["inference_ms_p50"] for c in snapshot.values() if c["inference_ms_p50"]]
-        inference = f", inference {max(p50s):.0f} ms" if p50s else ""
-        return f"{online}/{len(snapshot)} cameras online, {fps:.1f} fps{inference}"
 
 
 def camera_plans(config: DaemonConfig) -> list[CameraPlan]:

@@ -6,9 +6,6 @@ keeps snapshots consistent. Rates are computed between two snapshots by the main
 
 from __future__ import annotations
 
-import os
-import platform
-import resource
 import threading
 import time
 from collections import deque
@@ -131,16 +128,6 @@ class RateMeter:
             return 0.0, 0.0
         elapsed = now - previous[0]
         return (processed - previous[1]) / elapsed, (captured - previous[2]) / elapsed
-
-
-def rss_bytes() -> int:
-    """Resident set size now (Linux /proc), else the peak from getrusage."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if platform.system() == "Darwin" else peak * 1024
 
 
 def cpu_temperature() -> float | None:

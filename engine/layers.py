@@ -7,7 +7,7 @@ The ring is filled once with the value of ``output_padding.scheme`` and never wr
 
 Shapes are ``(rows, columns, channels)``; tensors are float32 in row, column, channel order.
 ``forward_ref`` is the plain NumPy reference of each layer (used by tests and by
-:func:`edgebnn.engine.reference.forward_ref`); the fast path lives in the executor.
+:func:`edgebnn.engine.reference.forward_ref`); the fast path lives in the plan (:mod:`edgebnn.engine.plan`).
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ class Network:
     def plan(self):
         """The compiled execution plan (built on first use)."""
         if self._plan is None:
-            from edgebnn.engine.executor import Plan
+            from edgebnn.engine.plan import Plan
 
             self._plan = Plan(self)
         return self._plan
@@ -237,7 +237,7 @@ class Network:
         """Compile every kernel once (from the Numba cache when warm); returns seconds."""
         import time
 
-        from edgebnn.engine.runtime import release_free_memory
+        from edgebnn.engine.host import release_free_memory
 
         start = time.perf_counter()
         self.forward(np.zeros(self.input_shape, np.float32))

@@ -14,8 +14,8 @@ from edgebnn.engine.layers import (
     ScalingLayer,
 )
 from edgebnn.kernels import elementwise
+from edgebnn.kernels.aligned import aligned
 from edgebnn.kernels.elementwise import EMPTY_ALPHA
-from edgebnn.kernels.memory import aligned
 
 
 @dataclass

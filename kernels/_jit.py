@@ -3,33 +3,20 @@
 Every kernel is compiled with ``cache=True`` (the service points ``NUMBA_CACHE_DIR`` at its
 cache directory). Parallel kernels use ``prange``; on platforms where Numba has no parallel
 backend (32-bit ARM: Raspbian's numba 0.56 has no ``parallel=True``) they are compiled
-serially, and :data:`PARALLEL` says so. ``EDGEBNN_SERIAL=1`` forces the serial build.
+serially (:data:`edgebnn.kernels.threads.PARALLEL`).
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import struct
-
-import edgebnn.kernels._threading  # noqa: F401  (threading layer and spin defaults)
 import numba
 from edgebnn.kernels._cpu import log_baseline
+from edgebnn.kernels.threads import PARALLEL
 from numba import (
     prange,  # noqa: F401  (re-exported for kernels)
     types,
 )
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
-
-#: True when kernels are compiled with ``parallel=True``. Decided by the Python process's
-#: pointer size, not ``platform.machine()``: 32-bit Raspberry Pi OS on a 64-bit kernel
-#: reports ``aarch64`` while its numba 0.56 has no parallel backend.
-PARALLEL: bool = (
-    struct.calcsize("P") == 8
-    and platform.machine().lower() not in ("armv6l", "armv7l", "armv8l", "arm")
-    and os.environ.get("EDGEBNN_SERIAL", "") in ("", "0")
-)
 
 #: Options for element-wise and integer kernels: exact float32, no fast-math.
 JIT = {"cache": True, "nogil": True, "boundscheck": False}

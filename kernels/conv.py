@@ -20,7 +20,7 @@ def conv_weights_layout(weights: np.ndarray) -> np.ndarray:
 
 
 def depthwise_weights_layout(weights: np.ndarray) -> np.ndarray:
-    """(F, k, k, 1) -> (k, k, F) for the depthwise kernels (:mod:`.mobile`, :mod:`.depthwise`)."""
+    """(F, k, k, 1) -> (k, k, F) for the depthwise kernels (:mod:`.depthwise`)."""
     return np.ascontiguousarray(np.transpose(weights[:, :, :, 0], (1, 2, 0)), dtype=np.float32)
 
 

@@ -13,13 +13,15 @@ each input vector loaded once for both (1.5-2x faster); :func:`_flat3`/:func:`_f
 against weights tiled along the row (:func:`tile_taps`): no per-pixel overhead. Every (pixel, channel) sums its taps
 in (kernel row, kernel column) order, product and sum rounded to float32, from 0: the
 same result, bit for bit, as the NumPy reference. Taps before ``lead`` are zero (the
-builder's asymmetric "same" padding) and skipped.
+builder's asymmetric "same" padding) and skipped. :func:`depthwise_conv2d_rows_chain` is
+the generic loop, for any kernel size.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
+from edgebnn.kernels.elementwise import apply_chain, store_row
 from edgebnn.kernels.epilogue import chain_into
 from numba import njit
 
@@ -510,3 +512,20 @@ def depthwise_rows_chain(x, w, wt, stride, lead, rows, cols, out, pad, codes, pa
         dst = out[r + pad].reshape(-1)[pad * chans : (pad + cols) * chans]
         depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, dst)
         chain_into(dst, dst, r, codes, params, alpha)
+
+
+@njit(**PJIT)
+def depthwise_conv2d_rows_chain(x, w, stride, lead, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Depthwise convolution, weights (k, k, F); taps before ``lead`` are zero and skipped."""
+    k = w.shape[0]
+    chans = w.shape[2]
+    for r in prange(rows):
+        row = np.zeros(cols * chans, np.float32)
+        for c in range(cols):
+            acc = row[c * chans : (c + 1) * chans]
+            for i in range(lead, k):
+                for j in range(lead, k):
+                    for f in range(chans):
+                        acc[f] += x[r * stride + i, c * stride + j, f] * w[i, j, f]
+        apply_chain(row, r, codes, params, alpha)
+        store_row(row, out, r, pad)

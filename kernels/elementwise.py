@@ -158,37 +158,3 @@ def add_chain(a, b, out, pad, codes, params, alpha):  # type: ignore[no-untyped-
             v[e] = ra[e] + rb[e]
         apply_chain(v, r, codes, params, alpha)
         store_row(v, out, r, pad)
-
-
-@njit(**JIT)
-def softmax(x, out, pad):  # type: ignore[no-untyped-def]
-    """Softmax over the whole tensor: max, ``exp(x - max)``, sequential sum, divide."""
-    rows, cols, chans = x.shape
-    m = x[0, 0, 0]
-    for r in range(rows):
-        for c in range(cols):
-            for k in range(chans):
-                m = max(m, x[r, c, k])
-    total = np.float32(0.0)
-    for r in range(rows):
-        for c in range(cols):
-            for k in range(chans):
-                e = np.exp(x[r, c, k] - m)
-                out[r + pad, c + pad, k] = e
-                total += e
-    for r in range(rows):
-        for c in range(cols):
-            for k in range(chans):
-                out[r + pad, c + pad, k] = out[r + pad, c + pad, k] / total
-
-
-@njit(**PJIT)
-def fully_connected(x, weights, out_flat):  # type: ignore[no-untyped-def]
-    """``out_flat = weights @ x.ravel()`` in float32, one output per row of ``weights``."""
-    flat = x.reshape(-1)
-    n_out, n_in = weights.shape
-    for o in prange(n_out):
-        acc = np.float32(0.0)
-        for i in range(n_in):
-            acc += weights[o, i] * flat[i]
-        out_flat[o] = acc

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import prange
-from edgebnn.kernels.memory import aligned
+from edgebnn.kernels.aligned import aligned
 from edgebnn.kernels.microkernel import (
     AVAILABLE,  # noqa: F401  (re-exported: False where the planner must not use this GEMM)
     KERNEL_JIT,

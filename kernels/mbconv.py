@@ -10,7 +10,7 @@ epilogue (chain, residual add, the add's chain). Only the block's input and outp
 memory. Rows shared by two bands are computed by both (a few rows per step).
 
 Arithmetic is the layer-by-layer plan's: the same ``sgemm`` per pixel (BLAS order, as
-:mod:`.mobile`), the depthwise summed per (pixel, channel) in (kernel row, kernel column)
+:mod:`.pointwise`), the depthwise summed per (pixel, channel) in (kernel row, kernel column)
 order from tap ``lead`` on, every chain op rounded to float32 on its own.
 """
 
@@ -22,7 +22,7 @@ from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.depthwise import depthwise_row
 from edgebnn.kernels.elementwise import apply_chain
 from edgebnn.kernels.epilogue import chain_into
-from edgebnn.kernels.mobile import gather_im2col_row
+from edgebnn.kernels.im2col import gather_im2col_row
 from numba import njit
 
 #: How :func:`mbconv_chain` makes its depthwise input rows.
@@ -87,7 +87,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     ring): :data:`COPY`: ``x`` is that input, its ``ring`` in place; :data:`POINTWISE`:
     ``x`` is the un-padded block input (H, W, C), ``we`` (C, hidden); :data:`STEM`: ``x``
     is the network input with its ring and ``we`` (taps, hidden) a ``sk`` x ``sk``,
-    stride ``sstride`` convolution from tap ``slead`` on (:func:`~edgebnn.kernels.mobile.
+    stride ``sstride`` convolution from tap ``slead`` on (:func:`~edgebnn.kernels.im2col.
     im2col_weights_layout`), gathered row by row into ``patches`` (slots, e_cols * taps).
     ``wd`` is
     (k, k, hidden) with its first ``lead`` rows and columns zero (skipped), 3x3 or 5x5

@@ -2,7 +2,8 @@
 # Install edgebnn as a systemd service from this source checkout:
 #   sudo systemd/install.sh [--dry-run] [--mode wheels|distro] [--no-start] ...
 # It only finds a Python >= 3.10 (openSUSE Leap 15's python3 is 3.6) and hands over to
-# the stdlib-only installer in daemon/service.py, which `edgebnn service install` also runs.
+# the stdlib-only installer in systemd/ (loaded as a package from this checkout, without
+# importing edgebnn), which `edgebnn service install` also runs.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -27,4 +28,15 @@ if ! py=$(find_python); then
         exit 1
     fi
 fi
-exec "$py" "$here/daemon/service.py" service install --source "$here" "$@"
+exec "$py" -c '
+import importlib.util, sys
+here = sys.argv[1]
+spec = importlib.util.spec_from_file_location(
+    "edgebnn_systemd", here + "/systemd/__init__.py", submodule_search_locations=[here + "/systemd"]
+)
+package = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = package
+spec.loader.exec_module(package)
+from edgebnn_systemd.commands import main
+sys.exit(main(["service", "install", "--source", here] + sys.argv[2:]))
+' "$here" "$@"

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edgebnn.engine import host
 from edgebnn.engine.errors import ModelError
-from edgebnn.engine.formats import memory
 from edgebnn.engine.network import Network
 
 
@@ -105,14 +105,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def timed_load(spec: str) -> tuple[Network, float, float, float]:
     """Load ``spec``; returns (network, seconds, RSS before, peak RSS during the load), MiB."""
-    from edgebnn.engine.load import load
+    from edgebnn.engine.formats.load import load
 
-    memory.reset_peak()
-    before = memory.current_rss_mb()
+    host.reset_peak()
+    before = host.current_rss_mb()
     start = time.perf_counter()
     net = load(spec)
     seconds = time.perf_counter() - start
-    return net, seconds, before, memory.peak_rss_mb()
+    return net, seconds, before, host.peak_rss_mb()
 
 
 def packed_bytes(net: Network) -> tuple[int, int]:
@@ -172,8 +172,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edgebnn.engine.d_series import d_series
     from edgebnn.engine.formats.ell_writer import write_ell
-    from edgebnn.engine.zoo import d_series
 
     try:
         net = d_series(args.size, args.arch, seed=args.seed)

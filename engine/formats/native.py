@@ -25,7 +25,7 @@ from edgebnn.engine.errors import ModelError, ShapeError
 from edgebnn.engine.layers import LAYER_TYPES, InputLayer, Layer, Padding
 from edgebnn.engine.network import Network, Preprocessing, labels_sha256
 
-import edgebnn
+from edgebnn._version import __version__
 
 FORMAT = "edgebnn-native"
 VERSION = 1
@@ -54,7 +54,7 @@ def write_native(net: Network, path: str | Path) -> Path:
         "metadata": net.metadata,
         "provenance": {
             "source_sha256": net.source_sha256,
-            "writer": f"edgebnn {edgebnn.__version__}",
+            "writer": f"edgebnn {__version__}",
         },
     }
     text = json.dumps(header, default=str, allow_nan=False).encode("utf-8")

@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "edgebnn.daemon.commands",  # run, check-config, subscribe, keys, demo
     "edgebnn.engine.formats.commands",  # models list/fetch/info/convert/export
     "edgebnn.bench.commands",  # bench
-    "edgebnn.daemon.service",  # service install/uninstall
+    "edgebnn.systemd.commands",  # service install/uninstall
 )
 
 

@@ -244,7 +244,7 @@ def test_a_subscriber_that_never_reads_cannot_grow_memory(tmp_path, recorder) ->
     import zmq
     from edgebnn.daemon.config import PublishConfig
     from edgebnn.daemon.publish import Publisher
-    from edgebnn.daemon.stats import rss_bytes
+    from edgebnn.engine.host import rss_bytes
 
     endpoint = make_config(tmp_path, [{"name": "a", "source": "0"}]).publish.endpoints[0]
     context = zmq.Context()

@@ -15,16 +15,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edgebnn.engine import builtin
 from edgebnn.engine.efficientnet import (
     build_efficientnet_lite0,
     fold_batch_norm,
     same_padding,
 )
 from edgebnn.engine.errors import ModelError
+from edgebnn.engine.formats import builtin
+from edgebnn.engine.formats.load import load
+from edgebnn.engine.formats.torch_pth import load_state_dict
 from edgebnn.engine.layers import ConvolutionalLayer, Padding
-from edgebnn.engine.load import load
-from edgebnn.engine.torch_pth import load_state_dict
 from edgebnn.kernels.reference import conv2d_ref
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from edgebnn.engine.d_series import HEADLINE, d_series
 from edgebnn.engine.layers import BiasLayer, InputLayer, Padding, PaddingScheme, PoolingLayer
 from edgebnn.engine.reference import forward_ref
 
 import edgebnn
-from edgebnn.models import HEADLINE, d_series
 
 TOLERANCE = 1e-4
 
@@ -180,7 +180,7 @@ def test_input_padding_ring_schemes_fill_once() -> None:
 
 def test_plan_tensors_are_cache_line_aligned() -> None:
     """Every float buffer, bit buffer and array constant a step reads starts on 64 bytes."""
-    from edgebnn.kernels.memory import is_aligned
+    from edgebnn.kernels.aligned import is_aligned
 
     net = d_series(64, seed=3)
     plan = net.plan

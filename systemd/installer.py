@@ -1,0 +1,429 @@
+"""Set edgebnn up as a hardened systemd service, or take it down again.
+
+Standard library only, and only relative imports within this folder, so that it also runs
+straight from a source checkout (``systemd/install.sh``) before anything else is
+installed. The command line is :mod:`.commands`, the target system :mod:`.platforms`. Every action is
+printed; ``--dry-run`` prints without doing, and ``--root DIR`` writes files below DIR
+and only prints the host commands (packages, pip, users, systemctl), so tests never touch
+the machine. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import grp
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .platforms import Platform, ServiceError, detect_platform, interpreter, system_packages
+
+PREFIX = Path("/opt/edgebnn")  # the venv; ExecStart in systemd/edgebnn.service points here
+UNIT_PATH = Path("/etc/systemd/system/edgebnn.service")
+SYSUSERS_PATH = Path("/etc/sysusers.d/edgebnn.conf")
+CONFIG_DIR = Path("/etc/edgebnn")
+CONFIG_PATH = CONFIG_DIR / "edgebnn.yaml"
+STATE_DIR = Path("/var/lib/edgebnn")  # StateDirectory=: downloaded models
+CACHE_DIR = Path("/var/cache/edgebnn")  # CacheDirectory=: Numba's cache
+WANTS_LINK = Path("/etc/systemd/system/multi-user.target.wants/edgebnn.service")
+USER = "edgebnn"
+UNIT = "edgebnn.service"
+
+DISTRO_IMPORTS = "import numba, numpy, cv2, zmq, yaml"
+SOURCE_TREE = (
+    Path(__file__).resolve().parent.parent
+)  # holds systemd/ and config/ (checkout or wheel)
+
+
+def find_resource(rel: str, name: str) -> Path:
+    """A file shipped with edgebnn, found beside this package without importing anything:
+    ``<tree>/systemd/...`` in a checkout, ``site-packages/edgebnn/systemd/...`` when the
+    wheel carries it as package data (``config/`` likewise)."""
+    candidate = SOURCE_TREE / rel / name
+    if not candidate.is_file():
+        raise ServiceError(f"cannot find {candidate}: run from a source checkout")
+    return candidate
+
+
+def source_version(source: str) -> str | None:
+    """The version a pip source would install: pyproject's for a checkout, '==X' for a pin."""
+    path = Path(source)
+    if (path / "pyproject.toml").is_file():
+        text = (path / "pyproject.toml").read_text(encoding="utf-8")
+        match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+        return match.group(1) if match else None
+    match = re.search(r"==\s*([\w.+-]+)$", source)
+    return match.group(1) if match else None
+
+
+def installed_version(prefix: Path) -> str | None:
+    """The edgebnn version in the venv at prefix, read from its dist-info folder."""
+    for info in sorted(prefix.glob("lib/python3*/site-packages/edgebnn-*.dist-info")):
+        return info.name[len("edgebnn-") : -len(".dist-info")]
+    return None
+
+
+@dataclass
+class Action:
+    """One thing done (or, under --dry-run / --root, that would be done)."""
+
+    verb: str  # write, mkdir, remove, run, keep, note
+    target: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.verb:7} {self.target}" + (f"  ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Installer:
+    """Applies file and command changes below root, recording each as an Action.
+
+    Commands run only on the real system (root "/") and never under --dry-run; files are
+    written under --root so tests can check them, with the intended owner recorded
+    because the service user does not exist there.
+    """
+
+    root: Path = Path("/")
+    dry_run: bool = False
+    echo: Callable[[str], None] = print
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """True when commands really run: the real root and no --dry-run."""
+        return self.root == Path("/") and not self.dry_run
+
+    @property
+    def changed(self) -> list[Action]:
+        return [a for a in self.actions if a.verb in ("write", "mkdir", "remove", "run")]
+
+    def at(self, path: Path) -> Path:
+        return self.root / path.relative_to("/")
+
+    def record(self, verb: str, target: str | Path, detail: str = "") -> None:
+        action = Action(verb, str(target), detail)
+        self.actions.append(action)
+        doing = verb in ("write", "mkdir", "remove", "run")
+        would = self.dry_run or (verb == "run" and not self.live)
+        prefix = "would " if doing and would else ""
+        self.echo(f"{prefix}{action}")
+
+    def run(self, cmd: Sequence[str], why: str = "") -> None:
+        """Run a host command, or only print it under --dry-run/--root."""
+        self.record("run", shlex.join(cmd), why)
+        if self.live:
+            subprocess.run(list(cmd), check=True)
+
+    def query(self, cmd: Sequence[str]) -> str | None:
+        """Read-only host query (also under --dry-run); None if it fails or under --root."""
+        if self.root != Path("/") or not shutil.which(cmd[0]):
+            return None
+        done = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def _chown(self, path: Path, owner: str, group: str) -> None:
+        if self.live:
+            shutil.chown(path, owner, group)
+
+    def mkdir(self, path: Path, mode: int, owner: str = "root", group: str = "root") -> None:
+        """Create a directory (with parents) and set its mode; owner applied when live."""
+        real = self.at(path)
+        want = f"{mode:04o} {owner}:{group}"
+        if (
+            real.is_dir()
+            and (real.stat().st_mode & 0o7777) == mode
+            and self._owned(real, owner, group)
+        ):
+            return
+        self.record("mkdir", path, want)
+        if not self.dry_run:
+            real.mkdir(parents=True, exist_ok=True)
+            real.chmod(mode)
+            self._chown(real, owner, group)
+
+    def write(
+        self, path: Path, source: Path, mode: int, owner: str = "root", group: str = "root"
+    ) -> bool:
+        """Copy source to path unless identical (content and mode). True if it changed."""
+        real = self.at(path)
+        same = real.is_file() and filecmp.cmp(source, real, shallow=False)
+        if same and (real.stat().st_mode & 0o7777) == mode and self._owned(real, owner, group):
+            return False
+        self.record("write", path, f"{mode:04o} {owner}:{group} from {source}")
+        if not self.dry_run:
+            real.parent.mkdir(parents=True, exist_ok=True)
+            tmp = real.with_name(real.name + ".edgebnn-tmp")
+            shutil.copyfile(source, tmp)
+            tmp.chmod(mode)
+            self._chown(tmp, owner, group)
+            tmp.replace(real)
+        return True
+
+    def remove(self, path: Path) -> None:
+        """Remove a file, link or tree if present."""
+        real = self.at(path)
+        if not (real.exists() or real.is_symlink()):
+            return
+        self.record("remove", path)
+        if not self.dry_run:
+            if real.is_dir() and not real.is_symlink():
+                shutil.rmtree(real)
+            else:
+                real.unlink()
+
+    def _owned(self, real: Path, owner: str, group: str) -> bool:
+        """Ownership matches; under --root it is only recorded, so it always 'matches'."""
+        if self.root != Path("/"):
+            return True
+        try:
+            st = real.stat()
+            return (
+                pwd.getpwuid(st.st_uid).pw_name == owner
+                and grp.getgrgid(st.st_gid).gr_name == group
+            )
+        except KeyError:
+            return False
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    """Everything `service install` takes from the command line."""
+
+    mode: str = "auto"  # auto, wheels, distro
+    machine: str | None = None  # override the detected userland architecture
+    source: str | None = None  # what pip installs: checkout dir, wheel or requirement
+    config_source: Path | None = None
+    start: bool = True
+    upgrade: bool = False
+
+
+def missing_packages(inst: Installer, plat: Platform, pkgs: list[str]) -> list[str]:
+    """Packages not yet installed; under --root everything counts as missing."""
+    if inst.root != Path("/"):
+        return pkgs
+    if plat.manager == "apt":
+        cmd = ["dpkg-query", "-W", "-f=${db:Status-Status}"]
+        return [p for p in pkgs if inst.query([*cmd, p]) != "installed"]
+    return [p for p in pkgs if inst.query(["rpm", "-q", "--whatprovides", p]) is None]
+
+
+def ensure_packages(inst: Installer, plat: Platform, mode: str) -> None:
+    """Install the distribution packages this mode needs (only the missing ones)."""
+    missing = missing_packages(inst, plat, system_packages(plat, mode))
+    if not missing:
+        return
+    if inst.root != Path("/"):
+        inst.record("note", "packages", f"host only, skipped under --root: {' '.join(missing)}")
+        return
+    if plat.manager == "apt":
+        inst.run(["apt-get", "update"])
+        inst.run(["apt-get", "install", "-y", "--no-install-recommends", *missing])
+    else:
+        inst.run(["zypper", "--non-interactive", "install", *missing])
+
+
+def ensure_venv(inst: Installer, plat: Platform, mode: str, opts: InstallOptions) -> bool:
+    """Create the venv under PREFIX and pip-install edgebnn when its version differs (or
+    --upgrade). True if edgebnn was (re)installed, so a running service must restart."""
+    python = inst.at(PREFIX / "bin/python")
+    source = opts.source or default_source()
+    host_only = inst.root != Path("/")
+    if not python.exists():
+        cmd = [interpreter(plat), "-m", "venv"]
+        cmd += ["--system-site-packages"] if mode == "distro" else []
+        if host_only:
+            inst.record("note", PREFIX, f"host only, skipped under --root: {shlex.join(cmd)}")
+        else:
+            inst.run([*cmd, str(PREFIX)], f"{mode} mode")
+    want, have = source_version(source), installed_version(inst.at(PREFIX))
+    if have and want == have and not opts.upgrade:
+        return False
+    pip = [str(PREFIX / "bin/python"), "-m", "pip", "install", "--upgrade"]
+    pip += ["--no-deps"] if mode == "distro" else []  # deps come from the distribution
+    if host_only:
+        inst.record("note", "pip", f"host only, skipped under --root: {shlex.join(pip)} {source}")
+        return False
+    inst.run([*pip, source], f"edgebnn {have or 'not installed'} -> {want or 'latest'}")
+    if mode == "distro":
+        inst.run([str(PREFIX / "bin/python"), "-c", DISTRO_IMPORTS], "distro packages import")
+    inst.remove(CACHE_DIR / "numba")  # compiled for the old code and numba version
+    return True
+
+
+def default_source() -> str:
+    """Install this checkout if we run from one, else the same version from PyPI."""
+    if (SOURCE_TREE / "pyproject.toml").is_file():
+        return str(SOURCE_TREE)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"edgebnn=={version('edgebnn')}"
+    except PackageNotFoundError:
+        return "edgebnn"
+
+
+def ensure_user(inst: Installer) -> None:
+    """Create the system user and its video membership via systemd-sysusers (both distros)."""
+    sysusers = find_resource("systemd", "edgebnn.sysusers")
+    changed = inst.write(SYSUSERS_PATH, sysusers, 0o644)
+    if inst.root != Path("/"):
+        inst.record("note", f"user {USER}", f"host only: systemd-sysusers {SYSUSERS_PATH}")
+        return
+    if changed or not user_in_group(USER, "video"):
+        inst.run(["systemd-sysusers", str(SYSUSERS_PATH)], f"user {USER}, member of video")
+
+
+def user_in_group(user: str, group: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+        return user in grp.getgrnam(group).gr_mem
+    except KeyError:
+        return False
+
+
+def ensure_config(inst: Installer, source: Path) -> None:
+    """Install the default config; an edited one is kept and the new default put beside it."""
+    inst.mkdir(CONFIG_DIR, 0o755)  # = ConfigurationDirectoryMode's default; root-owned
+    target = inst.at(CONFIG_PATH)
+    if target.is_file() and not filecmp.cmp(source, target, shallow=False):
+        inst.record("keep", CONFIG_PATH, "edited: left as it is")
+        inst.write(CONFIG_PATH.with_name("edgebnn.yaml.new"), source, 0o640, "root", USER)
+        return
+    inst.write(CONFIG_PATH, source, 0o640, "root", USER)  # readable by the service only
+
+
+def ensure_unit(inst: Installer, changed_code: bool, start: bool) -> None:
+    """Install the unit, reload systemd if it changed, enable it and (re)start it."""
+    unit = find_resource("systemd", "edgebnn.service")
+    changed = inst.write(UNIT_PATH, unit, 0o644)
+    if inst.root != Path("/"):
+        if not inst.at(WANTS_LINK).is_symlink():
+            inst.record("note", UNIT, "host only: systemctl enable --now edgebnn.service")
+        return
+    if inst.query(["systemctl", "is-enabled", UNIT]) != "enabled":
+        inst.run(["systemctl", "enable", UNIT])  # works offline too (image builds, chroots)
+    if not systemd_running():
+        inst.record("note", UNIT, "systemd is not running here: not started; boots will start it")
+        return
+    if changed:
+        inst.run(["systemctl", "daemon-reload"])
+    active = inst.query(["systemctl", "is-active", UNIT]) == "active"
+    if start and not active:
+        inst.run(["systemctl", "start", "--no-block", UNIT], "first start compiles: minutes")
+    elif active and (changed or changed_code):
+        inst.run(["systemctl", "try-restart", "--no-block", UNIT])
+
+
+def systemd_running() -> bool:
+    """sd_booted(3): systemd is PID 1 (not a chroot, container build or image)."""
+    return Path("/run/systemd/system").is_dir()
+
+
+def install(
+    root: Path = Path("/"),
+    dry_run: bool = False,
+    opts: InstallOptions | None = None,
+    echo: Callable[[str], None] = print,
+) -> Installer:
+    """Install (or bring up to date) edgebnn as a service; returns what was done."""
+    opts = opts or InstallOptions()
+    inst = Installer(root=root, dry_run=dry_run, echo=echo)
+    if inst.live and os.geteuid() != 0:
+        raise ServiceError("installing a system service needs root: run it with sudo")
+    plat = detect_platform(root, opts.machine)
+    mode = plat.default_mode if opts.mode == "auto" else opts.mode
+    echo(f"# {plat.name}, {plat.machine} ({plat.bits}-bit), {plat.manager}, {mode} mode")
+    if mode == "distro":
+        echo(
+            "# distro mode: the distribution's numba/numpy/OpenCV in a --system-site-packages"
+            " venv; 32-bit numba has no parallel=True, kernels run serially"
+        )
+    ensure_packages(inst, plat, mode)
+    new_code = ensure_venv(inst, plat, mode, opts)
+    ensure_user(inst)
+    ensure_config(inst, opts.config_source or find_resource("config", "edgebnn.yaml"))
+    inst.mkdir(STATE_DIR, 0o750, USER, USER)  # = StateDirectoryMode=
+    inst.mkdir(STATE_DIR / "models", 0o750, USER, USER)
+    if inst.live and shutil.which("restorecon") and Path("/sys/fs/selinux/enforce").exists():
+        inst.run(["restorecon", "-R", str(PREFIX), str(CONFIG_DIR), str(STATE_DIR)], "SELinux")
+    ensure_unit(inst, new_code, opts.start)
+    for line in advice(plat, inst.at(CONFIG_PATH), root):
+        echo(line)
+    return inst
+
+
+def uninstall(
+    root: Path = Path("/"),
+    dry_run: bool = False,
+    purge: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Installer:
+    """Stop and remove the service and venv; config and models stay unless purge."""
+    inst = Installer(root=root, dry_run=dry_run, echo=echo)
+    if inst.live and os.geteuid() != 0:
+        raise ServiceError("removing a system service needs root: run it with sudo")
+    if inst.at(UNIT_PATH).exists() or inst.at(WANTS_LINK).is_symlink():
+        if inst.root == Path("/"):
+            now = ["--now"] if systemd_running() else []
+            inst.run(["systemctl", "disable", *now, UNIT])
+        else:
+            inst.record("note", UNIT, "host only: systemctl disable --now edgebnn.service")
+    inst.remove(WANTS_LINK)  # only left behind under --root
+    inst.remove(UNIT_PATH)
+    removed_unit = any(a.target == str(UNIT_PATH) for a in inst.changed)
+    if inst.root == Path("/") and removed_unit and systemd_running():
+        inst.run(["systemctl", "daemon-reload"])
+    inst.remove(PREFIX)
+    inst.remove(CACHE_DIR)
+    inst.remove(SYSUSERS_PATH)
+    if purge:
+        inst.remove(CONFIG_DIR)
+        inst.remove(STATE_DIR)
+        echo(f"# the user {USER} stays (files may still carry its uid): `userdel {USER}`")
+    else:
+        for kept in (CONFIG_DIR, STATE_DIR):
+            if inst.at(kept).exists():
+                inst.record("keep", kept, "config and models stay; --purge removes them")
+    return inst
+
+
+def config_port(config: Path) -> str:
+    """The TCP port in the installed config's publish address, for the firewall hint."""
+    try:
+        match = re.search(r"tcp://[^\s:'\"]+:(\d+)", config.read_text(encoding="utf-8"))
+    except OSError:
+        match = None
+    return match.group(1) if match else "PORT"
+
+
+def advice(plat: Platform, config: Path, root: Path) -> list[str]:
+    """What the installer deliberately does not do, and how to do it."""
+    port = config_port(config)
+    reload_hint = "edit, then `systemctl reload edgebnn`"
+    lines = [
+        f"# config: {CONFIG_PATH} ({reload_hint}); logs: `journalctl -u edgebnn -f`",
+        "# firewall untouched: edgebnn publishes on loopback by default.",
+        f"# To let other machines subscribe: non-loopback bind + CURVE, then open TCP {port}:",
+    ]
+    if plat.manager == "zypper":
+        lines.append(f"#   firewall-cmd --permanent --add-port={port}/tcp && firewall-cmd --reload")
+    else:
+        lines += [
+            "#   Raspberry Pi OS has no firewall by default. With ufw:",
+            f"#   ufw allow from 192.168.1.0/24 to any port {port} proto tcp",
+            f"#   with nftables: nft add rule inet filter input tcp dport {port} accept",
+        ]
+    controllers = root / "sys/fs/cgroup/cgroup.controllers"
+    if controllers.is_file() and "memory" not in controllers.read_text().split():
+        lines.append(
+            "# note: the cgroup memory controller is off (Raspberry Pi OS default), so the "
+            "unit's MemoryHigh=/MemoryMax= are not enforced"
+        )
+    return lines
