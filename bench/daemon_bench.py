@@ -206,7 +206,8 @@ def run_daemon_benchmark(args: argparse.Namespace) -> int:
         )
         if "steady_rss" in res:
             print(
-                f"RSS (daemon + in-process subscriber): steady {res['steady_rss'] / 2**20:.1f} "
+                f"RSS (daemon process + in-process subscriber; its capture process is not "
+                f"counted, see bench --capture): steady {res['steady_rss'] / 2**20:.1f} "
                 f"MB after {warm_in} frames; after {res['soak_frames']} more frames "
                 f"{res['end_rss'] / 2**20:.1f} MB (growth {res['growth'] / 2**20:+.1f} MB, "
                 f"peak {res['peak_rss'] / 2**20:.1f} MB)"

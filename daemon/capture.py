@@ -309,7 +309,10 @@ class _ChildRun:
             def give_back() -> None:
                 handover.send(sock, {"t": "free", "ring": ring_id, "slot": index}, block=False)
 
-            skipped = self.owner.source.put(self._ring, index, float(message["at"]), give_back)
+            shape = tuple(int(n) for n in message["shape"])
+            skipped = self.owner.source.put(
+                self._ring.slot(index, shape), float(message["at"]), give_back
+            )
             self.delivered = True
             dropped = int(message.get("dropped", 0))  # frames that found no free slot
             with stats.lock:
@@ -321,8 +324,8 @@ class _ChildRun:
         elif kind == "ring":
             assert fd is not None, "a ring message carries its memory"
             try:
-                shape = tuple(int(n) for n in message["shape"])
-                self._ring = handover.Ring.attach(fd, shape, int(message["slots"]))
+                slot_bytes, slots = int(message["slot_bytes"]), int(message["slots"])
+                self._ring = handover.Ring.attach(fd, slot_bytes, slots)
                 self._ring_id = int(message["ring"])
             finally:
                 os.close(fd)

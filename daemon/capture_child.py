@@ -110,13 +110,13 @@ class Link:
         """Copy a frame into a free slot and announce it; False if no slot was free
         (after waiting up to `wait` seconds for one)."""
         shape = tuple(image.shape)
-        if self._ring is None or self._ring.shape != shape:
-            ring, fd = handover.Ring.create(shape)
+        if self._ring is None or handover.frame_bytes(shape) > self._ring.slot_bytes:
+            ring, fd = handover.Ring.create(handover.frame_bytes(shape))
             with self._lock:
                 self._ring, self._ring_id = ring, self._ring_id + 1
                 self._free = list(range(ring.slots))
             try:
-                message = {"t": "ring", "ring": self._ring_id, "shape": list(shape)}
+                message = {"t": "ring", "ring": self._ring_id, "slot_bytes": ring.slot_bytes}
                 message.update(slots=ring.slots, within=within)
                 with self._send_lock:
                     if not handover.send(self.sock, message, fd):
@@ -131,9 +131,10 @@ class Link:
                 return False
             slot = self._free.pop()
             ring, ring_id = self._ring, self._ring_id
-        np.copyto(ring.slot(slot), image)
+        np.copyto(ring.slot(slot, shape), image)
         self._seq += 1
         message = {"t": "frame", "ring": ring_id, "slot": slot, "seq": self._seq}
+        message["shape"] = list(shape)
         message["at"] = captured_at
         if self.dropped:  # reported with the next frame, not one message per drop
             message["dropped"], self.dropped = self.dropped, 0

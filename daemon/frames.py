@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from edgebnn.daemon.handover import Ring
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -61,19 +60,14 @@ class Frame:
 
 
 class _Slot:
-    """One lent slot of a ring: who holds it, and how to give it back."""
+    """One lent slot of shared memory: the frame in it, who holds it, how to give it back."""
 
-    __slots__ = ("captured_at", "give_back", "holders", "index", "ring", "seq")
+    __slots__ = ("captured_at", "give_back", "holders", "image", "seq")
 
     def __init__(
-        self,
-        ring: Ring,
-        index: int,
-        seq: int,
-        captured_at: float,
-        give_back: Callable[[], None],
+        self, image: np.ndarray, seq: int, captured_at: float, give_back: Callable[[], None]
     ) -> None:
-        self.ring, self.index, self.seq, self.captured_at = ring, index, seq, captured_at
+        self.image, self.seq, self.captured_at = image, seq, captured_at
         self.holders = 1  # the source itself, while this is the newest frame
         self.give_back = give_back
 
@@ -128,7 +122,7 @@ class FrameSource:
         slot.holders += 1
         return Frame(
             self.name,
-            slot.ring.slot(slot.index),
+            slot.image,
             slot.captured_at,
             slot.seq,
             lambda: self._drop(slot),
@@ -141,16 +135,14 @@ class FrameSource:
         if free:
             slot.give_back()
 
-    def put(
-        self, ring: Ring, index: int, captured_at: float, give_back: Callable[[], None]
-    ) -> bool:
-        """A new frame in `ring[index]`; `give_back()` returns the slot to its writer once
-        nobody holds it. True if the frame it replaces was never taken (skipped)."""
+    def put(self, image: np.ndarray, captured_at: float, give_back: Callable[[], None]) -> bool:
+        """A new frame, a view of a lent slot; `give_back()` returns the slot to its writer
+        once nobody holds it. True if the frame it replaces was never taken (skipped)."""
         with self._lock:
             self._seq += 1
             previous, self._latest = (
                 self._latest,
-                _Slot(ring, index, self._seq, captured_at, give_back),
+                _Slot(image, self._seq, captured_at, give_back),
             )
             skipped = previous is not None and previous.seq > self._taken_seq
             listeners = list(self._listeners)

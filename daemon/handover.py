@@ -78,20 +78,21 @@ def frame_bytes(shape: tuple[int, ...]) -> int:
 
 
 class Ring:
-    """`slots` uint8 frames of one shape in one shared mapping."""
+    """`slots` frame slots of `slot_bytes` each in one shared mapping; a frame of any shape
+    that fits uses the start of its slot (so frames of changing size need no new ring)."""
 
-    def __init__(self, buffer: mmap.mmap, shape: tuple[int, ...], slots: int) -> None:
-        self.shape = tuple(int(n) for n in shape)
+    def __init__(self, buffer: mmap.mmap, slot_bytes: int, slots: int) -> None:
+        self.slot_bytes = int(slot_bytes)
         self.slots = slots
         self._buffer = buffer
-        self._frames = np.frombuffer(buffer, np.uint8, slots * frame_bytes(self.shape)).reshape(
-            (slots, *self.shape)
+        self._slots = np.frombuffer(buffer, np.uint8, slots * self.slot_bytes).reshape(
+            slots, self.slot_bytes
         )
 
     @classmethod
-    def create(cls, shape: tuple[int, ...], slots: int = SLOTS) -> tuple[Ring, int]:
+    def create(cls, slot_bytes: int, slots: int = SLOTS) -> tuple[Ring, int]:
         """A new ring and the descriptor to hand to the reader (the caller closes it)."""
-        size = slots * frame_bytes(shape)
+        size = slots * slot_bytes
         fd = _anonymous_file()
         try:
             os.ftruncate(fd, size)
@@ -99,19 +100,22 @@ class Ring:
         except BaseException:
             os.close(fd)
             raise
-        return cls(buffer, shape, slots), fd
+        return cls(buffer, slot_bytes, slots), fd
 
     @classmethod
-    def attach(cls, fd: int, shape: tuple[int, ...], slots: int) -> Ring:
+    def attach(cls, fd: int, slot_bytes: int, slots: int) -> Ring:
         """Map a ring received from the writer, read-only (the descriptor can be closed)."""
-        size = slots * frame_bytes(shape)
-        if os.fstat(fd).st_size < size:
+        size = slots * slot_bytes
+        if size <= 0 or os.fstat(fd).st_size < size:
             raise ValueError("the shared frame buffer is smaller than announced")
-        return cls(mmap.mmap(fd, size, prot=mmap.PROT_READ), shape, slots)
+        return cls(mmap.mmap(fd, size, prot=mmap.PROT_READ), slot_bytes, slots)
 
-    def slot(self, index: int) -> np.ndarray:
-        """A view of one slot (read-only on the reader's side)."""
-        return self._frames[index]
+    def slot(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
+        """A uint8 view of slot `index` as an array of `shape` (read-only for the reader)."""
+        size = frame_bytes(shape)
+        if size > self.slot_bytes:
+            raise ValueError(f"a {shape} frame does not fit a {self.slot_bytes}-byte slot")
+        return self._slots[index, :size].reshape(shape)
 
 
 def _anonymous_file() -> int:

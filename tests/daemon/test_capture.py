@@ -25,42 +25,47 @@ class Writer:
     """The writing side of a ring, in this process: which slots were given back."""
 
     def __init__(self, shape: tuple[int, ...] = (4, 4, 3), slots: int = 4) -> None:
-        self.ring, fd = handover.Ring.create(shape, slots)
+        self.shape = shape
+        self.ring, fd = handover.Ring.create(handover.frame_bytes(shape), slots)
         os.close(fd)
         self.free = list(range(slots))
 
     def put(self, source: FrameSource, value: int) -> bool:
         index = self.free.pop()
-        self.ring.slot(index)[...] = value
-        return source.put(self.ring, index, time.time(), lambda: self.free.append(index))
+        view = self.ring.slot(index, self.shape)
+        view[...] = value
+        return source.put(view, time.time(), lambda: self.free.append(index))
 
 
 # ---------------------------------------------------------------- hand-over, in process
 
 
 def test_ring_is_shared_between_mappings_and_read_only_for_the_reader() -> None:
-    ring, fd = handover.Ring.create((2, 3, 3), slots=3)
+    ring, fd = handover.Ring.create(18, slots=3)
     try:
-        reader = handover.Ring.attach(fd, (2, 3, 3), 3)
+        reader = handover.Ring.attach(fd, 18, 3)
     finally:
         os.close(fd)
-    ring.slot(2)[...] = 7
-    assert reader.slot(2)[1, 2, 0] == 7 and reader.slot(1).sum() == 0
+    ring.slot(2, (2, 3, 3))[...] = 7
+    assert reader.slot(2, (2, 3, 3))[1, 2, 0] == 7 and reader.slot(1, (2, 3, 3)).sum() == 0
+    assert reader.slot(2, (4, 2)).shape == (4, 2)  # a smaller frame uses the slot's start
     with pytest.raises(ValueError):
-        reader.slot(0)[0, 0, 0] = 1
+        reader.slot(0, (2, 3, 3))[0, 0, 0] = 1
     with pytest.raises(ValueError):
-        handover.Ring.attach(os.memfd_create("small"), (2, 3, 3), 3)
+        ring.slot(0, (4, 4, 3))  # does not fit
+    with pytest.raises(ValueError):
+        handover.Ring.attach(os.memfd_create("small"), 18, 3)
 
 
 def test_messages_and_descriptors_cross_the_socket_pair() -> None:
     a, b = handover.socket_pair()
-    ring, fd = handover.Ring.create((2, 2), 2)
-    ring.slot(1)[...] = 9
-    assert handover.send(a, {"t": "ring", "shape": [2, 2]}, fd)
+    ring, fd = handover.Ring.create(4, 2)
+    ring.slot(1, (2, 2))[...] = 9
+    assert handover.send(a, {"t": "ring", "slot_bytes": 4}, fd)
     os.close(fd)
     message, received = handover.receive(b)
-    assert message == {"t": "ring", "shape": [2, 2]} and received is not None
-    assert handover.Ring.attach(received, (2, 2), 2).slot(1)[0, 0] == 9
+    assert message == {"t": "ring", "slot_bytes": 4} and received is not None
+    assert handover.Ring.attach(received, 4, 2).slot(1, (2, 2))[0, 0] == 9
     os.close(received)
     a.send(b"[1, 2]")
     with pytest.raises(ValueError):
@@ -266,10 +271,10 @@ def test_a_looping_file_seeks_back_instead_of_reopening(tmp_path: Path) -> None:
         assert run.wait(lambda: run.stats.captured >= 30)  # five passes
         assert run.worker.opens == 1 and run.worker.restarts == 0
         # A file replaced by another one (new size) is reopened at the end of the pass.
-        replacement = write_video(tmp_path / "new.avi", frames=6, size=(64, 48))
+        replacement = write_video(tmp_path / "new.avi", frames=6, size=(128, 96))  # a new ring
         replacement.replace(clip)
         assert run.wait(lambda: run.worker.opens == 2)
-        assert run.wait(lambda: (f := run.source.latest()) is not None and f.image.shape[1] == 64)
+        assert run.wait(lambda: (f := run.source.latest()) is not None and f.image.shape[1] == 128)
     finally:
         run.stop()
 
