@@ -201,8 +201,9 @@ def test_capture_process_is_small_and_never_loads_the_engine(tmp_path: Path) -> 
         assert pid is not None and pid != os.getpid()
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "cv2" in maps  # it is the capture process
-        for library in ("numba", "llvmlite", "zmq"):
-            assert library not in maps, library
+        # Python packages, by directory (Debian's OpenCV itself may link libzmq).
+        for package in ("/numba/", "/llvmlite/", "/zmq/"):
+            assert package not in maps, package
         assert Path(f"/proc/{pid}/comm").read_text().strip() == "cap:cam"
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert str(clip).encode() not in cmdline  # settings travel over the socket

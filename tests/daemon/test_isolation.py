@@ -41,6 +41,7 @@ def test_hung_cameras_never_stall_the_others(
     tmp_path, video, image_dir, start_daemon, recorder, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="edgebnn")
+    shm_before = _shm()
     servers = {
         "handshake": MjpegServer("serve"),
         "headers": MjpegServer("serve"),
@@ -118,6 +119,8 @@ def test_hung_cameras_never_stall_the_others(
         for server in servers.values():
             server.close()
 
+    assert not _ours(_shm() - shm_before)  # nothing left in /dev/shm, SIGKILL or not
+
     # Log levels: a warning when a camera starts failing (the down camera at start too),
     # debug lines while it keeps failing, info when it comes back.
     records = [r for r in caplog.records if r.name == "edgebnn.daemon.capture"]
@@ -142,6 +145,16 @@ def test_hung_cameras_never_stall_the_others(
     assert chatter and all(r.levelno == logging.DEBUG for r in chatter)
 
 
+def _shm() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def _ours(names: set[str]) -> list[str]:
+    """Shared memory names this suite could have made (other jobs on the machine may add
+    their own meanwhile): multiprocessing's psm_*, or anything naming edgebnn."""
+    return [n for n in names if n.startswith("psm_") or "edgebnn" in n]
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -164,7 +177,7 @@ def _children(pid: int) -> list[int]:
 
 def test_sigterm_during_a_hung_open_exits_at_once_and_leaves_nothing(tmp_path, video) -> None:
     server = MjpegServer("hang_after_headers")
-    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    shm_before = _shm()
     endpoint = free_endpoint()
     config = tmp_path / "edgebnn.yaml"
     config.write_text(
@@ -201,8 +214,7 @@ def test_sigterm_during_a_hung_open_exits_at_once_and_leaves_nothing(tmp_path, v
     time.sleep(0.2)
     left = [pid for pid in children if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"]
     assert not left, left
-    if os.path.isdir("/dev/shm"):
-        assert set(os.listdir("/dev/shm")) <= shm_before
+    assert not _ours(_shm() - shm_before)
     # Everything on stderr came through the logger: no raw FFmpeg or OpenCV lines.
     for line in err.splitlines():
         assert " edgebnn." in line, line
