@@ -26,6 +26,21 @@ def write_config(path: Path, image_dir: Path, endpoint: str, extra: str = "") ->
     return path
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind():
+    """A test that fails before stopping its daemon must not leave it running (with its
+    capture processes) for the rest of the session."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class Process:
     """`edgebnn ...` with stderr collected line by line."""
 
@@ -37,6 +52,7 @@ class Process:
             text=True,
             env=env or subprocess_env(),
         )
+        _STARTED.append(self.proc)
         self.lines: list[str] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
