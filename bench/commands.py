@@ -24,7 +24,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per setting (default 30)")
     p.add_argument(
-        "--compare", choices=["onnxruntime"], help="also time the same network in ONNX Runtime"
+        "--compare",
+        choices=["onnxruntime", "lce"],
+        help="also time the same network in ONNX Runtime, or a .tflite model in Larq Compute "
+        "Engine's interpreter",
+    )
+    p.add_argument(
+        "--lce-python",
+        default=None,
+        help="--compare lce: the Python of an environment with larq-compute-engine and numpy<2 "
+        "(default: this one)",
     )
     p.add_argument("--no-cold", action="store_true", help="skip the cold/warm start measurements")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-step breakdown")
@@ -62,6 +71,17 @@ def _run(args: argparse.Namespace) -> int:
 
         print(run_efficientnet_benchmark(threads, args.compare == "onnxruntime"))
         return 0
+    if str(args.model).lower().endswith(".tflite") or args.compare == "lce":
+        from edgebnn.bench.tflite_bench import run_tflite_benchmark
+
+        return run_tflite_benchmark(
+            args.model,
+            threads,
+            max(1, args.runs),
+            args.compare == "lce",
+            args.lce_python,
+            not args.no_breakdown,
+        )
     from edgebnn.bench.engine_bench import run_engine_benchmark
 
     return run_engine_benchmark(

@@ -128,6 +128,10 @@ def packed_bytes(net: Network) -> tuple[int, int]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     net, seconds, before, peak = timed_load(args.path)
+    if not isinstance(net, Network):  # a .tflite model
+        print("\n".join(net.info_lines()))
+        print(f"load time: {seconds:.3f} s; peak RSS during the load: {peak:.0f} MiB")
+        return 0
     total, binary = packed_bytes(net)
     meta = net.metadata
     print(net.summary())

@@ -1,0 +1,146 @@
+"""``edgebnn bench --model m.tflite [--compare lce]``: edgebnn and Larq Compute Engine side by side.
+
+Times edgebnn on a ``.tflite`` model at each thread count (median ms/frame after warm-up),
+then LCE's own interpreter on the same file and input in every configuration it offers
+(default kernels, XNNPACK, the indirect BGEMM binary kernels) at the same thread counts, in
+the same run, and prints the ratio to LCE's best. LCE runs in a child process: its PyPI wheel
+(``pip install 'edgebnn[bench]'``) needs NumPy < 2 at run time, so ``--lce-python`` may name
+the interpreter of another environment that has it (only ``larq-compute-engine`` and
+``numpy<2``; TensorFlow is not needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from edgebnn.bench import machine
+
+#: LCE's interpreter configurations: name -> Interpreter keyword arguments.
+LCE_CONFIGS = {
+    "default": {"use_xnnpack": False, "use_indirect_bgemm": False},
+    "xnnpack": {"use_xnnpack": True, "use_indirect_bgemm": False},
+    "indirect_bgemm": {"use_xnnpack": False, "use_indirect_bgemm": True},
+}
+
+#: Runs in the LCE environment. Imports the interpreter without the package's __init__,
+#: which imports TensorFlow for the converter.
+LCE_SCRIPT = r"""
+import importlib.util, json, statistics, sys, time, types
+import numpy as np
+spec = importlib.util.find_spec("larq_compute_engine")
+if spec is None:
+    sys.exit("larq-compute-engine is not installed in " + sys.executable)
+pkg = types.ModuleType("larq_compute_engine")
+pkg.__path__ = list(spec.submodule_search_locations)
+sys.modules["larq_compute_engine"] = pkg
+from larq_compute_engine.tflite.python.interpreter import Interpreter
+if int(np.__version__.split(".")[0]) >= 2:
+    sys.exit(f"LCE's interpreter needs numpy<2 (this environment has {np.__version__})")
+job = json.loads(sys.argv[1])
+model = open(job["model"], "rb").read()
+x = np.load(job["input"])[None]
+result = {}
+for name, options in job["configs"].items():
+    for threads in job["threads"]:
+        interp = Interpreter(model, num_threads=threads, **options)
+        y = interp.predict(x)
+        for _ in range(3):
+            interp.predict(x)
+        times = []
+        for _ in range(job["runs"]):
+            t = time.perf_counter()
+            interp.predict(x)
+            times.append(time.perf_counter() - t)
+        result[f"{name}/{threads}"] = statistics.median(times) * 1000.0
+    result[f"{name}/output"] = np.asarray(y, np.float64).reshape(-1).tolist()
+print(json.dumps(result))
+"""
+
+
+def _median_ms(fn, runs: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000.0
+
+
+def time_lce(model: str, x: np.ndarray, threads: list[int], runs: int, python: str) -> dict:
+    """LCE's ms/frame per ``config/threads`` and its outputs, from a child process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.npy")
+        np.save(path, x.astype(np.float32))
+        job = {"model": os.path.abspath(model), "input": path, "threads": threads,
+               "runs": runs, "configs": LCE_CONFIGS}  # fmt: skip
+        proc = subprocess.run([python, "-c", LCE_SCRIPT, json.dumps(job)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        message = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise RuntimeError(f"LCE's interpreter ({python}): {message}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_tflite_benchmark(
+    model: str, threads: list[int], runs: int, compare_lce: bool, lce_python: str | None,
+    breakdown: bool,
+) -> int:  # fmt: skip
+    """Print the report; returns an exit code."""
+    from edgebnn.engine import runtime
+
+    import edgebnn
+
+    print(f"machine: {machine.describe()}")
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"model:   {model}")
+    net = edgebnn.load(model)
+    x = np.random.default_rng(0).uniform(-1, 1, net.input_shape).astype(np.float32)
+    t = time.perf_counter()
+    net.warmup()
+    print(f"warm-up in this process: {time.perf_counter() - t:.2f} s")
+    ours: dict[int, float] = {}
+    for n in threads:
+        runtime.set_threads(n)
+        net.forward(x)
+        ours[n] = _median_ms(lambda: net.forward(x), runs)
+    steps: list[tuple[str, float]] = []
+    if breakdown:
+        runtime.set_threads(max(threads))
+        values = net.run_all(x)
+        steps = [(f"{s.index:3d} {s.name} -> {'x'.join(map(str, s.output_shape))}",
+                  _median_ms(lambda s=s: s.run(values), runs)) for s in net.steps]  # fmt: skip
+    lce: dict = {}
+    if compare_lce:
+        try:
+            lce = time_lce(model, x, threads, runs, lce_python or sys.executable)
+        except RuntimeError as exc:
+            print(f"\nLCE not timed: {exc}")
+    print()
+    names = list(LCE_CONFIGS) if lce else []
+    print(f"{'threads':>7}  {'edgebnn':>9}" + "".join(f"  {'LCE ' + n:>18}" for n in names)
+          + ("  speed-up vs LCE's best (any config, any threads)" if lce else "")
+          + "   [ms/frame]")  # fmt: skip
+    best = min((v for k, v in lce.items() if not k.endswith("/output")), default=None)
+    for n in threads:
+        line = f"{n:>7}  {ours[n]:>9.2f}" + "".join(f"  {lce[f'{c}/{n}']:>18.2f}" for c in names)
+        if best is not None:
+            line += f"  {best / ours[n]:.2f}x (LCE best {best:.2f} ms)"
+        print(line)
+    if lce:
+        y = net.forward(x)
+        diffs = {c: float(np.abs(y - np.asarray(lce[f"{c}/output"])).max()) for c in names}
+        print("max |Δ| vs edgebnn output: " + ", ".join(f"{c} {d:.2g}" for c, d in diffs.items()))
+    print(f"median of {runs} runs after warm-up; peak RSS {machine.peak_rss_mb():.0f} MB")
+    if steps:
+        print(f"\nper step ({max(threads)} threads, median of {runs}):")
+        for label, ms in steps:
+            print(f"  {ms:7.3f} ms  {label}")
+    return 0

@@ -1,0 +1,236 @@
+"""Larq Compute Engine's binary operators, bit-exact: quantize, binary conv, binary max pool.
+
+LCE's bit convention, written here once: **bit 1 ⇔ x < 0 (−1); bit 0 ⇔ +1**, so 0 and −0
+binarize to +1. Channels are packed innermost, LSB first. LCE stores int32 words; edgebnn keeps
+packed activations as uint64 words (channels 64w .. 64w+63), which on a little-endian machine
+is the same bits as two consecutive int32 words. Bits past the channel count are zero.
+
+The binary convolution computes LCE's accumulator exactly: ``acc = Σ popcount(x XOR w)``
+over the receptive field, with positions outside the input read as bits 0 (LCE's "one
+padding": +1). Then, as LCE's output transform does,
+
+- float output: ``float(clamp(2·acc)) · (−m) + (b + K·m)`` (the fused multiplier and bias,
+  computed once in double and rounded to float32), plus, for 'same' zero padding, LCE's
+  correction ``(−m) · Σ_{taps outside} (C − 2·popcount(w))`` added afterwards;
+- bitpacked output: bit ``acc > threshold[c]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from edgebnn.kernels._jit import HOT_JIT, PJIT, popcount64, prange
+from numba import njit
+
+#: Bits per packed word in edgebnn's layout.
+WORD_BITS = 64
+
+
+def words_for(channels: int) -> int:
+    """uint64 words per pixel for ``channels`` packed channels."""
+    return -(-channels // WORD_BITS)
+
+
+def binarize_bits(x: np.ndarray) -> np.ndarray:
+    """LCE's convention as NumPy booleans: True (bit 1, −1) where x < 0; 0 and −0 are +1."""
+    return np.asarray(x) < 0
+
+
+def lce_words_to_u64(words: np.ndarray) -> np.ndarray:
+    """LCE int32 words (..., n) -> edgebnn uint64 words (..., ceil(n / 2)), same bits."""
+    words = np.ascontiguousarray(words, dtype="<i4")
+    if words.shape[-1] % 2:
+        pad = np.zeros((*words.shape[:-1], 1), "<i4")
+        words = np.concatenate([words, pad], axis=-1)
+    return np.ascontiguousarray(words.view("<u8"))
+
+
+def u64_to_lce_words(words: np.ndarray, channels: int) -> np.ndarray:
+    """edgebnn uint64 words -> LCE int32 words (..., ceil(channels / 32))."""
+    as32 = np.ascontiguousarray(words, dtype="<u8").view("<i4")
+    return np.ascontiguousarray(as32[..., : -(-channels // 32)])
+
+
+def pack_reference(x: np.ndarray) -> np.ndarray:
+    """NumPy reference of :func:`quantize`: (H, W, C) float -> (H, W, words) uint64."""
+    bits = binarize_bits(x)
+    *lead, chans = bits.shape
+    n = words_for(chans)
+    padded = np.zeros((*lead, n * WORD_BITS), np.uint64)
+    padded[..., :chans] = bits
+    shifts = np.arange(WORD_BITS, dtype=np.uint64)
+    return (padded.reshape(*lead, n, WORD_BITS) << shifts).sum(axis=-1, dtype=np.uint64)
+
+
+@njit(**PJIT)
+def quantize(x, bits):  # type: ignore[no-untyped-def]
+    """LceQuantize: (H, W, C) float32 -> (H, W, words) uint64, bit set iff x < 0."""
+    rows, cols, chans = x.shape
+    words = bits.shape[2]
+    for r in prange(rows):
+        for c in range(cols):
+            for w in range(words):
+                word = np.uint64(0)
+                top = min(chans, (w + 1) * 64)
+                for k in range(w * 64, top):
+                    if x[r, c, k] < np.float32(0.0):
+                        word |= np.uint64(1) << np.uint64(k - w * 64)
+                bits[r, c, w] = word
+
+
+@njit(**PJIT)
+def dequantize(bits, out):  # type: ignore[no-untyped-def]
+    """LceDequantize: bit 1 -> −1.0, bit 0 -> +1.0."""
+    rows, cols, chans = out.shape
+    for r in prange(rows):
+        for c in range(cols):
+            for k in range(chans):
+                bit = (bits[r, c, k // 64] >> np.uint64(k % 64)) & np.uint64(1)
+                out[r, c, k] = np.float32(-1.0) if bit else np.float32(1.0)
+
+
+@njit(**PJIT)
+def bmaxpool(bits, fh, fw, sh, sw, pad_top, pad_left, out):  # type: ignore[no-untyped-def]
+    """LceBMaxPool2d: max of ±1 values is −1 only if all are −1: AND of the bits over the
+    window's in-bounds positions (padding is ignored, as TFLite's max pool does)."""
+    rows, cols, words = bits.shape
+    out_rows, out_cols, _ = out.shape
+    for oy in prange(out_rows):
+        for ox in range(out_cols):
+            y0 = oy * sh - pad_top
+            x0 = ox * sw - pad_left
+            for w in range(words):
+                acc = ~np.uint64(0)
+                for ky in range(fh):
+                    y = y0 + ky
+                    if y < 0 or y >= rows:
+                        continue
+                    for kx in range(fw):
+                        x = x0 + kx
+                        if 0 <= x < cols:
+                            acc &= bits[y, x, w]
+                out[oy, ox, w] = acc
+
+
+@njit(**HOT_JIT)
+def _gather(bits, oy, ox, kh, kw, sh, sw, dh, dw, pad_top, pad_left, patch):  # type: ignore[no-untyped-def]
+    """The receptive field of one output pixel as (kh*kw*words) words; outside reads 0."""
+    rows, cols, words = bits.shape
+    i = 0
+    for ky in range(kh):
+        y = oy * sh - pad_top + ky * dh
+        for kx in range(kw):
+            x = ox * sw - pad_left + kx * dw
+            if 0 <= y < rows and 0 <= x < cols:
+                for w in range(words):
+                    patch[i + w] = bits[y, x, w]
+            else:
+                for w in range(words):
+                    patch[i + w] = np.uint64(0)
+            i += words
+
+
+@njit(**HOT_JIT)
+def _accumulate(patches, n, wt, acc):  # type: ignore[no-untyped-def]
+    """acc[p, o] = Σ_d popcount(patches[p, d] XOR wt[d, o]) for the first n (<= 4) patches.
+
+    Four pixels share each weight load; the loop over filters vectorises (SIMD popcount)."""
+    depth, filters = wt.shape
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for o in range(filters):
+        a0[o] = 0
+        a1[o] = 0
+        a2[o] = 0
+        a3[o] = 0
+    if n == 4:
+        for d in range(depth):
+            x0, x1, x2, x3 = patches[0, d], patches[1, d], patches[2, d], patches[3, d]
+            w = wt[d]
+            for o in range(filters):
+                wo = w[o]
+                a0[o] += popcount64(x0 ^ wo)
+                a1[o] += popcount64(x1 ^ wo)
+                a2[o] += popcount64(x2 ^ wo)
+                a3[o] += popcount64(x3 ^ wo)
+    else:
+        for p in range(n):
+            ap = acc[p]
+            for d in range(depth):
+                xd = patches[p, d]
+                w = wt[d]
+                for o in range(filters):
+                    ap[o] += popcount64(xd ^ w[o])
+
+
+@njit(**PJIT)
+def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, out):  # type: ignore[no-untyped-def]
+    """LceBconv2d with float output. ``geometry`` = (kh, kw, sh, sw, dh, dw, pad_top,
+    pad_left); ``correction`` is (out_rows, out_cols, filters) or empty (0, 0, 0)."""
+    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
+    out_rows, out_cols, filters = out.shape
+    depth = wt.shape[0]
+    corrected = correction.shape[0] > 0
+    for oy in prange(out_rows):
+        patches = np.empty((4, depth), np.uint64)
+        acc = np.empty((4, filters), np.int64)
+        for ox0 in range(0, out_cols, 4):
+            n = min(4, out_cols - ox0)
+            for p in range(n):
+                _gather(bits, oy, ox0 + p, kh, kw, sh, sw, dh, dw, pad_top, pad_left, patches[p])
+            _accumulate(patches, n, wt, acc)
+            for p in range(n):
+                ox = ox0 + p
+                for o in range(filters):
+                    v = min(max(2 * acc[p, o], clamp_lo), clamp_hi)
+                    y = np.float32(v) * mul[o] + bias[o]
+                    if corrected:
+                        y += correction[oy, ox, o]
+                    out[oy, ox, o] = y
+
+
+@njit(**PJIT)
+def bconv_bits(bits, wt, geometry, thresholds, out):  # type: ignore[no-untyped-def]
+    """LceBconv2d with bitpacked output: bit o set iff acc[o] > thresholds[o]."""
+    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
+    out_rows, out_cols, out_words = out.shape
+    depth, filters = wt.shape
+    for oy in prange(out_rows):
+        patches = np.empty((4, depth), np.uint64)
+        acc = np.empty((4, filters), np.int64)
+        for ox0 in range(0, out_cols, 4):
+            n = min(4, out_cols - ox0)
+            for p in range(n):
+                _gather(bits, oy, ox0 + p, kh, kw, sh, sw, dh, dw, pad_top, pad_left, patches[p])
+            _accumulate(patches, n, wt, acc)
+            for p in range(n):
+                for w in range(out_words):
+                    word = np.uint64(0)
+                    for o in range(w * 64, min(filters, (w + 1) * 64)):
+                        if acc[p, o] > thresholds[o]:
+                            word |= np.uint64(1) << np.uint64(o - w * 64)
+                    out[oy, ox0 + p, w] = word
+
+
+def bconv_reference(
+    bits: np.ndarray, filters_u64: np.ndarray, geometry: tuple[int, ...], out_hw: tuple[int, int]
+) -> np.ndarray:
+    """NumPy reference accumulator (out_rows, out_cols, filters) int64 of LCE's bconv,
+    one padding; ``filters_u64`` is (O, kh, kw, words)."""
+    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
+    rows, cols, words = bits.shape
+    out_rows, out_cols = out_hw
+    padded_rows = max(rows, (out_rows - 1) * sh + (kh - 1) * dh + 1 - pad_top) + pad_top
+    padded_cols = max(cols, (out_cols - 1) * sw + (kw - 1) * dw + 1 - pad_left) + pad_left
+    padded = np.zeros((padded_rows, padded_cols, words), np.uint64)
+    padded[pad_top : pad_top + rows, pad_left : pad_left + cols] = bits
+    as_bytes = lambda a: np.unpackbits(a.view(np.uint8), axis=-1)
+    acc = np.zeros((out_rows, out_cols, filters_u64.shape[0]), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            window = padded[y0 : y0 + (out_rows - 1) * sh + 1 : sh,
+                            x0 : x0 + (out_cols - 1) * sw + 1 : sw]  # fmt: skip
+            xbits = as_bytes(np.ascontiguousarray(window)).astype(np.int64)
+            wbits = as_bytes(np.ascontiguousarray(filters_u64[:, ky, kx])).astype(np.int64)
+            diff = xbits[:, :, None, :] ^ wbits[None, None, :, :]
+            acc += diff.sum(axis=-1)
+    return acc

@@ -1,0 +1,174 @@
+"""Float kernels with TensorFlow Lite's semantics: explicit (possibly asymmetric) padding.
+
+TFLite's 'same' padding puts the odd pixel at the bottom/right; outside pixels are zeros for
+convolutions and are skipped by pooling (average pooling divides by the in-bounds count).
+Activations are (rows, cols, channels) float32 arrays without a batch axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from edgebnn.kernels._jit import PJIT, prange
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: TFLite ``ActivationFunctionType`` codes.
+ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6, ACT_TANH = 0, 1, 2, 3, 4
+
+
+def activate(x: np.ndarray, code: int) -> np.ndarray:
+    """Apply a fused activation in place (NONE, RELU, RELU_N1_TO_1, RELU6, TANH)."""
+    if code == ACT_RELU:
+        np.maximum(x, 0.0, out=x)
+    elif code == ACT_RELU6:
+        np.clip(x, 0.0, 6.0, out=x)
+    elif code == ACT_RELU_N1_TO_1:
+        np.clip(x, -1.0, 1.0, out=x)
+    elif code == ACT_TANH:
+        np.tanh(x, out=x)
+    return x
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """LLVM's ``fma.f32``: a·b + c rounded once (one instruction where the CPU has FMA)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        f32 = cgutils.ir.FloatType()
+        fn = cgutils.get_or_insert_function(
+            builder.module, cgutils.ir.FunctionType(f32, [f32, f32, f32]), "llvm.fma.f32"
+        )
+        return builder.call(fn, list(args))
+
+    return sig, codegen
+
+
+def same_padding(size: int, k: int, stride: int, dilation: int, same: bool) -> tuple[int, int]:
+    """(output size, padding before) for one spatial axis, as TFLite computes them."""
+    effective = (k - 1) * dilation + 1
+    if same:
+        out = -(-size // stride)
+        total = max((out - 1) * stride + effective - size, 0)
+        return out, total // 2
+    return (size - effective + stride) // stride, 0
+
+
+@njit(**PJIT)
+def conv2d(x, w, bias, geometry, out):  # type: ignore[no-untyped-def]
+    """Convolution as TFLite's kernels round it: the accumulator starts at the bias and
+    takes one fused multiply-add per tap in (ky, kx, c) order (bit-exact to LCE's default
+    and XNNPACK convolutions). ``w`` is (kh*kw*C, filters) in (ky, kx, c) order; outside
+    pixels are skipped (zeros add nothing)."""
+    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
+    rows, cols, chans = x.shape
+    out_rows, out_cols, filters = out.shape
+    for oy in prange(out_rows):
+        acc = np.empty(filters, np.float32)
+        for ox in range(out_cols):
+            for o in range(filters):
+                acc[o] = bias[o]
+            for ky in range(kh):
+                y = oy * sh - pad_top + ky * dh
+                if y < 0 or y >= rows:
+                    continue
+                for kx in range(kw):
+                    xx = ox * sw - pad_left + kx * dw
+                    if xx < 0 or xx >= cols:
+                        continue
+                    base = (ky * kw + kx) * chans
+                    for c in range(chans):
+                        v = x[y, xx, c]
+                        for o in range(filters):
+                            acc[o] = fma32(v, w[base + c, o], acc[o])
+            for o in range(filters):
+                out[oy, ox, o] = acc[o]
+
+
+@njit(**PJIT)
+def dense(x, w, bias, out):  # type: ignore[no-untyped-def]
+    """Fully connected: ``out = bias + Σ_k x[k]·w[k]`` with one fused multiply-add per
+    input in order, as :func:`conv2d`. ``w`` is (inputs, units); blocks of units run in
+    parallel."""
+    depth, units = w.shape
+    blocks = (units + 63) // 64
+    for b in prange(blocks):
+        lo = b * 64
+        hi = min(units, lo + 64)
+        acc = np.empty(hi - lo, np.float32)
+        for u in range(lo, hi):
+            acc[u - lo] = bias[u]
+        for k in range(depth):
+            v = x[k]
+            for u in range(lo, hi):
+                acc[u - lo] = fma32(v, w[k, u], acc[u - lo])
+        for u in range(lo, hi):
+            out[u] = acc[u - lo]
+
+
+@njit(**PJIT)
+def depthwise(x, w, bias, geometry, multiplier, out):  # type: ignore[no-untyped-def]
+    """Depthwise conv; ``w`` is (kh, kw, C*multiplier), output channel c*m + j reads c.
+
+    Rounded as TFLite's default kernel does: the accumulator starts at the bias, then one
+    multiply and one add (two roundings) per tap in (ky, kx) order."""
+    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
+    rows, cols, _ = x.shape
+    out_rows, out_cols, out_chans = out.shape
+    for oy in prange(out_rows):
+        acc = np.empty(out_chans, np.float32)
+        for ox in range(out_cols):
+            for o in range(out_chans):
+                acc[o] = bias[o]
+            for ky in range(kh):
+                y = oy * sh - pad_top + ky * dh
+                if y < 0 or y >= rows:
+                    continue
+                for kx in range(kw):
+                    xx = ox * sw - pad_left + kx * dw
+                    if xx < 0 or xx >= cols:
+                        continue
+                    if multiplier == 1:
+                        for o in range(out_chans):
+                            product = x[y, xx, o] * w[ky, kx, o]
+                            acc[o] = acc[o] + product
+                    else:
+                        for o in range(out_chans):
+                            product = x[y, xx, o // multiplier] * w[ky, kx, o]
+                            acc[o] = acc[o] + product
+            for o in range(out_chans):
+                out[oy, ox, o] = acc[o]
+
+
+@njit(**PJIT)
+def pool(x, is_max, fh, fw, sh, sw, pad_top, pad_left, out):  # type: ignore[no-untyped-def]
+    """Max or average pooling over in-bounds positions (TFLite's 'same' semantics)."""
+    rows, cols, chans = x.shape
+    out_rows, out_cols, _ = out.shape
+    for oy in prange(out_rows):
+        acc = np.empty(chans, np.float32)
+        for ox in range(out_cols):
+            y0 = oy * sh - pad_top
+            x0 = ox * sw - pad_left
+            for c in range(chans):
+                acc[c] = -np.inf if is_max else np.float32(0.0)
+            count = 0
+            for ky in range(fh):
+                y = y0 + ky
+                if y < 0 or y >= rows:
+                    continue
+                for kx in range(fw):
+                    xx = x0 + kx
+                    if xx < 0 or xx >= cols:
+                        continue
+                    count += 1
+                    if is_max:
+                        for c in range(chans):
+                            v = x[y, xx, c]
+                            acc[c] = v if acc[c] < v else acc[c]  # std::max's choice
+                    else:
+                        for c in range(chans):
+                            acc[c] += x[y, xx, c]
+            for c in range(chans):
+                out[oy, ox, c] = acc[c] if is_max else acc[c] / np.float32(max(count, 1))
