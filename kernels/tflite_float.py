@@ -166,7 +166,7 @@ def pool(x, is_max, fh, fw, sh, sw, pad_top, pad_left, out):  # type: ignore[no-
                     if is_max:
                         for c in range(chans):
                             v = x[y, xx, c]
-                            acc[c] = v if acc[c] < v else acc[c]  # std::max's choice
+                            acc[c] = v if acc[c] < v else acc[c]  # noqa: FURB136 (std::max, NaN)
                     else:
                         for c in range(chans):
                             acc[c] += x[y, xx, c]
