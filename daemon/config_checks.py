@@ -33,6 +33,7 @@ from edgebnn.daemon.config_schema import (
     WatchdogConfig,
     key_path,
 )
+from edgebnn.daemon.model_options import read_model_options
 from edgebnn.daemon.mqtt_config import read_device, read_mqtt
 from edgebnn.daemon.viewconfig import read_regions, read_web
 
@@ -114,6 +115,8 @@ class Checker:
             (
                 "model",
                 "fallback_model",
+                "preprocessing",
+                "labels",
                 "threads",
                 "predictions",
                 "groups",
@@ -132,6 +135,7 @@ class Checker:
             return None
         model = self.model(("model",), top, required=False) or DaemonConfig.model
         fallback = self.model(("fallback_model",), top, required=False)
+        model_options = read_model_options(self, top)
         threads = self.value(("threads",), top, "int", None, _at_least(1))
         pred = self.section(("predictions",), top.get("predictions"), ("top_k", "min_score"))
         top_k = self.value(("predictions", "top_k"), pred, "int", 5, _between(1, 100))
@@ -167,6 +171,7 @@ class Checker:
             cameras=cameras,
             model=model,
             fallback_model=fallback,
+            model_options=model_options,
             threads=threads,
             top_k=top_k,
             min_score=min_score,
@@ -191,7 +196,7 @@ class Checker:
             self.error(
                 path,
                 f"model file not found: {resolved}; allowed: a model file "
-                "(.ell, .ell.zip, .ebnn) or a builtin name such as "
+                "(.ell, .ell.zip, .ebnn, .tflite) or a builtin name such as "
                 "'efficientnet-lite0' or 'random:d_I64x64x3...'",
             )
             return None

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgebnn.daemon.model_options import ModelOptions
 from edgebnn.daemon.mqtt_config import MqttConfig, default_device
 from edgebnn.daemon.regions import RegionConfig
 from edgebnn.daemon.viewconfig import WebConfig
@@ -103,6 +104,7 @@ class DaemonConfig:
     cameras: tuple[CameraConfig, ...]
     model: str = "random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A"
     fallback_model: str | None = None
+    model_options: ModelOptions = field(default_factory=ModelOptions)
     threads: int | None = None
     top_k: int = 5
     min_score: float = 0.0

@@ -346,13 +346,14 @@ class Daemon:
 
     def _runtime(self, config: DaemonConfig, current: Runtime | None) -> Runtime:
         """The runtime for a config, reusing the current model when it did not change."""
-        if current is not None and (config.model, config.fallback_model) == (
-            self.config.model,
-            self.config.fallback_model,
-        ):
+        if current is not None and (
+            config.model,
+            config.fallback_model,
+            config.model_options,
+        ) == (self.config.model, self.config.fallback_model, self.config.model_options):
             net = current.net
         else:
-            net = load_model(config.model, config.fallback_model)
+            net = config.model_options.apply(load_model(config.model, config.fallback_model))
         groups = [(g.name, g.indices) for g in config.groups]
         if current is not None and net is current.net and config.groups == self.config.groups:
             scorer = current.scorer

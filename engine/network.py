@@ -25,21 +25,28 @@ class Prediction(NamedTuple):
 class Preprocessing:
     """How a camera frame (BGR uint8, any size) becomes the model's float input.
 
-    Centre square crop (``crop_fraction`` of the short side), ``cv2.resize`` bilinear to
-    the input size, channel order, then ``(x - mean) / std`` per channel in the model's
-    channel order. The defaults are ELL's gallery models (spec section 7): B,G,R, 0..255.
+    ``resize="crop"``: centre square crop (``crop_fraction`` of the short side), then
+    ``cv2.resize`` bilinear to the input size; ``resize="stretch"``: the whole frame (or its
+    centre ``crop_fraction``) resized to the input size, aspect ratio not kept. Then the
+    channel order, then ``(x - mean) / std`` per channel in the model's channel order. The
+    defaults are ELL's gallery models (spec section 7): B,G,R, 0..255.
     """
 
     channel_order: str = "bgr"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     crop_fraction: float = 1.0
+    resize: str = "crop"
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("bgr", "rgb"):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {self.channel_order!r}")
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.resize not in ("crop", "stretch"):
+            raise ValueError(f"resize must be 'crop' or 'stretch', got {self.resize!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):
+            raise ValueError(f"mean and std need 3 values, std > 0; got {self.mean}, {self.std}")
 
     def to_dict(self) -> dict:
         return {
@@ -47,15 +54,23 @@ class Preprocessing:
             "mean": list(self.mean),
             "std": list(self.std),
             "crop_fraction": self.crop_fraction,
+            "resize": self.resize,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
+        """From a mapping; ``scale`` (x · scale) may stand for ``std`` (1 / scale)."""
+        std = d.get("std", (1, 1, 1))
+        if "scale" in d:
+            scale = d["scale"]
+            scales = [scale] * 3 if isinstance(scale, (int, float)) else list(scale)
+            std = [1.0 / float(v) for v in scales]
         return cls(
             channel_order=str(d.get("channel_order", "bgr")),
             mean=tuple(float(v) for v in d.get("mean", (0, 0, 0))),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d.get("std", (1, 1, 1))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in std),  # type: ignore[arg-type]
             crop_fraction=float(d.get("crop_fraction", 1.0)),
+            resize=str(d.get("resize", "crop")),
         )
 
     def apply(self, image: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -64,9 +79,12 @@ class Preprocessing:
 
         image = as_bgr_frame(image)
         h, w = image.shape[:2]
-        side = max(1, int(min(h, w) * self.crop_fraction))
-        top, left = int((h - side) / 2), int((w - side) / 2)
-        crop = image[top : top + side, left : left + side]
+        if self.resize == "stretch":
+            ch, cw = max(1, int(h * self.crop_fraction)), max(1, int(w * self.crop_fraction))
+        else:
+            ch = cw = max(1, int(min(h, w) * self.crop_fraction))
+        top, left = int((h - ch) / 2), int((w - cw) / 2)
+        crop = image[top : top + ch, left : left + cw]
         resized = cv2.resize(crop, (cols, rows), interpolation=cv2.INTER_LINEAR)
         if self.channel_order == "rgb":
             resized = resized[:, :, ::-1]

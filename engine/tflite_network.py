@@ -89,11 +89,7 @@ class TfliteNetwork:
         self.graph = graph
         self.name = name or Path(graph.path).name
         self.source_sha256 = graph.sha256
-        self.preprocessing = preprocessing or Preprocessing(
-            channel_order="rgb",
-            mean=(127.5,) * 3,
-            std=(127.5,) * 3,  # Larq Zoo's [-1, 1]
-        )
+        self.preprocessing = preprocessing or LARQ_ZOO_PREPROCESSING
         self.metadata = {"format": "tflite", "description": graph.description}
         self._check_io()
         self.steps = self._plan()
