@@ -19,7 +19,8 @@ import sys
 import time
 
 import numpy as np
-from edgebnn.bench import machine
+from edgebnn.engine import host
+from edgebnn.kernels.threads import set_threads
 
 #: LCE's interpreter configurations: name -> Interpreter keyword arguments.
 LCE_CONFIGS = {
@@ -94,11 +95,9 @@ def run_tflite_benchmark(
     breakdown: bool,
 ) -> int:  # fmt: skip
     """Print the report; returns an exit code."""
-    from edgebnn.engine import runtime
-
     import edgebnn
 
-    print(f"machine: {machine.describe()}")
+    print(f"machine: {host.machine_line()}")
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"model:   {model}")
     net = edgebnn.load(model)
@@ -108,12 +107,12 @@ def run_tflite_benchmark(
     print(f"warm-up in this process: {time.perf_counter() - t:.2f} s")
     ours: dict[int, float] = {}
     for n in threads:
-        runtime.set_threads(n)
+        set_threads(n)
         net.forward(x)
         ours[n] = _median_ms(lambda: net.forward(x), runs)
     steps: list[tuple[str, float]] = []
     if breakdown:
-        runtime.set_threads(max(threads))
+        set_threads(max(threads))
         values = net.run_all(x)
         steps = [(f"{s.index:3d} {s.name} -> {'x'.join(map(str, s.output_shape))}",
                   _median_ms(lambda s=s: s.run(values), runs)) for s in net.steps]  # fmt: skip
@@ -138,7 +137,7 @@ def run_tflite_benchmark(
         y = net.forward(x)
         diffs = {c: float(np.abs(y - np.asarray(lce[f"{c}/output"])).max()) for c in names}
         print("max |Δ| vs edgebnn output: " + ", ".join(f"{c} {d:.2g}" for c, d in diffs.items()))
-    print(f"median of {runs} runs after warm-up; peak RSS {machine.peak_rss_mb():.0f} MB")
+    print(f"median of {runs} runs after warm-up; peak RSS {host.peak_rss_mb():.0f} MB")
     if steps:
         print(f"\nper step ({max(threads)} threads, median of {runs}):")
         for label, ms in steps:

@@ -10,8 +10,8 @@ fused_activation_function. The arithmetic is LCE's, see :mod:`edgebnn.kernels.lc
 from __future__ import annotations
 
 import numpy as np
+from edgebnn.engine.tflite_context import SAME, Context, Run, conv_geometry
 from edgebnn.engine.tflite_graph import Operator
-from edgebnn.engine.tflite_ops import SAME, Context, Run, _geometry
 from edgebnn.kernels import lce
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -91,7 +91,9 @@ def plan_bconv(ctx: Context, op: Operator) -> Run:
         raise ctx.fail(op, f"pad_values must be 0 or 1, got {pad_values}")
     stride = (int(o.get("stride_height", 1)), int(o.get("stride_width", 1)))
     dilation = (int(o.get("dilation_height_factor", 1)), int(o.get("dilation_width_factor", 1)))
-    out_h, out_w, geometry = _geometry(ctx, op, (rows, cols), (kh, kw), stride, dilation, padding)
+    out_h, out_w, geometry = conv_geometry(
+        ctx, op, (rows, cols), (kh, kw), stride, dilation, padding
+    )
     zero_same = padding == SAME and pad_values == 0
     zero_same = zero_same and bool(outside_taps(geometry, (rows, cols), (out_h, out_w)).any())
 

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from edgebnn.engine import tflite_ops, tflite_tensor_ops
+from edgebnn.engine import tflite_bconv, tflite_ops, tflite_tensor_ops
 from edgebnn.engine.errors import ModelError
 from edgebnn.engine.network import Prediction, Preprocessing, imagenet_labels
+from edgebnn.engine.tflite_context import Context
 from edgebnn.engine.tflite_graph import Graph, Operator
 
 #: Operator name -> step builder.
 BUILDERS: dict[str, Callable] = {
     "LceQuantize": tflite_ops.build_lce_quantize,
     "LceDequantize": tflite_ops.build_lce_dequantize,
-    "LceBconv2d": tflite_ops.build_lce_bconv2d,
+    "LceBconv2d": tflite_bconv.plan_bconv,
     "LceBMaxPool2d": tflite_ops.build_lce_bmaxpool,
     "CONV_2D": tflite_ops.build_conv_2d,
     "DEPTHWISE_CONV_2D": tflite_ops.build_depthwise_conv_2d,
@@ -125,7 +126,7 @@ class TfliteNetwork:
 
     def _plan(self) -> list[Step]:
         g = self.graph
-        ctx = tflite_ops.Context(g)
+        ctx = Context(g)
         ctx.shapes[g.inputs[0]] = self.input_shape
         steps = []
         for op in g.operators:
@@ -234,7 +235,7 @@ class TfliteNetwork:
         return [Prediction(int(i), self.labels[i], float(scores[i])) for i in order]
 
     def warmup(self) -> float:
-        from edgebnn.engine.runtime import release_free_memory
+        from edgebnn.engine.host import release_free_memory
 
         start = time.perf_counter()
         self.forward(np.zeros(self.input_shape, np.float32))

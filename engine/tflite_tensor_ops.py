@@ -7,8 +7,8 @@ batch, is refused). Constants with a leading batch axis of 1 lose it before broa
 from __future__ import annotations
 
 import numpy as np
+from edgebnn.engine.tflite_context import Context, Run, fused_activation
 from edgebnn.engine.tflite_graph import Operator
-from edgebnn.engine.tflite_ops import Context, Run, _fused
 from edgebnn.kernels import tflite_float
 from edgebnn.kernels.tflite_float import activate
 
@@ -44,7 +44,7 @@ def _binary(ctx: Context, op: Operator, ufunc: np.ufunc) -> Run:
         shape = np.broadcast_shapes(sa, sb)
     except ValueError:
         raise ctx.fail(op, f"shapes {list(sa)} and {list(sb)} do not broadcast") from None
-    act = _fused(ctx, op)
+    act = fused_activation(ctx, op)
     out = ctx.output(op, shape)
     dst = op.outputs[0]
 
@@ -127,7 +127,7 @@ def build_fully_connected(ctx: Context, op: Operator) -> Run:
         ctx.const(op, 2).astype(np.float32) if ctx.has_input(op, 2) else np.zeros(units, np.float32)
     )
     weights = np.ascontiguousarray(w.T)
-    act = _fused(ctx, op)
+    act = fused_activation(ctx, op)
     out = (
         ctx.output(op, (units,))
         if not op.options.get("keep_num_dims")
@@ -153,7 +153,7 @@ def build_concatenation(ctx: Context, op: Operator) -> Run:
             raise ctx.fail(op, f"cannot concatenate shapes {[list(s) for s in shapes]}")
     shape = list(shapes[0])
     shape[axis] = sum(s[axis] for s in shapes)
-    act = _fused(ctx, op)
+    act = fused_activation(ctx, op)
     out = ctx.output(op, tuple(shape))
     inputs, dst = op.inputs, op.outputs[0]
     consts = {t: ctx.graph.tensors[t].data for t in inputs if ctx.graph.tensors[t].data is not None}

@@ -1,0 +1,82 @@
+"""What the TFLite step builders share: the planning context, geometry, fused activations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from edgebnn.engine.errors import ModelError
+from edgebnn.engine.tflite_graph import Graph, Operator
+from edgebnn.kernels.tflite_float import same_padding
+
+Run = Callable[[list], None]
+
+#: TFLite ``Padding`` (builtin options and LCE's custom options alike).
+SAME, VALID = 0, 1
+
+
+@dataclass
+class Context:
+    """What the planner knows about each tensor while building the steps."""
+
+    graph: Graph
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    packed: dict[int, int] = field(default_factory=dict)  # tensor -> unpacked channels
+
+    def fail(self, op: Operator, message: str) -> ModelError:
+        return ModelError(message, path=self.graph.path, layer=op.index, layer_type=op.name)
+
+    def const(self, op: Operator, position: int) -> np.ndarray:
+        index = op.inputs[position] if position < len(op.inputs) else -1
+        data = self.graph.tensors[index].data if index >= 0 else None
+        if data is None:
+            raise self.fail(op, f"input {position} must be a constant tensor")
+        return data
+
+    def has_input(self, op: Operator, position: int) -> bool:
+        return position < len(op.inputs) and op.inputs[position] >= 0
+
+    def shape(self, op: Operator, index: int) -> tuple[int, ...]:
+        if index in self.shapes:
+            return self.shapes[index]
+        tensor = self.graph.tensors[index]
+        if tensor.data is not None:
+            return tuple(tensor.data.shape)
+        raise self.fail(op, f"tensor {tensor.name!r} is used before it is computed")
+
+    def output(self, op: Operator, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """Record the output's shape and allocate its buffer."""
+        stored = self.graph.tensors[op.outputs[0]].shape
+        if stored and dtype is np.float32 and tuple(stored[1:]) != tuple(shape):
+            raise self.fail(op, f"computes shape {list(shape)}, file says {list(stored[1:])}")
+        self.shapes[op.outputs[0]] = tuple(shape)
+        return np.zeros(shape, dtype)
+
+
+def conv_geometry(ctx: Context, op: Operator, hw: tuple[int, int], k: tuple[int, int],
+              stride: tuple[int, int], dilation: tuple[int, int], padding: int):  # fmt: skip
+    if padding not in (SAME, VALID):
+        raise ctx.fail(op, f"unknown padding {padding}")
+    if min(*stride, *dilation, *k) < 1:
+        raise ctx.fail(op, f"strides {stride}, dilations {dilation}, kernel {k} must be >= 1")
+    out_h, top = same_padding(hw[0], k[0], stride[0], dilation[0], padding == SAME)
+    out_w, left = same_padding(hw[1], k[1], stride[1], dilation[1], padding == SAME)
+    if out_h < 1 or out_w < 1:
+        raise ctx.fail(op, f"kernel {k} does not fit the {hw[0]}x{hw[1]} input")
+    geometry = np.array([k[0], k[1], *stride, *dilation, top, left], np.int64)
+    return out_h, out_w, geometry
+
+
+def fused_activation(ctx: Context, op: Operator) -> int:
+    code = int(op.options.get("fused_activation_function", 0))
+    if code not in (0, 1, 2, 3, 4):
+        raise ctx.fail(op, f"unsupported fused activation {code}")
+    return code
+
+
+def rank3(ctx: Context, op: Operator, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ctx.fail(op, f"expects a rows x cols x channels input, got shape {list(shape)}")
+    return shape  # type: ignore[return-value]
