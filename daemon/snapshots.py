@@ -1,9 +1,11 @@
 """JPEG snapshots of the cameras' latest frames for the web view, made only on request.
 
-The inference thread only keeps a reference to the newest frame it took; encoding happens
-in the web request's thread. Each camera's encodes are serialised and cached: every
-client asking within `1 / max_fps` seconds (or for the same frame) gets the cached bytes,
-so twenty browsers cost as much as one, and an unwatched camera costs nothing.
+Encoding never happens on the inference thread, nor in the web request threads: one
+encoder thread does it all, so OpenCV's per-thread buffers exist once (twenty keep-alive
+connections that each encoded now and then kept ~1 MB each). Each camera's images are
+cached: every client asking within `1 / max_fps` seconds (or for the same frame) gets
+the cached bytes, so twenty browsers cost as much as one, and an unwatched camera costs
+nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -45,6 +48,11 @@ class Snapshots:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._cache: dict[str, OrderedDict[tuple[bool, int], tuple[float, float, bytes]]] = {}
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
+
+    def close(self) -> None:
+        """Stop the encoder thread (requests after this fail)."""
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     def jpeg(self, camera: str, annotate: bool = False, width: int | None = None) -> bytes:
         """The newest frame as JPEG (regions drawn with `annotate`, scaled down to `width`);
@@ -67,7 +75,8 @@ class Snapshots:
                 if hit is not None and hit[0] == frame.captured_at:
                     cache.move_to_end(key)
                     return hit[2]
-                data = encode(frame.image, regions if annotate else (), width)
+                job = self._encoder.submit(encode, frame.image, regions if annotate else (), width)
+                data = job.result()
             finally:
                 frame.release()
             self.encoded += 1

@@ -93,6 +93,7 @@ class WebServer:
     def stop(self) -> None:
         self._stopping.set()
         self.hub.close()
+        self.snapshots.close()
         self._server.shutdown()
         self._server.server_close()
 
