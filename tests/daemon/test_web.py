@@ -5,16 +5,20 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from edgebnn.daemon.config import SAMPLES_DIR, ConfigError, parse_config
 from edgebnn.daemon.events import EventHub
 from edgebnn.daemon.frames import Frame
 from edgebnn.daemon.regions import RegionConfig
@@ -204,3 +208,122 @@ def test_a_client_that_falls_behind_skips_events_and_the_ring_stays_bounded() ->
     hub.detach()
     hub.offer(b"predictions/cam/", {"camera": "cam", "seq": 100})  # nobody listens: no event
     assert hub.latest("cam", None)["seq"] == 100 and len(hub._ring) == 8
+
+
+# ---------------------------------------------------------------- configuration and start
+
+WEB_CONFIG = """\
+model: random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A
+cameras:
+  - {{name: cam, source: {source}}}
+{web}"""
+
+
+def web_config(tmp_path: Path, web: str) -> Any:
+    text = WEB_CONFIG.format(source=SAMPLES_DIR, web=web)
+    return parse_config(text, base_dir=tmp_path, filename="c.yaml").web
+
+
+def test_web_section_defaults_and_keys(tmp_path: Path) -> None:
+    assert not web_config(tmp_path, "").enabled  # absent: off
+    on = web_config(tmp_path, "web: {}\n")
+    assert (on.enabled, on.host, on.port, on.password_file, on.max_fps) == (
+        True,
+        "127.0.0.1",
+        8080,
+        None,
+        2.0,
+    )
+    (tmp_path / "pw").write_text("secret\n")
+    full = web_config(
+        tmp_path,
+        "web:\n  host: 0.0.0.0\n  port: 9000\n  username: me\n  password_file: pw\n  max_fps: 5\n",
+    )
+    assert (full.host, full.port, full.username, full.password_file, full.max_fps) == (
+        "0.0.0.0",
+        9000,
+        "me",
+        tmp_path / "pw",
+        5.0,
+    )
+    assert not web_config(tmp_path, "web: {enabled: false, port: 1}\n").enabled
+
+
+@pytest.mark.parametrize(
+    ("web", "key", "words"),
+    [
+        ("web: {port: 70000}\n", "web.port", ["between 0 and 65535"]),
+        ("web: {password_file: nope}\n", "web.password_file", ["file not found"]),
+        ("web: {passwd_file: x}\n", "web.passwd_file", ["did you mean 'password_file'"]),
+        ("web: {max_fps: 0}\n", "web.max_fps", ["> 0"]),
+        ("web: {username: 'a:b'}\n", "web.username", ["':'"]),
+        ("web: 3\n", "web", ["must be a mapping"]),
+    ],
+)
+def test_web_section_errors(tmp_path: Path, web: str, key: str, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        web_config(tmp_path, web)
+    matching = [i for i in info.value.issues if i.key == key]
+    assert matching and matching[0].line == 4, info.value.lines()
+    for word in words:
+        assert word in matching[0].message
+
+
+def test_an_empty_password_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("\n")
+    with pytest.raises(ConfigError, match="web.password_file: .* is empty"):
+        web_config(tmp_path, "web: {password_file: pw}\n")
+
+
+def test_open_to_the_network_without_a_password_warns(caplog) -> None:
+    from edgebnn.daemon.viewconfig import WebConfig
+    from edgebnn.daemon.web import serve
+
+    fake = FakeDaemon()
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edgebnn.daemon.web"):
+            server = serve(WebConfig(True, host, 0), fake.view(), EventHub())
+        server.stop()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert bool(warnings) == warned, caplog.text
+        if warned:
+            assert "no password" in warnings[0].getMessage()
+
+
+def test_the_daemon_serves_follows_reloads_and_fails_on_a_busy_port(
+    tmp_path: Path, image_dir: Path, start_daemon
+) -> None:
+    from browser_support import free_port
+    from daemon_support import make_config
+
+    port = free_port()
+    cameras = [{"name": "stills", "source": str(image_dir), "max_fps": 20}]
+    config = make_config(tmp_path, cameras, web={"port": port})
+    running = start_daemon(config)
+    running.wait_ready()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not json.loads(get(f"{base}/api/cameras", None)[2])[0]["latest"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    region = {"name": "top", "box": [0, 0, 1, 0.5]}
+    new = make_config(tmp_path, [{**cameras[0], "regions": [region]}], web={"port": port})
+    new = type(new)(**{**new.__dict__, "publish": config.publish})
+    assert running.daemon.reload(new)
+    deadline = time.monotonic() + 20
+    while not json.loads(get(f"{base}/api/cameras", None)[2])[0]["regions"][0]["latest"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    off = type(new)(**{**new.__dict__, "web": type(new.web)()})
+    assert running.daemon.reload(off)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{base}/healthz", timeout=5)
+    assert running.stop() == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = make_config(tmp_path, cameras, web={"port": busy.getsockname()[1]})
+        failing = start_daemon(taken)
+        failing.thread.join(120)
+        assert failing.code == 1  # EX_ERROR: cannot serve the web view (logged)
