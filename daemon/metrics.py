@@ -72,7 +72,18 @@ class SnapshotCollector:
         inference = GaugeMetricFamily(
             "edgebnn_inference_seconds", "Inference time quantiles", labels=["camera", "quantile"]
         )
+        regions = {
+            key: CounterMetricFamily(
+                f"edgebnn_region_frames_{key}",
+                f"Frames of the camera {key} for one region",
+                labels=["camera", "region"],
+            )
+            for key in ("processed", "skipped")
+        }
         for name, cam in cams.items():
+            for region, counts in cam.get("regions", {}).items():
+                for key, family in regions.items():
+                    family.add_metric([name, region], counts[key])
             online.add_metric([name], 1.0 if cam["state"] == "online" else 0.0)
             fps.add_metric([name], cam.get("fps", 0.0))
             for key, family in counters.items():
@@ -81,7 +92,7 @@ class SnapshotCollector:
             for q, key in (("0.5", "inference_ms_p50"), ("0.95", "inference_ms_p95")):
                 if cam[key] is not None:
                     inference.add_metric([name, q], cam[key] / 1000.0)
-        yield from (online, fps, *counters.values(), reconnects, inference)
+        yield from (online, fps, *counters.values(), reconnects, inference, *regions.values())
 
 
 class MetricsServer:

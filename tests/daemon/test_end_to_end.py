@@ -283,13 +283,20 @@ def test_a_subscriber_that_never_reads_cannot_grow_memory(tmp_path, recorder) ->
 def test_prometheus_metrics(tmp_path, image_dir, start_daemon, recorder) -> None:
     config = make_config(
         tmp_path,
-        [{"name": "stills", "source": str(image_dir), "max_fps": 30}],
+        [
+            {
+                "name": "stills",
+                "source": str(image_dir),
+                "max_fps": 30,
+                "regions": [{"name": "top", "box": [0, 0, 1, 0.5]}],
+            }
+        ],
         metrics={"enabled": True, "port": 0},
     )
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
     running.wait_ready()
-    assert rec.wait_for(lambda r: len(r.of("predictions/")) >= 3)
+    assert rec.wait_for(lambda r: len(r.of("predictions/stills/top/")) >= 3)
     host, port = running.daemon.metrics.address
     assert host == "127.0.0.1"
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -302,6 +309,13 @@ def test_prometheus_metrics(tmp_path, image_dir, start_daemon, recorder) -> None
     assert processed and float(processed[0].split()[-1]) >= 3
     assert 'edgebnn_inference_seconds{camera="stills",quantile="0.5"}' in body
     assert "edgebnn_resident_memory_bytes" in body
+    region = [
+        line
+        for line in body.splitlines()
+        if line.startswith('edgebnn_region_frames_processed_total{camera="stills",region="top"}')
+    ]
+    assert region and float(region[0].split()[-1]) >= 3
+    assert 'edgebnn_region_frames_skipped_total{camera="stills",region="top"}' in body
     assert running.stop() == 0
 
 
