@@ -137,3 +137,43 @@ def test_bmaxpool_is_and_of_bits(pool: int, stride: int, same: bool) -> None:
             y1, x1 = oy * stride - top + pool, ox * stride - left + pool
             expected[oy, ox] = np.where(x[y0:y1, x0:x1] >= 0, 1.0, -1.0).max(axis=(0, 1))
     np.testing.assert_array_equal(out, lce.pack_reference(expected))
+
+
+def _conv_fma_reference(x, w, bias, geometry, out_hw):  # type: ignore[no-untyped-def]
+    """Bias first, then one fused multiply-add per tap in (ky, kx, c) order (a·b is exact in
+    float64, so float64 a·b + c rounded to float32 is the fma here)."""
+    kh, kw, sh, sw, dh, dw, top, left = (int(v) for v in geometry)
+    acc = np.broadcast_to(bias, (*out_hw, bias.size)).astype(np.float32)
+    for ky in range(kh):
+        for kx in range(kw):
+            for c in range(x.shape[2]):
+                for oy in range(out_hw[0]):
+                    y = oy * sh - top + ky * dh
+                    for ox in range(out_hw[1]):
+                        xx = ox * sw - left + kx * dw
+                        v = x[y, xx, c] if 0 <= y < x.shape[0] and 0 <= xx < x.shape[1] else 0.0
+                        product = np.float64(v) * w[(ky * kw + kx) * x.shape[2] + c].astype(
+                            np.float64
+                        )
+                        acc[oy, ox] = (product + acc[oy, ox]).astype(np.float32)
+    return acc
+
+
+@pytest.mark.parametrize(
+    ("shape", "filters", "k", "stride", "same"),
+    [((13, 11, 3), 16, 3, 2, True), ((9, 7, 5), 6, 1, 1, False), ((10, 9, 4), 12, 3, 1, True)],
+)
+def test_float_conv_rounds_like_tflite(shape, filters, k, stride, same) -> None:  # type: ignore[no-untyped-def]
+    from edgebnn.kernels import tflite_float
+
+    rng = np.random.default_rng(k * 10 + filters)
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=(k * k * shape[2], filters)).astype(np.float32)
+    bias = rng.normal(size=filters).astype(np.float32)
+    out_h, top = same_padding(shape[0], k, stride, 1, same)
+    out_w, left = same_padding(shape[1], k, stride, 1, same)
+    geometry = np.array([k, k, stride, stride, 1, 1, top, left], np.int64)
+    out = np.zeros((out_h, out_w, filters), np.float32)
+    tflite_float.conv2d(x, w, bias, geometry, out)
+    expected = _conv_fma_reference(x, w, bias, geometry, (out_h, out_w))
+    np.testing.assert_array_equal(out, expected)
