@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# ARM under qemu user-mode emulation, on Debian bookworm sysroots built from Debian's own
+# packages (debootstrap), as root on an x86-64 Debian machine:
+#   arm64 (64-bit Raspberry Pi OS): PyPI's aarch64 wheels in a venv; a kernel and engine
+#         subset covering every kernel family and both model formats, the aarch64 code
+#         generation checks for the Pi 3's Cortex-A53, and a daemon smoke run (edgebnn run
+#         on the bundled photos, predictions received by `edgebnn subscribe`).
+#   armhf (32-bit Raspberry Pi OS): bookworm's own python3-numba 0.56 / numpy / opencv /
+#         zmq, serial kernels, the same engine subset, with the CPU left as LLVM reports
+#         it under emulation (`generic`): the package must choose a baseline itself.
+# Usage: .ci/arm.sh [arm64|armhf ...]   (default: both, one after the other)
+#   EDGEBNN_ARM_CACHE  sysroots, pip and Numba caches, kept between runs
+#                      (default /var/cache/edgebnn-ci; delete it to start afresh)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${EDGEBNN_ARM_CACHE:-/var/cache/edgebnn-ci}
+arches=("$@")
+[ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
+mkdir -p "$cache"
+
+# Test subset, chosen to stay in CI's time budget under emulation (measured in docs/arm.md):
+# every kernel family (binary conv and pooling, float conv, depthwise, elementwise,
+# epilogue, GEMM, MBConv) and both model formats (.ell, native .ebnn).
+ENGINE_TESTS=(
+    tests/kernels/test_cpu_baseline.py
+    tests/kernels/test_binary_conv.py
+    tests/kernels/test_conv_pool_bits.py
+    tests/kernels/test_float_kernels.py
+    tests/engine/test_binary_blocks.py
+    tests/engine/test_formats_ell.py
+    tests/engine/test_formats_native.py
+)
+ARM64_TESTS=(tests/kernels/test_codegen_aarch64.py)
+
+log() { printf '== arm: %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+# -- host tools -------------------------------------------------------------------------------
+host_tools() {
+    local missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ -x /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
+    command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+    # The kernel runs ARM binaries through qemu once binfmt_misc knows them; the 'F' flag of
+    # Debian's entries opens the interpreter now, so it works inside the chroots too.
+    [ -e /proc/sys/fs/binfmt_misc/status ] ||
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    local name
+    for name in qemu-aarch64 qemu-arm; do
+        [ -e "/proc/sys/fs/binfmt_misc/$name" ] || update-binfmts --enable "$name"
+    done
+}
+
+# The Debian mirror apt uses here (debootstrap fetches the ARM packages from it).
+mirror() {
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
+        awk '$2 == "bookworm" { print $1; exit }' | grep . || echo http://deb.debian.org/debian/
+}
+
+# -- sysroots ---------------------------------------------------------------------------------
+mounted=()
+cleanup() {
+    local m
+    for m in "${mounted[@]}"; do umount -R "$m" 2>/dev/null || umount -lR "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+in_root() {  # root command...: run in the chroot with a clean environment
+    local root=$1
+    shift
+    chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        CI="${CI:-}" PIP_DISABLE_PIP_VERSION_CHECK=1 NUMBA_CACHE_DIR=/var/cache/numba "$@"
+}
+
+sysroot() {  # arch packages...: build or update $cache/bookworm-<arch>, mount what it needs
+    local arch=$1
+    shift
+    local root=$cache/bookworm-$arch
+    if [ ! -e "$root/.debootstrap-done" ]; then
+        log "$arch: debootstrap from $(mirror)"
+        rm -rf "$root"
+        debootstrap --variant=minbase --arch="$arch" bookworm \
+            "$root" "$(mirror)" >"$cache/debootstrap-$arch.log" 2>&1 ||
+            { tail -20 "$cache/debootstrap-$arch.log"; exit 1; }
+        touch "$root/.debootstrap-done"
+    fi
+    local dir
+    for dir in proc sys dev; do
+        mountpoint -q "$root/$dir" && continue
+        if [ $dir = proc ]; then mount -t proc proc "$root/proc"; else mount --rbind "/$dir" "$root/$dir"; fi
+        mount --make-rslave "$root/$dir" 2>/dev/null || true
+        mounted+=("$root/$dir")
+    done
+    cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+    local installed
+    installed=$(in_root "$root" dpkg-query -W -f='${db:Status-Status}\n' "$@" 2>/dev/null |
+        grep -c '^installed$' || true)
+    if [ "$installed" -ne $# ]; then
+        log "$arch: apt-get install $*"
+        in_root "$root" apt-get update -qq
+        in_root "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends "$@" >/dev/null
+        in_root "$root" apt-get clean
+    fi
+    # This checkout, mtimes kept (Numba's cache is keyed on them).
+    rm -rf "$root/src"
+    mkdir -p "$root/src" "$root/var/cache/numba"
+    tar -C "$repo" --exclude=./.git --exclude=./.venv --exclude='./.numba_cache*' \
+        --exclude=./.hypothesis --exclude='*.egg-info' --exclude=__pycache__ -cf - . |
+        tar -C "$root/src" -xf -
+}
+
+# -- runs -------------------------------------------------------------------------------------
+smoke() {  # root python: edgebnn run on the bundled photos, a subscriber receives predictions
+    local root=$1 py=$2
+    cat >"$root/tmp/smoke.yaml" <<'YAML'
+model: "random:d_I64x64x3NCMNBMNBMNC1A"
+threads: 2
+cameras:
+  - {name: samples, source: "builtin:samples", max_fps: null}
+publish: {endpoints: ["tcp://127.0.0.1:5599"]}
+stats: {interval: 5}
+YAML
+    in_root "$root" sh -c "
+        cd /tmp && bin=\$(dirname $py)
+        \$bin/edgebnn subscribe --endpoint tcp://127.0.0.1:5599 --count 4 --timeout 900 \
+            >/tmp/smoke.out 2>&1 & sub=\$!
+        \$bin/edgebnn run --config /tmp/smoke.yaml --frames 6 || exit 1
+        wait \$sub || { cat /tmp/smoke.out; exit 1; }
+        cat /tmp/smoke.out
+        test \$(grep -c '^samples' /tmp/smoke.out) -ge 4"
+}
+
+# PyPI's aarch64 wheels for edgebnn's dependencies, fetched by the host's pip (its index,
+# proxy and certificates) into the sysroot; pip in the chroot installs offline from there.
+arm64_wheels() {
+    local dest=$1
+    python3 "$repo/.ci/arm_requirements.py" "$repo/pyproject.toml" test >"$dest.txt"
+    python3 -m pip download -q --dest "$dest" --only-binary=:all: --implementation cp \
+        --python-version 3.11 --abi cp311 --platform manylinux_2_17_aarch64 \
+        --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_34_aarch64 \
+        -r "$dest.txt" 'setuptools>=61' wheel
+}
+
+run_arm64() {
+    sysroot arm64 python3 python3-venv
+    local root=$cache/bookworm-arm64 py=/opt/edgebnn/bin/python
+    log "arm64: pip download (PyPI aarch64 wheels) and install"
+    mkdir -p "$root/var/cache/wheels"
+    arm64_wheels "$root/var/cache/wheels"
+    in_root "$root" sh -ec "[ -x $py ] || python3 -m venv /opt/edgebnn
+        $py -m pip install -q --no-compile --no-index --find-links /var/cache/wheels -e '/src[test]'
+        $py -c 'import numba, numpy, cv2, zmq, platform, sys
+print(\"arm64:\", platform.machine(), \"python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)'"
+    log "arm64: tests (NUMBA_CPU_NAME=cortex-a53, as on a Pi 3)"
+    in_root "$root" sh -ec "cd /src && NUMBA_CPU_NAME=cortex-a53 $py -m pytest -q -p no:cacheprovider ${ENGINE_TESTS[*]} ${ARM64_TESTS[*]}"
+    log "arm64: daemon smoke run"
+    smoke "$root" "$py"
+}
+
+run_armhf() {
+    sysroot armhf python3-numba python3-numpy python3-opencv python3-zmq python3-yaml \
+        python3-pytest python3-hypothesis python3-venv python3-setuptools python3-wheel
+    local root=$cache/bookworm-armhf py=/opt/edgebnn/bin/python
+    log "armhf: install edgebnn over bookworm's packages"
+    in_root "$root" sh -ec "[ -x $py ] || python3 -m venv --system-site-packages /opt/edgebnn
+        $py -m pip install -q --no-compile --no-deps --no-build-isolation -e /src
+        $py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
+print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)
+assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
+    log "armhf: tests (serial kernels, CPU left generic)"
+    in_root "$root" sh -ec "cd /src && $py -m pytest -q -p no:cacheprovider ${ENGINE_TESTS[*]}"
+}
+
+host_tools
+for arch in "${arches[@]}"; do
+    start=$SECONDS
+    "run_$arch"
+    log "$arch: done in $((SECONDS - start)) s"
+done
