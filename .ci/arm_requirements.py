@@ -3,6 +3,7 @@
 (.ci/arm.sh downloads them as aarch64 wheels)."""
 
 import sys
+
 import tomllib
 
 with open(sys.argv[1], "rb") as f:
