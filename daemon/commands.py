@@ -22,6 +22,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.set_defaults(func=cmd_run)
 
+    comp = subparsers.add_parser(
+        "compile",
+        help="compile a model's kernels into the Numba cache (warm start; the installer runs it)",
+    )
+    what = comp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", metavar="PATH", help="the model of this YAML config")
+    what.add_argument("--model", metavar="SPEC", help="a model file or built-in name")
+    comp.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="compile processes (default: one per core, memory permitting)",
+    )
+    comp.set_defaults(func=cmd_compile)
+
     check = subparsers.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH")
     check.set_defaults(func=cmd_check_config)
@@ -81,6 +96,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging("info")
     return run_config_file(args.config, max_frames=args.frames)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Load the model (as the daemon would) and compile every kernel its plan calls."""
+    import logging
+
+    from edgebnn.daemon.config import ConfigError, load_config
+    from edgebnn.daemon.logs import setup_logging, under_systemd
+    from edgebnn.engine.progress import ProgressBar, ProgressLog
+
+    import edgebnn
+
+    setup_logging("info")
+    spec = args.model
+    if args.config:
+        try:
+            spec = load_config(args.config).model
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            return EX_CONFIG
+    try:
+        net = edgebnn.load(spec)
+    except edgebnn.ModelError as exc:
+        print(f"edgebnn compile: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    tty = sys.stderr.isatty() and not under_systemd()
+    report = ProgressBar(sys.stderr) if tty else ProgressLog(logging.getLogger("edgebnn.compile"))
+    seconds = net.warmup(report=report, workers=args.workers)
+    print(f"{net.name}: kernels ready in {seconds:.1f} s", file=sys.stderr)
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -56,8 +56,10 @@ class Pipeline:
         publish: Callable[[bytes, dict[str, Any]], bool],
         camera_stats: Callable[[str], CameraStats | None],
         max_frames: int | None = None,
+        report: Callable[[Any], None] | None = None,
     ) -> None:
         self.board = board
+        self.report = report  # hears the warm-up's compile progress
         self.publish = publish
         self.camera_stats = camera_stats
         self.max_frames = max_frames
@@ -167,7 +169,7 @@ class Pipeline:
             if current is None or runtime.threads != current.threads:
                 set_threads(runtime.threads)  # per thread in Numba
             if current is None or runtime.net is not current.net:
-                seconds = float(runtime.net.warmup())
+                seconds = float(runtime.net.warmup(report=self.report))
                 self.warmup_seconds = seconds
         except BaseException as exc:
             future.set_exception(exc)

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from edgebnn.daemon.config import (
 from edgebnn.daemon.events import EventHub
 from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.groups import GroupScorer
-from edgebnn.daemon.logs import set_level
+from edgebnn.daemon.logs import set_level, under_systemd
 from edgebnn.daemon.mqtt import MqttSetupError
 from edgebnn.daemon.mqtt_bridge import MqttBridge
 from edgebnn.daemon.pipeline import Pipeline, Runtime
@@ -49,6 +50,8 @@ from edgebnn.daemon.stats import (
     RateMeter,
 )
 from edgebnn.engine.host import fix_mmap_threshold
+from edgebnn.engine.progress import ProgressBar, ProgressLog
+from edgebnn.engine.warmup import WarmupProgress
 
 import edgebnn
 
@@ -158,7 +161,9 @@ class Daemon:
                     exc,
                 )
                 return EX_ERROR
-        self.pipeline = Pipeline(self.board, self._publish, self.stats.get, self.max_frames)
+        self.pipeline = Pipeline(
+            self.board, self._publish, self.stats.get, self.max_frames, self._compile_reporter()
+        )
         self.notifier.extend_timeout(STARTUP_EXTENSION)
         self.notifier.status(f"compiling kernels for {runtime.net.name}")
         self.pipeline.start(runtime)
@@ -263,6 +268,22 @@ class Daemon:
         if self._own_context:
             self.context.term()  # waits at most CLOSE_LINGER_MS for the last messages
         self.notifier.close()
+
+    def _compile_reporter(self) -> Callable[[WarmupProgress], None]:
+        """Compile progress: a bar on a terminal, else a log line every few seconds (the
+        journal under systemd); `systemctl status` shows the same line."""
+        shown = (
+            ProgressBar(sys.stderr)
+            if sys.stderr.isatty() and not under_systemd()
+            else ProgressLog(log)
+        )
+
+        def report(progress: WarmupProgress) -> None:
+            shown(progress)
+            self.notifier.status(progress.line())
+
+        report.interval = shown.interval  # type: ignore[attr-defined]
+        return report
 
     # -- reload
 

@@ -251,13 +251,13 @@ class Network:
         labels = self.labels or []
         return [Prediction(int(i), labels[i], float(scores[i])) for i in order]
 
-    def warmup(self) -> float:
-        """Compile every kernel once (from the Numba cache when warm); returns seconds."""
-        import time
-
+    def warmup(self, report=None, interval: float = 5.0, workers: int | None = None) -> float:
+        """Compile every kernel the plan calls (from the Numba cache when warm) and run it
+        once; returns seconds. ``report`` hears the progress at least every ``interval`` s;
+        ``workers``: compile processes for what the cache lacks (None: one per core)."""
         from edgebnn.engine.host import release_free_memory
+        from edgebnn.engine.warmup import warm_up
 
-        start = time.perf_counter()
-        self.forward(np.zeros(self.input_shape, np.float32))
+        seconds = warm_up(self.plan, self.name, report, interval, workers)
         release_free_memory()  # the compiler's freed memory goes back to the OS
-        return time.perf_counter() - start
+        return seconds

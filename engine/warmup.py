@@ -1,0 +1,265 @@
+"""Warm a plan up: compile every kernel it calls, and say how far along that is.
+
+A cold start (empty Numba cache) compiles each distinct kernel signature the plan's steps
+call, and only those. Signatures the cache lacks are compiled first in worker processes
+(one per core, memory permitting) that share the cache directory; the plan then runs once
+on a zero input and loads them from the cache. With one core, or one kernel to build, they
+compile in this process, step by step. A reporter hears about the progress at least every
+``interval`` seconds, whatever Numba is doing, so a compile never looks like a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgebnn.kernels.compile_watch import compile_state, kernel_name, watch
+
+log = logging.getLogger(__name__)
+
+#: Memory a compile worker may need (measured peak RSS of a worker compiling the largest
+#: EfficientNet kernel, with margin): fewer workers than cores on a small board.
+WORKER_MEMORY = 450 << 20
+
+
+@dataclass(frozen=True)
+class WarmupProgress:
+    """Where a warm-up stands; ``line()`` is what the log and ``systemctl status`` show."""
+
+    model: str
+    done: int  # kernel signatures ready (compiled or loaded from the cache)
+    total: int  # distinct kernel signatures the plan calls
+    to_compile: int  # of those, how many the cache did not have
+    elapsed: float
+    compiling: tuple[str, ...] = ()  # kernels compiling right now
+    workers: int = 1
+    finished: bool = False
+
+    def line(self) -> str:
+        if self.finished:
+            if not self.to_compile:
+                return f"{self.model}: {self.total} kernels loaded from the cache in {self.elapsed:.1f} s"
+            return (
+                f"{self.model}: compiled {self.to_compile} kernels in {self.elapsed:.0f} s "
+                f"(cached for the next start)"
+            )
+        where = f" in {self.workers} processes" if self.workers > 1 else ""
+        now = f"; now {', '.join(self.compiling)}" if self.compiling else ""
+        return (
+            f"compiling kernels for {self.model}{where}: {self.done}/{self.total} ready, "
+            f"{self.elapsed:.0f} s{now}"
+        )
+
+
+Reporter = Callable[[WarmupProgress], None]
+
+
+@dataclass
+class KernelCall:
+    """One distinct (kernel, argument types) pair the plan calls."""
+
+    dispatcher: object
+    argtypes: tuple
+    steps: list[int] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return kernel_name(self.dispatcher)
+
+    def compiled(self) -> bool:
+        return tuple(self.argtypes) in getattr(self.dispatcher, "overloads", {})
+
+    def cached(self) -> bool:
+        """Whether Numba's on-disk cache has this signature (for this CPU and source)."""
+        cache = getattr(self.dispatcher, "_cache", None)
+        if cache is None:
+            return False
+        try:
+            return cache.load_overload(self.argtypes, self.dispatcher.targetctx) is not None
+        except Exception:  # noqa: BLE001  (an unreadable entry: Numba recompiles it anyway)
+            return False
+
+
+def kernel_calls(steps: list) -> list[KernelCall]:
+    """The distinct Numba kernel signatures the steps call, in plan order."""
+    calls: dict[tuple[int, tuple], KernelCall] = {}
+    for i, step in enumerate(steps):
+        kernel = step.kernel
+        if not hasattr(kernel, "typeof_pyval") or not hasattr(kernel, "py_func"):
+            continue  # not a Numba dispatcher: nothing to precompile
+        argtypes = tuple(kernel.typeof_pyval(a) for a in step.args)
+        key = (id(kernel), argtypes)
+        calls.setdefault(key, KernelCall(kernel, argtypes)).steps.append(i)
+    return list(calls.values())
+
+
+def default_workers(jobs: int) -> int:
+    """One compile process per core, no more than jobs or memory allow (1 = in-process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(cores or 1, jobs)
+    available = _available_memory()
+    if available is not None:
+        workers = min(workers, max(1, available // WORKER_MEMORY))
+    return max(1, workers)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class _Ticker:
+    """Calls the reporter every ``interval`` seconds from a thread until stopped."""
+
+    def __init__(self, interval: float, tick: Callable[[], None]) -> None:
+        self.interval, self.tick = interval, tick
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="compile-progress", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:  # a reporter's fault must not stop the warm-up
+                log.debug("progress report failed", exc_info=True)
+
+    def __enter__(self) -> None:
+        self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def warm_up(
+    plan,
+    model: str = "model",
+    report: Reporter | None = None,
+    interval: float = 5.0,
+    workers: int | None = None,
+) -> float:
+    """Compile (or load) every kernel ``plan`` calls and run it once; returns seconds.
+
+    ``workers``: compile processes for the kernels the cache lacks (None: one per core,
+    memory permitting; 1: compile in this process).
+    """
+    watch()
+    interval = float(getattr(report, "interval", interval))
+    start = time.monotonic()
+    calls = kernel_calls(plan.steps)
+    pending = [c for c in calls if not c.compiled() and not c.cached()]
+    done = len(calls) - len(pending)
+    workers = default_workers(len(pending)) if workers is None else max(1, workers)
+    workers = min(workers, max(1, len(pending)))
+    state = {"done": done, "compiling": (), "workers": workers}
+
+    def progress(finished: bool = False) -> WarmupProgress:
+        compiling = state["compiling"]
+        if not compiling:
+            now = compile_state()
+            compiling = (now.current,) if now.current else ()
+        return WarmupProgress(
+            model,
+            int(state["done"]),
+            len(calls),
+            len(pending),
+            time.monotonic() - start,
+            tuple(compiling),
+            int(state["workers"]),
+            finished,
+        )
+
+    def tick() -> None:
+        if report is not None:
+            report(progress())
+
+    if pending and report is not None:
+        report(progress())
+    with _Ticker(interval, tick):
+        if len(pending) > 1 and workers > 1:
+            _compile_in_processes(pending, workers, state)
+        state["workers"] = 1
+        state["compiling"] = ()
+        ready = {id(c) for c in calls if c not in pending}
+        by_step: dict[int, KernelCall] = {i: c for c in calls for i in c.steps}
+        for i, step in enumerate(plan.steps):
+            step.kernel(*step.args)
+            call = by_step.get(i)
+            if call is not None and id(call) not in ready and call.compiled():
+                ready.add(id(call))
+                state["done"] = max(int(state["done"]), len(ready))
+    elapsed = time.monotonic() - start
+    if report is not None and pending:
+        state["done"] = len(calls)
+        report(progress(finished=True))
+    return elapsed
+
+
+def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict) -> None:
+    """Compile ``pending`` in ``workers`` processes, each taking the next job when it is
+    free. A job a worker cannot do is left to the in-process run, which then compiles it
+    or raises the real error."""
+    queue = list(pending)
+    lock = threading.Lock()
+    running: dict[int, str] = {}
+
+    def serve(slot: int) -> None:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgebnn.engine.compile_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        except OSError as exc:
+            log.debug("cannot start a compile worker: %s", exc)
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    call = queue.pop(0)
+                    running[slot] = call.name
+                    state["compiling"] = tuple(running.values())
+                func = call.dispatcher.py_func  # type: ignore[attr-defined]
+                job = pickle.dumps((func.__module__, func.__qualname__, call.argtypes))
+                proc.stdin.write(b"%d\n" % len(job) + job)
+                proc.stdin.flush()
+                answer = proc.stdout.readline().decode("utf-8", "replace").strip()
+                with lock:
+                    running.pop(slot, None)
+                    state["compiling"] = tuple(running.values())
+                    if answer.startswith("ok"):
+                        state["done"] = int(state["done"]) + 1
+                if not answer:  # the worker died (out of memory?): the rest stays in-process
+                    log.debug("compile worker %d ended while compiling %s", slot, call.name)
+                    return
+                if not answer.startswith("ok"):
+                    log.debug("compile worker could not compile %s: %s", call.name, answer)
+        except OSError as exc:
+            log.debug("compile worker %d failed: %s", slot, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            proc.wait()
+
+    threads = [threading.Thread(target=serve, args=(i,), daemon=True) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

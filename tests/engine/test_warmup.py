@@ -1,0 +1,167 @@
+"""The warm-up: the plan's kernel signatures, compile progress while Numba compiles, the
+compile workers filling the shared cache, and the bar and log reporters."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from edgebnn.engine.progress import ProgressBar, ProgressLog
+from edgebnn.engine.warmup import WarmupProgress, kernel_calls
+from edgebnn.kernels.compile_watch import compile_state, kernel_name, watch
+from numba import njit
+from numba.core import event
+
+import edgebnn
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+TINY = DATA / "tiny_new.ell"  # input copy, fully connected, softmax: three small kernels
+
+# Run in a fresh process with an empty NUMBA_CACHE_DIR: warm the tiny model up, recording
+# every report, then say how many compiles happened in this process itself.
+COLD_WARMUP = """
+import json, sys, time
+import edgebnn
+from edgebnn.kernels.compile_watch import compile_state
+net = edgebnn.load(sys.argv[1])
+reports = []
+def report(p):
+    reports.append({"t": time.monotonic(), "done": p.done, "total": p.total,
+                    "to_compile": p.to_compile, "compiling": list(p.compiling),
+                    "workers": p.workers, "finished": p.finished, "line": p.line()})
+seconds = net.warmup(report=report, interval=0.25, workers=int(sys.argv[2]))
+print(json.dumps({"reports": reports, "in_process_compiles": compile_state().finished,
+                  "seconds": seconds}))
+"""
+
+
+def cold_warmup(cache: Path, workers: int) -> dict:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", COLD_WARMUP, str(TINY), str(workers)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_kernel_calls_are_the_distinct_signatures_in_plan_order() -> None:
+    net = edgebnn.load(TINY)
+    calls = kernel_calls(net.plan.steps)
+    names = [c.name for c in calls]
+    assert names == ["elementwise.chain_copy", "elementwise.fully_connected", "elementwise.softmax"]
+    copy = calls[0]
+    assert len(copy.steps) == 2  # the input copy and a later chain share one signature
+    for call in calls:
+        for i in call.steps:
+            step = net.plan.steps[i]
+            assert step.kernel is call.dispatcher
+            assert call.argtypes == tuple(step.kernel.typeof_pyval(a) for a in step.args)
+
+
+def test_compile_watch_names_the_kernel_and_its_helper_while_they_compile() -> None:
+    watch()
+
+    @njit(cache=False)
+    def helper(x):  # type: ignore[no-untyped-def]
+        return x + 1
+
+    @njit(cache=False)
+    def outer(x):  # type: ignore[no-untyped-def]
+        return helper(x) * 2
+
+    seen = []
+
+    class Snapshot(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            seen.append(compile_state())
+
+        def on_end(self, ev: event.Event) -> None:
+            pass
+
+    before = compile_state().finished
+    with event.install_listener("numba:compile", Snapshot()):
+        assert outer(np.int64(1)) == 4
+    after = compile_state()
+    # The snapshot at the helper's start: outer is compiling, the helper inside it.
+    assert any(s.current and s.current.endswith("outer") and s.inner for s in seen), seen
+    assert any(s.inner and s.inner.endswith("helper") for s in seen), seen
+    assert after.finished - before == 2 and after.current is None
+    assert kernel_name(outer).endswith("outer")
+
+
+def test_cold_warmup_in_workers_fills_the_cache_the_plan_loads(tmp_path: Path) -> None:
+    cache = tmp_path / "numba"
+    cold = cold_warmup(cache, workers=2)
+    reports = cold["reports"]
+    assert reports[0]["to_compile"] == 3 and reports[0]["total"] == 3
+    assert reports[0]["workers"] == 2
+    final = reports[-1]
+    assert final["finished"] and final["done"] == 3
+    assert "compiled 3 kernels" in final["line"]
+    # Every kernel came from the workers: this process only loaded them from the cache,
+    # so the signatures the workers compiled are exactly the ones the plan calls.
+    assert cold["in_process_compiles"] == 0
+    # While compiling, reports came at the interval, naming what was being compiled.
+    during = [r for r in reports if not r["finished"]]
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(during)]
+    assert gaps and max(gaps) < 10.0
+    named = {name for r in during for name in r["compiling"]}
+    assert named & {"elementwise.chain_copy", "elementwise.fully_connected", "elementwise.softmax"}
+    assert any(
+        "compiling kernels for" in r["line"] and "in 2 processes" in r["line"] for r in during
+    )
+    # The next start is warm: nothing to compile, nothing reported.
+    warm = cold_warmup(cache, workers=2)
+    assert warm["reports"] == [] and warm["in_process_compiles"] == 0
+
+
+def test_cold_warmup_in_process_reports_the_kernel_compiling_now(tmp_path: Path) -> None:
+    cold = cold_warmup(tmp_path / "numba", workers=1)
+    during = [r for r in cold["reports"] if not r["finished"]]
+    assert all(r["workers"] == 1 for r in during)
+    named = {name for r in during for name in r["compiling"]}
+    assert named & {"elementwise.chain_copy", "elementwise.fully_connected", "elementwise.softmax"}
+    assert cold["in_process_compiles"] >= 3
+    assert cold["reports"][-1]["finished"]
+
+
+def progress(**kw: object) -> WarmupProgress:
+    base = {"model": "m", "done": 2, "total": 6, "to_compile": 5, "elapsed": 41.2}
+    return WarmupProgress(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_progress_bar_redraws_one_line_and_keeps_the_last() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar(progress(compiling=("mbconv.mbconv_chain",), workers=2))
+    bar(progress(done=3))
+    bar(progress(done=6, finished=True, elapsed=50.0))
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith(
+        "compiled 5 kernels in 50 s (cached for the next start)\n"
+    )
+    first, second = text.split("\r")[1:3]
+    assert "[########----------------] 2/6 kernels  41 s  now mbconv.mbconv_chain" in first
+    assert "(2 processes)" in first
+    assert "3/6 kernels" in second and len(second) >= len(first.rstrip())  # old text blanked
+
+
+def test_progress_log_says_what_and_how_far(caplog) -> None:
+    logger = logging.getLogger("edgebnn.test_progress")
+    with caplog.at_level(logging.INFO, logger="edgebnn.test_progress"):
+        ProgressLog(logger)(progress(compiling=("depthwise.depthwise_rows_chain",)))
+    assert caplog.messages == [
+        "compiling kernels for m: 2/6 ready, 41 s; now depthwise.depthwise_rows_chain"
+    ]
+    assert ProgressLog.interval <= 10.0
