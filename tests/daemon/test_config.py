@@ -49,6 +49,8 @@ def test_shipped_config_is_valid_and_complete() -> None:
     assert len(dogs_file) == len(set(dogs_file)) + 1  # ELL's list has one index twice
     assert list(groups["dog"]) == sorted({int(x) for x in dogs_file})
     assert config.publish.endpoints == ("tcp://127.0.0.1:5556",)
+    # The real model, and no random network unless an operator names one.
+    assert config.model == "efficientnet-lite0" and config.fallback_model is None
     text = SHIPPED.read_text()
     for key in (
         "model",

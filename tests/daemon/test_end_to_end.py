@@ -26,6 +26,7 @@ PREDICTION_KEYS = {
     "published_at",
     "inference_ms",
     "model",
+    "model_fallback",
     "top",
     "groups",
 }
@@ -39,6 +40,7 @@ def check_prediction(p: dict, camera: str, top_k: int, groups: set[str]) -> None
     assert 0 < p["captured_at"] <= p["published_at"] <= time.time() + 1
     assert p["inference_ms"] > 0
     assert p["model"] == MODEL.split(":", 1)[1] or p["model"] == MODEL
+    assert p["model_fallback"] is False
     assert 1 <= len(p["top"]) <= top_k
     scores = [t["score"] for t in p["top"]]
     assert scores == sorted(scores, reverse=True)
@@ -335,7 +337,7 @@ def test_missing_builtin_model_is_a_config_exit(tmp_path, image_dir, start_daemo
     assert running.code == 78
 
 
-def test_fallback_model_is_used_with_a_warning(
+def test_fallback_model_is_loud_everywhere(
     tmp_path, image_dir, start_daemon, recorder, caplog
 ) -> None:
     config = make_config(
@@ -347,8 +349,15 @@ def test_fallback_model_is_used_with_a_warning(
     rec = recorder(config.publish.endpoints[0])
     running = start_daemon(config)
     running.wait_ready()
-    assert rec.wait_for(lambda r: len(r.of("predictions/")) >= 1)
+    assert rec.wait_for(
+        lambda r: len(r.of("predictions/")) >= 2 and len(r.of("stats/")) >= 1, timeout=30
+    )
+    assert all(p["model_fallback"] is True for p in rec.of("predictions/"))
+    assert all(s["model_fallback"] is True for s in rec.of("stats/"))
+    status = running.daemon._status_line()
+    assert status.startswith("MODEL FALLBACK to d_I64x64x3") and "no-such-model" in status
     assert "labels are meaningless" in caplog.text
+    assert "MODEL FALLBACK: predictions come from" in caplog.text
     assert running.stop() == 0
 
 
