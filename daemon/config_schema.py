@@ -102,7 +102,7 @@ class DaemonConfig:
     """The whole validated configuration."""
 
     cameras: tuple[CameraConfig, ...]
-    model: str = "random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A"
+    model: str = "efficientnet-lite0"  # random weights only when a config names them
     fallback_model: str | None = None
     model_options: ModelOptions = field(default_factory=ModelOptions)
     threads: int | None = None

@@ -24,6 +24,10 @@ def _install_cmd(args: argparse.Namespace) -> int:
         config_source=args.config_source,
         start=not args.no_start,
         upgrade=args.upgrade,
+        model=args.model,
+        model_url_base=args.model_url_base,
+        catalog=args.catalog,
+        compile=not args.no_compile,
     )
     return _report(lambda: install(Path(args.root), args.dry_run, opts))
 
@@ -66,6 +70,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     inst.add_argument("--config-source", type=Path, help="default config to install")
     inst.add_argument("--no-start", action="store_true", help="enable but do not start")
     inst.add_argument("--upgrade", action="store_true", help="reinstall even if up to date")
+    inst.add_argument(
+        "--model",
+        metavar="NAME",
+        help="fetch this ELL gallery model (sha256-checked) and configure it, "
+        "e.g. d_I160x160x3CMCMBMBMBMBMC1AS",
+    )
+    inst.add_argument(
+        "--model-url-base", metavar="URL", help="download from this ELL-models mirror"
+    )
+    inst.add_argument("--catalog", type=Path, help=argparse.SUPPRESS)
+    inst.add_argument(
+        "--no-compile", action="store_true", help="do not warm the Numba cache before the start"
+    )
     inst.set_defaults(func=_install_cmd)
     rm = actions.add_parser("uninstall", parents=[common], help="stop and remove the service")
     rm.add_argument("--purge", action="store_true", help="also remove config and models")

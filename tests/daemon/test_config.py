@@ -40,6 +40,11 @@ def base(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_without_a_model_key_the_real_model_runs(tmp_path: Path) -> None:
+    config = parse_config("cameras: [{name: a, source: 0}]\n", base_dir=tmp_path)
+    assert config.model == "efficientnet-lite0" and config.fallback_model is None
+
+
 def test_shipped_config_is_valid_and_complete() -> None:
     config = load_config(SHIPPED)
     assert config.cameras[0].kind == "images"
