@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="benchmark the frame hand-over of the capture processes and the whole daemon's "
         "memory with several cameras instead",
     )
+    p.add_argument(
+        "--first-start",
+        action="store_true",
+        help="time a new install's first start instead: cold compile (in this process and in "
+        "worker processes) and edgebnn demo's first prediction, cold and warm",
+    )
     p.add_argument("--cameras", type=int, default=4, help="--capture: cameras (default 4)")
     p.add_argument("--size", default="640x480", help="--capture: frame size WxH (default 640x480)")
     p.add_argument(
@@ -57,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if args.first_start:
+        from edgebnn.bench.first_start import run_first_start_benchmark
+
+        model = args.model if args.model != DEFAULT_MODEL else "efficientnet-lite0"
+        return run_first_start_benchmark(model)
     if args.capture:
         from edgebnn.bench.capture import run_capture_benchmark
 
