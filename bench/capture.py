@@ -133,8 +133,12 @@ def children_of(pid: int) -> list[int]:
 
 def write_clip(path: Path, size: tuple[int, int], frames: int = 60, fps: float = 30.0) -> Path:
     """An MJPG clip of the bundled photos at `size`."""
-    photos = [cv2.imread(str(p)) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    photos = [
+        image
+        for p in sorted(SAMPLES_DIR.glob("*.jpg"))
+        if (image := cv2.imread(str(p))) is not None
+    ]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     for i in range(frames):
         writer.write(cv2.resize(photos[(i * len(photos)) // frames], size))
     writer.release()
