@@ -187,26 +187,34 @@ class CameraProcess:
         if self.start_delay and self._stop.wait(self.start_delay):
             return
         while not self._stop.is_set():
-            run = _ChildRun(self, attempt)
+            tail = ""
             try:
-                run.supervise()
-            except Exception:
-                log.exception("camera %s: capture supervisor error", self.camera.name)
-                run.failure = run.failure or "supervisor error"
-            finally:
-                run.finish()
-            if self._stop.is_set() or run.ended:
+                run = _ChildRun(self, attempt)
+            except OSError as exc:  # no memory, no descriptors, no executable ...
+                failure, delivered = f"cannot start a capture process: {exc}", False
+            else:
+                try:
+                    run.supervise()
+                except Exception:
+                    log.exception("camera %s: capture supervisor error", self.camera.name)
+                    run.failure = run.failure or "supervisor error"
+                finally:
+                    run.finish()
+                if run.ended:
+                    return
+                failure, delivered = str(run.failure), run.delivered
+                tail = " | ".join(run.stderr_tail) if run.exited else ""
+            if self._stop.is_set():
                 return
-            if run.delivered:
+            if delivered:
                 attempt = 0
             delay = self.backoff(attempt)
             attempt += 1
             self.restarts += 1
             self.stats.add(reconnects=1)
-            tail = " | ".join(run.stderr_tail) if run.exited else ""
             self._state(
                 RECONNECTING,
-                f"{run.failure}; restarting in {delay:.1f} s",
+                f"{failure}; restarting in {delay:.1f} s",
                 f" (last output: {tail})" if tail else "",
             )
             self._stop.wait(delay)

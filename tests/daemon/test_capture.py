@@ -360,3 +360,16 @@ def test_frames_cross_whole_and_in_order_at_full_speed() -> None:
         assert run.stats.captured >= 300
     finally:
         run.stop()
+
+
+def test_a_capture_process_that_cannot_start_is_retried(tmp_path: Path, monkeypatch) -> None:
+    from edgebnn.daemon import capture
+
+    monkeypatch.setattr(capture, "child_command", lambda fd: [str(tmp_path / "no-python")])
+    run = Run(camera(tmp_path, "images"))
+    try:
+        assert run.wait(lambda: run.worker.restarts >= 2)
+        assert run.stats.state == RECONNECTING
+        assert "cannot start a capture process" in run.stats.reason
+    finally:
+        run.stop()
