@@ -45,7 +45,10 @@ KILL_WAIT = 0.5  # seconds between SIGTERM and SIGKILL when stopping a process
 # Start the child with the packages above it as empty stubs: their __init__ (which loads
 # the engine) never runs, and only the child module and what it imports are loaded.
 BOOTSTRAP = (
-    "import importlib,json,sys,types\n"
+    "import importlib,json,os,sys,types\n"
+    "if sys.platform.startswith('linux'):\n"  # die with the daemon, before any import
+    " import ctypes;ctypes.CDLL(None).prctl(1,9,0,0,0)\n"
+    "if os.getppid()!=int(sys.argv[4]):sys.exit(0)\n"
     "if sys.path and sys.path[0]=='':del sys.path[0]\n"
     "for n,p in json.loads(sys.argv[1]):\n"
     " m=types.ModuleType(n);m.__path__=p;sys.modules[n]=m\n"

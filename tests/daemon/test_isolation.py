@@ -162,6 +162,13 @@ def _state(pid: int) -> str:
         return "gone"
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -233,15 +240,16 @@ def test_a_killed_daemon_takes_its_capture_processes_along(tmp_path, video) -> N
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not _children(daemon.pid):
-            assert daemon.poll() is None and time.monotonic() < deadline
+        deadline = time.monotonic() + 300
+        while not any(_comm(p) == "cap:clip" for p in _children(daemon.pid)):
+            assert daemon.poll() is None, "the daemon exited"
+            assert time.monotonic() < deadline, "no capture process started"
             time.sleep(0.1)
         children = _children(daemon.pid)
     finally:
         daemon.kill()
         daemon.wait(10)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while any(Path(f"/proc/{p}").exists() and _state(p) != "Z" for p in children):
         assert time.monotonic() < deadline, "a capture process outlived the daemon"
         time.sleep(0.05)
