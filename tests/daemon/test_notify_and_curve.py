@@ -72,7 +72,11 @@ def test_notify_protocol(tmp_path, image_dir, start_daemon) -> None:
         assert daemon.pipeline.warm.is_set()  # READY only after the JIT warm-up
         assert "cameras online" in messages[ready]
 
-        # Frames flow: pings every 0.1 s.
+        # Frames flow (once the capture process has started): pings every 0.1 s.
+        deadline = time.monotonic() + 60
+        while daemon.stats["s"].processed < 3:
+            assert time.monotonic() < deadline, "no frames"
+            time.sleep(0.05)
         time.sleep(1.0)
         now = time.monotonic()
         assert listener.watchdogs_between(now - 0.8, now) >= 3
