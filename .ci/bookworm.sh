@@ -19,7 +19,7 @@ fi
 # systemd: systemd-analyze/systemd-sysusers for tests/service; setuptools+wheel: the
 # editable install below builds without isolation, with bookworm's own build tools.
 packages="python3-numba python3-numpy python3-opencv python3-zmq python3-yaml python3-prometheus-client
-python3-pytest python3-hypothesis python3-jinja2 python3-venv python3-setuptools python3-wheel systemd"
+python3-flatbuffers python3-pytest python3-hypothesis python3-jinja2 python3-venv python3-setuptools python3-wheel systemd"
 # shellcheck disable=SC2086
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' $packages 2>/dev/null | grep -c '^installed$' || true)
 if [ "$installed" -ne "$(echo $packages | wc -w)" ]; then
@@ -42,12 +42,16 @@ py="$venv/bin/python"
 # no dependencies), which Raspberry Pi OS users install into the same venv with pip.
 "$py" -m pip install -q --no-deps --disable-pip-version-check 'paho-mqtt>=2.0,<3'
 
+# .tflite models: bookworm has python3-flatbuffers (2.0.8, with flexbuffers) but no TFLite
+# schema package; `tflite` is pure Python generated code, installed the same way.
+"$py" -m pip install -q --no-deps --disable-pip-version-check 'tflite>=2.10,<3'
+
 # Fail loudly if any dependency came from anywhere but apt (e.g. pip's /usr/local).
 "$py" - <<'PY'
 import importlib, sys
 apt = "/usr/lib/python3/dist-packages/"
 rows = []
-for name in ("numba", "llvmlite", "numpy", "cv2", "zmq", "yaml", "pytest", "hypothesis"):
+for name in ("numba", "llvmlite", "numpy", "cv2", "zmq", "yaml", "flatbuffers", "pytest", "hypothesis"):
     mod = importlib.import_module(name)
     where = getattr(mod, "__file__", "") or ""
     rows.append(f"{name} {getattr(mod, '__version__', '?')}")
