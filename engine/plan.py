@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.engine.count_thresholds import count_test
+from edgebnn.engine.frame import FrameRunner
 from edgebnn.engine.layers import (
     ActivationLayer,
     AddLayer,
@@ -81,6 +82,7 @@ class Plan(MobilePlanning):
         self.bit_buffers: dict[int, np.ndarray] = {}  # binary conv node -> its input bits
         self.steps: list[Step] = []
         self._input_view: np.ndarray | None = None
+        self._frames: FrameRunner | None = None
         self._build()
         self.output = self.buffers[n - 1]
 
@@ -486,17 +488,17 @@ class Plan(MobilePlanning):
         """Run every step on ``x`` (input shape, float32); returns the output buffer.
 
         A C-contiguous float32 ``x`` goes straight to the first step (the input layer's,
-        which reads it into its ringed buffer); anything else is copied in first.
+        which reads it into its ringed buffer); anything else is copied in first. The steps
+        run as one parallel region per frame where their kernels allow (:mod:`.frame`).
         """
         assert self._input_view is not None and self.steps[0].args[0] is self._input_view
-        first = self.steps[0]
+        if self._frames is None:
+            self._frames = FrameRunner(self.steps)
         if x.dtype == np.float32 and x.flags.c_contiguous and x.shape == self._input_view.shape:
-            first.kernel(x, *first.args[1:])
+            self._frames.run(x)
         else:
             self._input_view[...] = x
-            first.kernel(*first.args)
-        for step in self.steps[1:]:
-            step.kernel(*step.args)
+            self._frames.run()
         return self.output
 
     def describe(self) -> str:

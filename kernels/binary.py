@@ -48,9 +48,16 @@ def unpack_words(words: np.ndarray, n: int) -> np.ndarray:
 @njit(**PJIT)
 def sign_pack(x, bits):  # type: ignore[no-untyped-def]
     """Pack a whole float tensor (ring included): bit set iff x > 0."""
-    rows, cols, chans = x.shape
+    for r in prange(x.shape[0]):
+        sign_pack_rows(r, r + 1, x, bits)
+
+
+@njit(**JIT)
+def sign_pack_rows(r0, r1, x, bits):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`sign_pack` (one task of a frame, one thread)."""
+    _, cols, chans = x.shape
     words = bits.shape[2]
-    for r in prange(rows):
+    for r in range(r0, r1):
         for c in range(cols):
             for w in range(words):
                 word = np.uint64(0)
@@ -310,11 +317,58 @@ def binary_conv_chain(
     ``bits`` are the channel-packed input (ring included); each output row gathers its
     receptive fields first (:func:`_gather_row`), then runs the popcount product.
     """
-    blocks, filters = wt.shape
     for r in prange(rows):
-        patches = np.empty((cols, blocks), np.uint64)
-        acc = np.empty(cols * filters, np.int64)
-        row = np.empty(cols * filters, np.float32)
+        binary_conv_chain_rows(
+            r,
+            r + 1,
+            bits,
+            chans,
+            k,
+            stride,
+            masks,
+            nvalid,
+            wt,
+            scale,
+            use_scale,
+            windows,
+            rows,
+            cols,
+            out,
+            pad,
+            codes,
+            params,
+            alpha,
+        )
+
+
+@njit(**JIT)
+def binary_conv_chain_rows(
+    r0,
+    r1,
+    bits,
+    chans,
+    k,
+    stride,
+    masks,
+    nvalid,
+    wt,
+    scale,
+    use_scale,
+    windows,
+    rows,
+    cols,
+    out,
+    pad,
+    codes,
+    params,
+    alpha,
+):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`binary_conv_chain` (one task of a frame, one thread)."""
+    blocks, filters = wt.shape
+    patches = np.empty((cols, blocks), np.uint64)
+    acc = np.empty(cols * filters, np.int64)
+    row = np.empty(cols * filters, np.float32)
+    for r in range(r0, r1):
         binary_row(
             bits,
             chans,

@@ -16,7 +16,7 @@ count as −FLT_MAX; a cell wins only when greater, so NaN never does), and
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, prange
 from edgebnn.kernels.binary import binary_counts, binary_row
 from edgebnn.kernels.elementwise import apply_chain_call
 from edgebnn.kernels.pool import FLT_MAX, has_nonfinite, nonfinite_bit
@@ -95,12 +95,77 @@ def binary_conv_pool_bits(
     ``ring`` is the chain's ring-filled output tensor (conv_rows + 2p, conv_cols + 2p, F):
     only its ring cells are read. ``bands`` (>= 1) splits the pooled rows among threads.
     """
-    blocks, filters = wt.shape
-    rows_u, width, _ = ring.shape
-    upad = (rows_u - conv_rows) // 2
     bands = max(1, min(rows, bands))
     for band in prange(bands):
         p0, p1 = _band(band, bands, rows)
+        binary_conv_pool_bits_rows(
+            p0,
+            p1,
+            bits,
+            chans,
+            k,
+            stride,
+            masks,
+            nvalid,
+            wt,
+            scale,
+            use_scale,
+            windows,
+            conv_rows,
+            conv_cols,
+            codes,
+            params,
+            alpha,
+            ring,
+            size,
+            pool_stride,
+            rows,
+            cols,
+            lo,
+            hi,
+            specials,
+            out_bits,
+            out_pad,
+            bands,
+        )
+
+
+@njit(**JIT)
+def binary_conv_pool_bits_rows(
+    p0,
+    p1,
+    bits,
+    chans,
+    k,
+    stride,
+    masks,
+    nvalid,
+    wt,
+    scale,
+    use_scale,
+    windows,
+    conv_rows,
+    conv_cols,
+    codes,
+    params,
+    alpha,
+    ring,
+    size,
+    pool_stride,
+    rows,
+    cols,
+    lo,
+    hi,
+    specials,
+    out_bits,
+    out_pad,
+    bands,
+):  # type: ignore[no-untyped-def]
+    """Pooled rows [p0, p1) of :func:`binary_conv_pool_bits` (one band, one thread)."""
+    blocks, filters = wt.shape
+    rows_u, width, _ = ring.shape
+    upad = (rows_u - conv_rows) // 2
+    if p0 < p1:
         patches = np.empty((conv_cols, blocks), np.uint64)
         acc = np.empty(conv_cols * filters, np.int64)
         slots = np.empty((size, width * filters), np.float32)
@@ -221,12 +286,67 @@ def binary_conv_pool_counts(
     its count of differing bits, packed 64 to a word; a pooled word is the OR of its
     window's words, then ``((pooled ^ flip) & keep) | force``.
     """
-    blocks, filters = wt.shape
-    rows_u, width, words = ring_words.shape
-    upad = (rows_u - conv_rows) // 2
     bands = max(1, min(rows, bands))
     for band in prange(bands):
         p0, p1 = _band(band, bands, rows)
+        binary_conv_pool_counts_rows(
+            p0,
+            p1,
+            bits,
+            chans,
+            k,
+            stride,
+            masks,
+            wt,
+            windows,
+            conv_rows,
+            conv_cols,
+            limits,
+            ring_words,
+            flip,
+            keep,
+            force,
+            size,
+            pool_stride,
+            rows,
+            cols,
+            out_bits,
+            out_pad,
+            bands,
+        )
+
+
+@njit(**JIT)
+def binary_conv_pool_counts_rows(
+    p0,
+    p1,
+    bits,
+    chans,
+    k,
+    stride,
+    masks,
+    wt,
+    windows,
+    conv_rows,
+    conv_cols,
+    limits,
+    ring_words,
+    flip,
+    keep,
+    force,
+    size,
+    pool_stride,
+    rows,
+    cols,
+    out_bits,
+    out_pad,
+    bands,
+):  # type: ignore[no-untyped-def]
+    """Pooled rows [p0, p1) of :func:`binary_conv_pool_counts` (one band, one thread)."""
+    blocks, filters = wt.shape
+    rows_u, width, words = ring_words.shape
+    upad = (rows_u - conv_rows) // 2
+    if p0 < p1:
         patches = np.empty((conv_cols, blocks), np.uint64)
         acc = np.empty(conv_cols * filters, np.int64)
         on = np.empty(conv_cols * filters, np.uint8)

@@ -9,7 +9,7 @@ another (spec 4.6): results agree to float32 rounding, not bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from numba import njit
 
@@ -27,10 +27,17 @@ def depthwise_weights_layout(weights: np.ndarray) -> np.ndarray:
 @njit(**PJIT)
 def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(conv(x, w))`` for output ``rows`` x ``cols``."""
+    for r in prange(rows):
+        conv2d_chain_rows(r, r + 1, x, w, stride, rows, cols, out, pad, codes, params, alpha)
+
+
+@njit(**JIT)
+def conv2d_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`conv2d_chain` (one task of a frame, one thread)."""
     k = w.shape[0]
     cin = w.shape[2]
     filters = w.shape[3]
-    for r in prange(rows):
+    for r in range(r0, r1):
         row = np.zeros(cols * filters, np.float32)
         # Taps outside, pixels inside: each weight vector is read once per output row.
         for i in range(k):

@@ -93,15 +93,24 @@ def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
 @njit(**PJIT)
 def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(conv(x, w))``; ``w`` is (k, k, C, F)."""
+    for r in prange(rows):
+        conv2d_columns_chain_rows(
+            r, r + 1, x, w, stride, rows, cols, out, pad, codes, params, alpha
+        )
+
+
+@njit(**JIT)
+def conv2d_columns_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`conv2d_columns_chain` (one task of a frame, one thread)."""
     k = w.shape[0]
     cin = w.shape[2]
     filters = w.shape[3]
     wf = w.reshape(k * k * cin, filters)
-    for r in prange(rows):
-        planes = np.empty((k, cin, x.shape[1]), np.float32)
-        acc = np.empty((filters, cols), np.float32)
+    planes = np.empty((k, cin, x.shape[1]), np.float32)
+    acc = np.empty((filters, cols), np.float32)
+    row = np.empty(cols * filters, np.float32)
+    for r in range(r0, r1):
         _conv_row(x, wf, k, stride, r, planes, acc)
-        row = np.empty(cols * filters, np.float32)
         for c in range(cols):
             for f in range(filters):
                 row[c * filters + f] = acc[f, c]
@@ -122,15 +131,57 @@ def conv2d_columns_pool_bits(
     cells past the convolution's output hold −FLT_MAX in ELL and never set a bit. At most
     32 filters (one word per pixel).
     """
+    for r in prange(rows):
+        conv2d_columns_pool_bits_rows(
+            r,
+            r + 1,
+            x,
+            w,
+            stride,
+            conv_rows,
+            conv_cols,
+            size,
+            pool_stride,
+            rows,
+            cols,
+            lo,
+            hi,
+            specials,
+            bits,
+            pad,
+        )
+
+
+@njit(**JIT)
+def conv2d_columns_pool_bits_rows(
+    r0,
+    r1,
+    x,
+    w,
+    stride,
+    conv_rows,
+    conv_cols,
+    size,
+    pool_stride,
+    rows,
+    cols,
+    lo,
+    hi,
+    specials,
+    bits,
+    pad,
+):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`conv2d_columns_pool_bits` (one task of a frame, one thread)."""
     k = w.shape[0]
     cin = w.shape[2]
     filters = w.shape[3]
     wf = w.reshape(k * k * cin, filters)
-    for r in prange(rows):
-        planes = np.empty((k, cin, x.shape[1]), np.float32)
-        acc = np.empty((filters, conv_cols), np.float32)
-        hits = np.empty(conv_cols, np.uint32)  # bit f: filter f's test at that column
-        words = np.zeros(cols, np.uint64)
+    planes = np.empty((k, cin, x.shape[1]), np.float32)
+    acc = np.empty((filters, conv_cols), np.float32)
+    hits = np.empty(conv_cols, np.uint32)  # bit f: filter f's test at that column
+    words = np.empty(cols, np.uint64)
+    for r in range(r0, r1):
+        words[:] = np.uint64(0)
         for pr in range(size):
             cr = r * pool_stride + pr
             if cr >= conv_rows:

@@ -141,6 +141,13 @@ def row_alpha(alpha: np.ndarray) -> np.ndarray:
 def chain_copy(x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(x)`` for an un-padded input ``x`` (rows, cols, channels)."""
     for r in prange(x.shape[0]):
+        chain_copy_rows(r, r + 1, x, out, pad, codes, params, alpha)
+
+
+@njit(**JIT)
+def chain_copy_rows(r0, r1, x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`chain_copy` (one task of a frame, one thread)."""
+    for r in range(r0, r1):
         v = x[r].reshape(-1).copy()
         apply_chain(v, r, codes, params, alpha)
         store_row(v, out, r, pad)
@@ -149,8 +156,15 @@ def chain_copy(x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-de
 @njit(**PJIT)
 def add_chain(a, b, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(a + b)`` (residual connections)."""
-    rows, cols, chans = a.shape
-    for r in prange(rows):
+    for r in prange(a.shape[0]):
+        add_chain_rows(r, r + 1, a, b, out, pad, codes, params, alpha)
+
+
+@njit(**JIT)
+def add_chain_rows(r0, r1, a, b, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`add_chain` (one task of a frame, one thread)."""
+    _, cols, chans = a.shape
+    for r in range(r0, r1):
         ra = a[r].reshape(-1)
         rb = b[r].reshape(-1)
         v = np.empty(cols * chans, np.float32)

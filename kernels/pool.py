@@ -51,8 +51,17 @@ def _pool_pixel(x, acc, is_max, size, stride, r, c):  # type: ignore[no-untyped-
 @njit(**PJIT)
 def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(pool(x))``."""
-    chans = x.shape[2]
     for r in prange(rows):
+        pool_chain_rows(
+            r, r + 1, x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha
+        )
+
+
+@njit(**JIT)
+def pool_chain_rows(r0, r1, x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`pool_chain` (one task of a frame, one thread)."""
+    chans = x.shape[2]
+    for r in range(r0, r1):
         row = np.empty(cols * chans, np.float32)
         for c in range(cols):
             _pool_pixel(x, row[c * chans : (c + 1) * chans], is_max, size, stride, r, c)
@@ -88,9 +97,20 @@ def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials,
     bit from the ``specials`` flags 1, 2 and 4. ``bits`` is (rows + 2 pad, cols + 2 pad,
     words); its ring was filled at plan time.
     """
+    for r in prange(rows):
+        pool_to_bits_rows(
+            r, r + 1, x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad
+        )
+
+
+@njit(**JIT)
+def pool_to_bits_rows(
+    r0, r1, x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad
+):  # type: ignore[no-untyped-def]
+    """Rows [r0, r1) of :func:`pool_to_bits` (one task of a frame, one thread)."""
     chans = x.shape[2]
     words = bits.shape[2]
-    for r in prange(rows):
+    for r in range(r0, r1):
         acc = np.empty(chans, np.float32)
         on = np.empty(chans, np.uint64)
         for c in range(cols):

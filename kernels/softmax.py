@@ -27,3 +27,9 @@ def softmax(x, out, pad):  # type: ignore[no-untyped-def]
         for c in range(cols):
             for k in range(chans):
                 out[r + pad, c + pad, k] = out[r + pad, c + pad, k] / total
+
+
+@njit(**JIT)
+def softmax_rows(r0, r1, x, out, pad):  # type: ignore[no-untyped-def]
+    """:func:`softmax` as a frame's single task (``[r0, r1)`` is always ``[0, 1)``)."""
+    softmax(x, out, pad)
