@@ -38,6 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cold", action="store_true", help="skip the cold/warm start measurements")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-step breakdown")
     p.add_argument(
+        "--paced",
+        default="100",
+        help="comma-separated gaps in ms before each paced frame, as a camera delivers "
+        "them (default 100; empty: none)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="also pace frames at the cameras' max_fps of this daemon config file",
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=3.0,
+        help="measure the process's CPU while no frame arrives for this long (default 3; 0: skip)",
+    )
+    p.add_argument(
         "--daemon", action="store_true", help="benchmark the whole daemon pipeline instead"
     )
     p.add_argument("--frames", type=int, default=None, help="--daemon: soak length in frames")
@@ -102,4 +119,24 @@ def _run(args: argparse.Namespace) -> int:
         args.compare,
         not args.no_cold,
         not args.no_breakdown,
+        paced_gaps(args.paced, args.config),
+        max(0.0, args.idle_seconds),
     )
+
+
+def paced_gaps(spec: str, config: str | None) -> tuple[float, ...]:
+    """The paced gaps in ms: ``spec``'s, then one per distinct camera rate in ``config``."""
+    gaps = [float(g) for g in str(spec).split(",") if g.strip()]
+    if any(g <= 0 for g in gaps):
+        raise SystemExit(f"edgebnn bench: --paced gaps must be > 0 ms, got {spec!r}")
+    if config:
+        from edgebnn.daemon.config import ConfigError, load_config
+
+        try:
+            cameras = load_config(config).cameras
+        except ConfigError as e:
+            raise SystemExit(f"edgebnn bench: {e}") from e
+        for camera in cameras:
+            if camera.max_fps:
+                gaps.append(round(1000.0 / camera.max_fps, 1))
+    return tuple(dict.fromkeys(gaps))

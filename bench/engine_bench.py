@@ -1,9 +1,12 @@
 """``edgebnn bench``: speed of the engine on a network, with the peer timed in the same run.
 
 Prints, for the machine it ran on: ms/frame (median of ``--runs`` after warm-up) at each
-thread count, a per-step breakdown, peak RSS, the cold JIT compile time (a fresh process
-with an empty Numba cache) and the warm start (a fresh process with the cache filled), and
-with ``--compare onnxruntime`` the same network and weights in ONNX Runtime, with the ratio.
+thread count, back to back and paced like a camera's frames (a sleep of each ``paced_ms``
+gap before every frame, so the engine's threads go idle between frames as in the daemon),
+the CPU the process burns while no frame arrives, a per-step breakdown, peak RSS, the cold
+JIT compile time (a fresh process with an empty Numba cache) and the warm start (a fresh
+process with the cache filled), and with ``--compare onnxruntime`` the same network and
+weights in ONNX Runtime, with the ratios.
 """
 
 from __future__ import annotations
@@ -45,17 +48,35 @@ def _timed_start(model: str, cache_dir: str) -> tuple[float, float, float]:
     return a, b, c
 
 
-def _median_ms(fn, runs: int) -> float:
+def _median_ms(fn, runs: int, gap_s: float = 0.0) -> float:
+    """Median ms of ``runs`` calls, each after a sleep of ``gap_s`` (0: back to back)."""
     times = []
     for _ in range(runs):
+        if gap_s:
+            time.sleep(gap_s)
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1000.0
 
 
+def idle_cpu_percent(seconds: float) -> float:
+    """CPU time all of this process's threads use during ``seconds`` of sleep, in % of one
+    core: what the engine costs between frames."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    time.sleep(seconds)
+    return 100.0 * (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
 def run_engine_benchmark(
-    model: str, threads: list[int], runs: int, compare: str | None, cold: bool, breakdown: bool
+    model: str,
+    threads: list[int],
+    runs: int,
+    compare: str | None,
+    cold: bool,
+    breakdown: bool,
+    paced_ms: tuple[float, ...] = (100.0,),
+    idle_seconds: float = 3.0,
 ) -> int:
     """Run the benchmark and print its report; returns an exit code."""
     import numba
@@ -77,12 +98,18 @@ def run_engine_benchmark(
     except ValueError:  # no parallel kernel launched (serial build)
         layer = "none (serial kernels)"
     print(f"numba threading layer: {layer} (set NUMBA_THREADING_LAYER to compare)")
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     plan = net.plan
     ours: dict[int, float] = {}
+    paced: dict[tuple[int, float], float] = {}
     for n in threads:
         set_threads(n)
         plan.run(x)
         ours[n] = _median_ms(lambda: plan.run(x), runs)
+        for gap in paced_ms:
+            paced[n, gap] = _median_ms(lambda: plan.run(x), runs, gap / 1000.0)
+    idle = idle_cpu_percent(idle_seconds) if idle_seconds > 0 else None
     # Per-step times before the peer runs: ONNX Runtime's pool threads keep spinning after
     # a run and would take the cores from ours.
     steps: list[tuple[str, float]] = []
@@ -109,18 +136,32 @@ def run_engine_benchmark(
         diff = float(np.abs(y - net.forward(x)).max())
         agreement = f"(ONNX Runtime {ort.__version__}; max |Δ| vs edgebnn output {diff:.2g})"
     print()
-    header = f"{'threads':>7}  {'edgebnn ms/frame':>16}"
+    gaps = [f"paced {g:g} ms" for g in paced_ms]
+    header = f"{'threads':>7}  {'back-to-back ms':>15}" + "".join(f"  {g:>14}" for g in gaps)
     if peers:
-        header += f"  {'onnxruntime ms/frame':>20}  {'speed-up':>8}"
+        header += f"  {'onnxruntime ms':>14}  {'speed-up':>8}"
+        if paced_ms:
+            header += f"  {'vs paced':>8}"
     print(header)
     for n in threads:
-        line = f"{n:>7}  {ours[n]:>16.2f}"
+        line = f"{n:>7}  {ours[n]:>15.2f}" + "".join(f"  {paced[n, g]:>14.2f}" for g in paced_ms)
         if peers:
-            line += f"  {peers[n]:>20.2f}  {peers[n] / ours[n]:>7.1f}x"
+            line += f"  {peers[n]:>14.2f}  {peers[n] / ours[n]:>7.1f}x"
+            if paced_ms:
+                line += f"  {peers[n] / paced[n, paced_ms[0]]:>7.1f}x"
         print(line)
     if agreement:
         print(agreement)
-    print(f"median of {runs} runs after warm-up; peak RSS {host.peak_rss_mb():.0f} MB")
+    print(
+        f"median of {runs} runs after warm-up (paced: a sleep of the gap before each frame); "
+        f"peak RSS {host.peak_rss_mb():.0f} MB"
+    )
+    if peers and paced_ms:
+        print(f"vs paced: ONNX Runtime back to back / edgebnn paced {paced_ms[0]:g} ms")
+    if idle is not None:
+        print(f"idle: {idle:.1f}% of one core over {idle_seconds:g} s without frames")
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if steps:
         print(f"\nper step ({max(threads)} threads, median of {runs}, before the peer ran):")
         for label, ms in steps:

@@ -1,0 +1,137 @@
+"""One parallel region per frame: the task schedule, packed calls and atomics.
+
+The frame must compute exactly what the per-step kernels compute (bit for bit), whatever
+the team size and however the tasks fall to threads.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from edgebnn.engine import runtime
+from edgebnn.engine.frame import FrameRunner, Region
+from edgebnn.kernels import tasks
+from edgebnn.kernels.sync import atomic_add, atomic_load, wait_for
+from numba import njit, prange
+
+import edgebnn
+
+
+def _steps_output(plan, x: np.ndarray) -> np.ndarray:
+    """The plan's output with every step launched as its own kernel (the old schedule)."""
+    plan._input_view[...] = x
+    for step in plan.steps:
+        step()
+    return plan.output.copy()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frame_equals_step_by_step_bit_for_bit(threads: int) -> None:
+    net = edgebnn.load("random:d_I64x64x3NCMNBMNBMNBMNBMNBMNC1A")
+    plan = net.plan
+    rng = np.random.default_rng(threads)
+    old = runtime.set_threads(threads)
+    try:
+        for _ in range(3):
+            x = rng.uniform(0, 255, net.input_shape).astype(np.float32)
+            want = _steps_output(plan, x)
+            plan.output[...] = np.nan
+            got = plan.run(x).copy()  # direct input
+            assert np.array_equal(got, want)
+            plan.output[...] = np.nan
+            strided = np.asfortranarray(x)  # copied in: another path
+            assert np.array_equal(plan.run(strided), want)
+    finally:
+        runtime.set_threads(old)
+    runner = plan._frames
+    assert isinstance(runner, FrameRunner)
+    assert [type(g) for g in runner.groups] == [Region]  # the whole plan, one region
+
+
+def test_readonly_input_is_read_in_place_and_not_kept() -> None:
+    net = edgebnn.load("random:d_I32x32x3NCMNBMNBMNC1A")
+    x = np.random.default_rng(0).uniform(0, 255, net.input_shape).astype(np.float32)
+    want = net.forward(x)
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert np.array_equal(net.forward(ro), want)
+    region = net.plan._frames.groups[0]
+    view = net.plan._input_view
+    # After the frame the packed first argument points at the plan's own input buffer.
+    assert region._blobs[0][region._input_slot] == view.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("team", [1, 2, 3, 7])
+def test_any_team_size_gives_the_same_bits(team: int) -> None:
+    """More (or fewer) team members than threads: claimed tasks, no deadlock, same bits."""
+    net = edgebnn.load("random:d_I64x64x3NCMNBMNBMNBMNC1A")
+    plan = net.plan
+    x = np.random.default_rng(5).uniform(0, 255, net.input_shape).astype(np.float32)
+    want = _steps_output(plan, x)
+    plan.run(x)
+    (region,) = plan._frames.groups
+    plan._input_view[...] = x
+    plan.output[...] = np.nan
+    region.sync[:] = 0
+    tasks.run_frame(
+        team, region.sync, region.tasks(team), region.tramps, region.parts, region.blobs
+    )
+    assert np.array_equal(plan.output, want)
+
+
+@njit
+def _probe_rows(lo, hi, flag, n, f32, f64, a1, a2, a3, strided, out):  # type: ignore[no-untyped-def]
+    for r in range(lo, hi):
+        s = np.float64(a1[r]) + a2[r, 1] + a3[r, 0, 2] + strided[r] + f32 + f64 + n
+        out[r] = s if flag else -s
+
+
+def test_packed_arguments_reach_the_part_intact() -> None:
+    rows = 6
+    a1 = np.arange(rows, dtype=np.float32) + 0.5
+    a2 = np.arange(rows * 3, dtype=np.int64).reshape(rows, 3)
+    a3 = np.arange(rows * 2 * 3, dtype=np.float64).reshape(rows, 2, 3) / 7
+    strided = np.arange(rows * 2, dtype=np.int32)[::2]  # a non-contiguous ('A') array
+    out_direct = np.zeros(rows)
+    out_packed = np.zeros(rows)
+    args = (True, 11, np.float32(0.25), 1e-3, a1, a2, a3, strided)
+    _probe_rows(0, rows, *args, out_direct)
+    blob, slots = tasks.pack((*args, out_packed))
+    assert len(slots) == 5  # one data slot per array
+    tramp, part, _ = tasks.task_addresses(_probe_rows, (*args, out_packed))
+    table = np.array([[rows, 3]], np.int64)
+    sync = np.zeros(2 * tasks.STRIDE, np.int64)
+    addr = np.array([blob.__array_interface__["data"][0]], np.int64)
+    tasks.run_frame(2, sync, table, np.array([tramp]), np.array([part]), addr)
+    assert np.array_equal(out_packed, out_direct)
+    assert sync[0] >= 3 and sync[tasks.STRIDE] == 3  # every task claimed and done once
+
+
+def test_unpackable_arguments_are_reported() -> None:
+    assert not tasks.packable((np.zeros(2), (1, 2)))
+    with pytest.raises(TypeError, match="cannot pack"):
+        tasks.pack((None,))
+
+
+@njit(parallel=True)
+def _count_claims(counters, n, seen):  # type: ignore[no-untyped-def]
+    for _ in prange(numba.get_num_threads()):
+        while True:
+            i = atomic_add(counters, 0, 1)
+            if i >= n:
+                break
+            seen[i] += 1
+            atomic_add(counters, 1, 1)
+        wait_for(counters, 1, n)
+        if atomic_load(counters, 1) != n:
+            seen[0] = -1
+
+
+def test_atomic_claims_hand_out_each_index_once() -> None:
+    n = 200_000
+    counters = np.zeros(2, np.int64)
+    seen = np.zeros(n, np.int64)
+    _count_claims(counters, n, seen)
+    assert (seen == 1).all()
+    assert counters[1] == n and counters[0] >= n
