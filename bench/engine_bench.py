@@ -112,10 +112,22 @@ def run_engine_benchmark(
     idle = idle_cpu_percent(idle_seconds) if idle_seconds > 0 else None
     # Per-step times before the peer runs: ONNX Runtime's pool threads keep spinning after
     # a run and would take the cores from ours.
-    steps: list[tuple[str, float]] = []
+    steps: list[tuple[str, float, float]] = []
+    per_step: tuple[float, float] | None = None
     if breakdown:
         set_threads(max(threads))
-        steps = [(step.label, _median_ms(step, runs)) for step in plan.steps]
+        gap = paced_ms[0] / 1000.0 if paced_ms else 0.0
+        steps = [
+            (step.label, _median_ms(step, runs), _median_ms(step, runs, gap) if gap else 0.0)
+            for step in plan.steps
+        ]
+
+        def step_by_step() -> None:
+            plan._input_view[...] = x
+            for step in plan.steps:
+                step()
+
+        per_step = (_median_ms(step_by_step, runs), _median_ms(step_by_step, runs, gap))
     peers: dict[int, float] = {}
     agreement = ""
     if compare == "onnxruntime":
@@ -163,9 +175,17 @@ def run_engine_benchmark(
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if steps:
-        print(f"\nper step ({max(threads)} threads, median of {runs}, before the peer ran):")
-        for label, ms in steps:
-            print(f"  {ms:7.3f} ms  {label}")
+        paced_head = f"  paced {paced_ms[0]:g} ms" if paced_ms else ""
+        print(
+            f"\nper step, each launched as its own parallel kernel ({max(threads)} threads, "
+            f"median of {runs}, before the peer ran):\n  back-to-back{paced_head}"
+        )
+        for label, ms, paced_step in steps:
+            column = f"  {paced_step:9.3f} ms" if paced_ms else ""
+            print(f"  {ms:9.3f} ms{column}  {label}")
+        if per_step is not None:
+            column = f"  {per_step[1]:9.3f} ms" if paced_ms else ""
+            print(f"  {per_step[0]:9.3f} ms{column}  whole frame, one kernel per step")
     if cold:
         with tempfile.TemporaryDirectory() as cache:
             build, jit, total = _timed_start(model, cache)

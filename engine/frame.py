@@ -44,9 +44,28 @@ def _packable(args: tuple) -> bool:
 
 
 def _forms() -> dict[Callable, TaskForm]:
-    from edgebnn.kernels import binary, binary_pool, conv, conv_blocked, elementwise, pool
+    from edgebnn.kernels import (
+        binary,
+        binary_pool,
+        conv,
+        conv_blocked,
+        depthwise,
+        elementwise,
+        gemm,
+        mbconv,
+        pool,
+        softmax,
+    )
 
     return {
+        # Bands with one line-buffer slot each: one task per band at most.
+        mbconv.mbconv_chain: TaskForm(
+            mbconv.mbconv_chain_rows, lambda a: min(a[29].shape[0], a[32]), 1
+        ),
+        gemm.pointwise_packed: TaskForm(gemm.pointwise_packed_rows, lambda a: a[9].shape[0], 4),
+        depthwise.depthwise_rows_chain: TaskForm(
+            depthwise.depthwise_rows_chain_rows, lambda a: a[5], 4
+        ),
         elementwise.chain_copy: TaskForm(elementwise.chain_copy_rows, lambda a: a[0].shape[0], 4),
         elementwise.add_chain: TaskForm(elementwise.add_chain_rows, lambda a: a[0].shape[0], 4),
         softmax.softmax: TaskForm(softmax.softmax_rows, lambda a: 1, 1),

@@ -20,7 +20,7 @@ the generic loop, for any kernel size.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, prange
 from edgebnn.kernels.elementwise import apply_chain, store_row
 from edgebnn.kernels.epilogue import chain_into
 from numba import njit
@@ -500,9 +500,20 @@ def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):  # type: 
 def depthwise_rows_chain(x, w, wt, stride, lead, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """Depthwise 3x3/5x5 (after ``lead`` zero taps) + chain, written straight into ``out``'s
     interior; ``w`` (k, k, C), ``wt`` from :func:`tile_taps`."""
+    for r in prange(rows):
+        depthwise_rows_chain_rows(
+            r, r + 1, x, w, wt, stride, lead, rows, cols, out, pad, codes, params, alpha
+        )
+
+
+@njit(**JIT)
+def depthwise_rows_chain_rows(
+    t0, t1, x, w, wt, stride, lead, rows, cols, out, pad, codes, params, alpha
+):  # type: ignore[no-untyped-def]
+    """Iterations [t0, t1) of :func:`depthwise_rows_chain`'s parallel loop (one task of a frame)."""
     chans = w.shape[2]
     five = w.shape[0] - lead == 5
-    for r in prange(rows):
+    for r in range(t0, t1):
         p = r * stride + lead
         l0 = x[p].reshape(-1)
         l1 = x[p + 1].reshape(-1)

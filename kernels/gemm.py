@@ -180,6 +180,15 @@ def pointwise_packed(a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, 
     as (rows + 2 pad, (cols + 2 pad) * n), its interior written; one range of
     :func:`thread_ranges` per task."""
     for t in prange(ranges.shape[0]):
+        pointwise_packed_rows(
+            t, t + 1, a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs
+        )
+
+
+@njit(**KERNEL_JIT)
+def pointwise_packed_rows(t0, t1, a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs):  # type: ignore[no-untyped-def]
+    """Iterations [t0, t1) of :func:`pointwise_packed`'s parallel loop (one task of a frame)."""
+    for t in range(t0, t1):
         gemm_block(
             a,
             ranges[t, 0],

@@ -17,7 +17,7 @@ order from tap ``lead`` on, every chain op rounded to float32 on its own.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import PJIT, prange
+from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.depthwise import depthwise_row
 from edgebnn.kernels.elementwise import apply_chain
@@ -43,7 +43,7 @@ def line_buffers(
 
 
 @njit(**PJIT)
-def mbconv_chain(  # type: ignore[no-untyped-def]
+def mbconv_chain(
     x,
     expand,
     we,
@@ -80,7 +80,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     cols_out,
     out,
     pad,
-):
+):  # type: ignore[no-untyped-def]
     """``out[interior] = block(x)`` for one MBConv block, row bands on Numba's threads.
 
     ``expand`` says what makes the depthwise input rows (``e_rows`` x ``e_cols`` before the
@@ -96,6 +96,91 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     after the project chain, then the add's chain runs. ``lines``/``tags``/``drows`` come
     from :func:`line_buffers` (one slot per thread).
     """
+    for t in prange(min(lines.shape[0], rows_out)):
+        mbconv_chain_rows(
+            t,
+            t + 1,
+            x,
+            expand,
+            we,
+            e_codes,
+            e_params,
+            e_alpha,
+            e_rows,
+            e_cols,
+            sk,
+            slead,
+            sstride,
+            patches,
+            wd,
+            wt,
+            stride,
+            lead,
+            ring,
+            d_codes,
+            d_params,
+            d_alpha,
+            wp,
+            p_codes,
+            p_params,
+            p_alpha,
+            res,
+            has_res,
+            a_codes,
+            a_params,
+            a_alpha,
+            lines,
+            tags,
+            drows,
+            rows_out,
+            cols_out,
+            out,
+            pad,
+        )
+
+
+@njit(**JIT)
+def mbconv_chain_rows(
+    t0,
+    t1,
+    x,
+    expand,
+    we,
+    e_codes,
+    e_params,
+    e_alpha,
+    e_rows,
+    e_cols,
+    sk,
+    slead,
+    sstride,
+    patches,
+    wd,
+    wt,
+    stride,
+    lead,
+    ring,
+    d_codes,
+    d_params,
+    d_alpha,
+    wp,
+    p_codes,
+    p_params,
+    p_alpha,
+    res,
+    has_res,
+    a_codes,
+    a_params,
+    a_alpha,
+    lines,
+    tags,
+    drows,
+    rows_out,
+    cols_out,
+    out,
+    pad,
+):  # type: ignore[no-untyped-def]
+    """Iterations [t0, t1) of :func:`mbconv_chain`'s parallel loop (one task of a frame)."""
     k = wd.shape[0]
     hidden = wd.shape[2]
     f_out = wp.shape[1]
@@ -104,7 +189,7 @@ def mbconv_chain(  # type: ignore[no-untyped-def]
     row_len = lines.shape[2]
     five = k - lead == 5
     bands = min(lines.shape[0], rows_out)
-    for t in prange(bands):
+    for t in range(t0, t1):
         r0 = t * rows_out // bands
         r1 = (t + 1) * rows_out // bands
         for s in range(k):

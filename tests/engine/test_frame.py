@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from edgebnn.engine import runtime
+from edgebnn.kernels import threads as runtime
 from edgebnn.engine.frame import FrameRunner, Region
 from edgebnn.kernels import tasks
 from edgebnn.kernels.sync import atomic_add, atomic_load, wait_for
