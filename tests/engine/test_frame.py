@@ -9,9 +9,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from edgebnn.kernels import threads as runtime
 from edgebnn.engine.frame import FrameRunner, Region
 from edgebnn.kernels import tasks
+from edgebnn.kernels import threads as runtime
 from edgebnn.kernels.sync import atomic_add, atomic_load, wait_for
 from numba import njit, prange
 
