@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install edgebnn as a systemd service from this source checkout:
+# Install edgebnn as a systemd service from this source checkout, or remove it:
 #   sudo systemd/install.sh [--dry-run] [--mode wheels|distro] [--no-start] [--model NAME] ...
+#   sudo systemd/install.sh uninstall [--dry-run] [--purge]
 # --model NAME fetches an ELL gallery model (sha256-checked) and configures it; before the
 # first start the model's kernels are compiled into the service's cache (a warm start).
 # It only finds a Python >= 3.10 (openSUSE Leap 15's python3 is 3.6) and hands over to
@@ -8,6 +9,11 @@
 # importing edgebnn), which `edgebnn service install` also runs.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
+action=install
+if [ "${1:-}" = uninstall ]; then
+    action=uninstall
+    shift
+fi
 
 find_python() {
     for py in python3.13 python3.12 python3.11 python3.10 python3; do
@@ -40,5 +46,7 @@ package = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = package
 spec.loader.exec_module(package)
 from edgebnn_systemd.commands import main
-sys.exit(main(["service", "install", "--source", here] + sys.argv[2:]))
-' "$here" "$@"
+action = sys.argv[2]
+source = ["--source", here] if action == "install" else []
+sys.exit(main(["service", action, *source, *sys.argv[3:]]))
+' "$here" "$action" "$@"

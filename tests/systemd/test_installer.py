@@ -236,6 +236,21 @@ def test_install_script_dry_run(make_root, config_source) -> None:
     assert not (root / "etc/edgebnn").exists()
 
 
+def test_install_script_uninstalls_too(make_root, config_source) -> None:
+    """`systemd/install.sh uninstall` removes what an install below the same root wrote."""
+    root = make_root(DEBIAN)
+    script = str(REPO / "systemd/install.sh")
+    install = ["sh", script, "--root", str(root), "--config-source", str(config_source)]
+    done = subprocess.run(install, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (root / "etc/systemd/system/edgebnn.service").is_file()
+    uninstall = ["sh", script, "uninstall", "--root", str(root)]
+    done = subprocess.run(uninstall, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert not (root / "etc/systemd/system/edgebnn.service").exists()
+    assert (root / "etc/edgebnn/edgebnn.yaml").is_file()  # config kept without --purge
+
+
 def test_script_refuses_without_root_privileges(installer, commands, monkeypatch) -> None:
     monkeypatch.setattr(installer.os, "geteuid", lambda: 1000)
     assert commands.main(["service", "install"]) == 1
