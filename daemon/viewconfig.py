@@ -151,9 +151,8 @@ def read_regions(
                 (g.name, g.indices) for g in reader.groups(section["groups"], (*rpath, "groups"))
             )
         if len(reader.issues) == start:
-            regions.append(
-                RegionConfig(name, tuple(float(v) for v in box), pixels, groups)  # type: ignore[arg-type]
-            )
+            x, y, w, h = (float(v) for v in box)  # four numbers: box_problem checked
+            regions.append(RegionConfig(name, (x, y, w, h), pixels, groups))
     return tuple(regions)
 
 
