@@ -29,7 +29,9 @@ def compile_signature(module: str, qualname: str, argtypes: tuple) -> float:
 def main() -> int:
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the answers
-    import edgebnn  # noqa: F401  (the parent's import-time settings: threading layer, CPU)
+    # The parent's import-time settings: the CPU Numba targets, then the threading layer.
+    import edgebnn.kernels._cpu
+    import edgebnn.kernels.threads  # noqa: F401
 
     jobs = sys.stdin.buffer
     while True:

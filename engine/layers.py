@@ -299,10 +299,6 @@ class ActivationLayer(Layer):
         return 0 if self.alpha is None else self.alpha.size
 
 
-def _conv_out_extent(size_in: int, k: int, stride: int) -> int:
-    return (size_in - k) // stride + 1
-
-
 @dataclass(eq=False)
 class ConvolutionalLayer(Layer):
     """Real-valued convolution (cross-correlation) over the padded input.

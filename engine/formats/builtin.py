@@ -92,15 +92,3 @@ def load_builtin(name: str) -> Network:
         except OSError as exc:  # a read-only home: run from memory
             log.warning("cannot cache %s in %s (%s)", name, cached.parent, exc)
     return net
-
-
-def convert_builtin(name: str, out: str | Path) -> Path:
-    """Convert built-in ``name`` to a native model file ``out`` (``edgebnn models convert``)."""
-    native = _native_io()
-    if native is None:
-        raise ModelError("the native model format is not available in this build", path=str(out))
-    if name != EFFICIENTNET_LITE0:
-        raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(NAMES)}")
-    out = Path(out)
-    native[1](convert_efficientnet_lite0(), out)
-    return out

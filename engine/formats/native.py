@@ -29,7 +29,6 @@ from edgebnn._version import __version__
 
 FORMAT = "edgebnn-native"
 VERSION = 1
-SUFFIX = ".ebnn"
 HEADER = "header"
 _BASE_FIELDS = ("output_shape", "input_padding", "output_padding", "inputs")
 _CLASSES = {cls.__name__: cls for cls in LAYER_TYPES}
