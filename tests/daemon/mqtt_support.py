@@ -4,6 +4,7 @@ subscriber that behaves like Home Assistant's MQTT discovery."""
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import signal
@@ -25,9 +26,17 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768-60999), so that no outgoing
+    connection takes it while the broker is stopped and it can start again on it."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def make_certificates(folder: Path) -> dict[str, Path]:
@@ -101,21 +110,33 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "mosquitto.log"
 
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=out
-            )
+    def start(self, attempts: int = 5) -> None:
+        """Start mosquitto and wait for both listeners (a port still held by a closing
+        socket is retried)."""
+        for attempt in range(attempts):
+            with self.log.open("ab") as out:
+                self.proc = subprocess.Popen(
+                    [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=out
+                )
+            if self._listening():
+                return
+            assert attempt < attempts - 1, self.log.read_text()
+            time.sleep(1.0)
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
         deadline = time.monotonic() + 10
         for port in (self.port, self.tls_port):
             while True:
-                assert self.proc.poll() is None, self.log.read_text()
+                if self.proc.poll() is not None:
+                    return False
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                     break
                 except OSError:
                     assert time.monotonic() < deadline, self.log.read_text()
                     time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
