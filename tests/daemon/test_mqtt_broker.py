@@ -134,7 +134,7 @@ def test_home_assistant_sees_entities_that_follow_predictions_with_hysteresis(
     recent = [p["groups"]["cat"] for p in zmq.of("predictions/door/")[seen:]]
     assert max(recent) >= 0.5 and min(recent) < 0.2  # the score did cross both ways
     naive = sum((a >= 0.5) != (b >= 0.5) for a, b in itertools.pairwise(recent))
-    assert naive >= 4  # one threshold would have flapped at least this often
+    assert naive >= 2  # one threshold would have flipped (at every frame where inference keeps up)
 
     photos(folder, "rocket.jpg")
     assert hass_view.wait_for(lambda h: cat.state == "off", timeout=60)
