@@ -234,7 +234,12 @@ class TfliteNetwork:
         order = np.argsort(-scores, kind="stable")[: max(0, top_k)]
         return [Prediction(int(i), self.labels[i], float(scores[i])) for i in order]
 
-    def warmup(self) -> float:
+    def warmup(self, report=None, interval: float = 5.0, workers: int | None = None) -> float:
+        """Compile by running one zero frame; same signature as `Network.warmup`.
+
+        `report`, `interval` and `workers` are accepted so callers can treat every
+        network alike; the TFLite kernels compile in this process.
+        """
         from edgebnn.engine.host import release_free_memory
 
         start = time.perf_counter()
