@@ -26,11 +26,8 @@ mkdir -p "$cache"
 ENGINE_TESTS=(
     tests/kernels/test_cpu_baseline.py
     tests/kernels/test_binary_conv.py
-    tests/kernels/test_conv_pool_bits.py
-    tests/kernels/test_float_kernels.py
-    tests/engine/test_binary_blocks.py
-    tests/engine/test_formats_ell.py
-    tests/engine/test_formats_native.py
+    tests/engine/formats/test_formats_ell.py
+    tests/engine/formats/test_formats_native.py
 )
 ARM64_TESTS=(tests/kernels/test_codegen_aarch64.py)
 

@@ -32,7 +32,7 @@ PROBE = r"""
 import json, sys
 import numpy as np
 import numba
-from edgebnn.engine.zoo import d_series
+from edgebnn.engine.d_series import d_series
 from edgebnn.kernels import binary, conv, conv_blocked, gemm, microkernel
 
 net = d_series(32, "NCMNBMNC1A", seed=1)
