@@ -11,11 +11,9 @@ preprocessed, with the fastest run beside it (the least disturbed by other proce
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
+import numba
 import numpy as np
+from edgebnn.bench.timing import median_ms, min_ms
 from edgebnn.engine.efficientnet import (
     HEAD_CHANNELS,
     INPUT_SIZE,
@@ -24,27 +22,10 @@ from edgebnn.engine.efficientnet import (
     fold_batch_norm,
     same_padding,
 )
-
-
-def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
-def _min_ms(fn: Callable[[], object], runs: int) -> float:
-    """The fastest of ``runs`` calls: the figure least disturbed by other processes."""
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1000.0 * best
+from edgebnn.engine.formats.builtin import convert_efficientnet_lite0, efficientnet_pth
+from edgebnn.engine.formats.torch_pth import load_state_dict
+from edgebnn.engine.host import machine_line
+from edgebnn.kernels.threads import blas_threads, set_blas_threads, set_threads
 
 
 def onnx_model(state: dict[str, np.ndarray]):
@@ -129,12 +110,6 @@ def run_efficientnet_benchmark(
     warmup: int = 5,
 ) -> str:
     """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime)."""
-    import numba
-    from edgebnn.engine.formats.builtin import convert_efficientnet_lite0, efficientnet_pth
-    from edgebnn.engine.formats.torch_pth import load_state_dict
-    from edgebnn.engine.host import machine_line
-    from edgebnn.kernels.threads import blas_threads, set_blas_threads, set_threads
-
     net = convert_efficientnet_lite0(softmax=False)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -162,14 +137,14 @@ def run_efficientnet_benchmark(
     try:
         for n in threads_list:
             set_threads(n)
-            ours = _median_ms(lambda: net.forward(x), runs, warmup)
-            best = _min_ms(lambda: net.forward(x), runs)
+            ours = median_ms(lambda: net.forward(x), runs, warmup)
+            best = min_ms(lambda: net.forward(x), runs)
             line = f"threads={n}: edgebnn {ours:7.2f} ms (best {best:6.2f})"
             if session_for is not None:
                 sess = session_for(n)
                 diff = float(np.abs(sess.run(None, {"input": x_nchw})[0][0] - net.forward(x)).max())
-                theirs = _median_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs, warmup)
-                theirs_best = _min_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs)
+                theirs = median_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs, warmup)
+                theirs_best = min_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs)
                 line += f" | onnxruntime {theirs:7.2f} ms (best {theirs_best:6.2f}) | ratio {ours / theirs:5.2f}x | max |logit diff| {diff:.1e}"
             lines.append(line)
     finally:

@@ -12,13 +12,13 @@ weights in ONNX Runtime, with the ratios.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from edgebnn.bench.timing import median_ms
 from edgebnn.engine import host
 from edgebnn.kernels.threads import set_threads
 
@@ -46,18 +46,6 @@ def _timed_start(model: str, cache_dir: str) -> tuple[float, float, float]:
     )
     a, b, c = (float(v) for v in out.stdout.split())
     return a, b, c
-
-
-def _median_ms(fn, runs: int, gap_s: float = 0.0) -> float:
-    """Median ms of ``runs`` calls, each after a sleep of ``gap_s`` (0: back to back)."""
-    times = []
-    for _ in range(runs):
-        if gap_s:
-            time.sleep(gap_s)
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000.0
 
 
 def idle_cpu_percent(seconds: float) -> float:
@@ -106,9 +94,9 @@ def run_engine_benchmark(
     for n in threads:
         set_threads(n)
         plan.run(x)
-        ours[n] = _median_ms(lambda: plan.run(x), runs)
+        ours[n] = median_ms(lambda: plan.run(x), runs)
         for gap in paced_ms:
-            paced[n, gap] = _median_ms(lambda: plan.run(x), runs, gap / 1000.0)
+            paced[n, gap] = median_ms(lambda: plan.run(x), runs, gap_s=gap / 1000.0)
     idle = idle_cpu_percent(idle_seconds) if idle_seconds > 0 else None
     # Per-step times before the peer runs: ONNX Runtime's pool threads keep spinning after
     # a run and would take the cores from ours.
@@ -118,7 +106,7 @@ def run_engine_benchmark(
         set_threads(max(threads))
         gap = paced_ms[0] / 1000.0 if paced_ms else 0.0
         steps = [
-            (step.label, _median_ms(step, runs), _median_ms(step, runs, gap) if gap else 0.0)
+            (step.label, median_ms(step, runs), median_ms(step, runs, gap_s=gap) if gap else 0.0)
             for step in plan.steps
         ]
 
@@ -127,7 +115,7 @@ def run_engine_benchmark(
             for step in plan.steps:
                 step()
 
-        per_step = (_median_ms(step_by_step, runs), _median_ms(step_by_step, runs, gap))
+        per_step = (median_ms(step_by_step, runs), median_ms(step_by_step, runs, gap_s=gap))
     peers: dict[int, float] = {}
     agreement = ""
     if compare == "onnxruntime":
@@ -144,7 +132,7 @@ def run_engine_benchmark(
             y = sess.run(None, {"x": xin})[0].reshape(-1)
             for _ in range(3):
                 sess.run(None, {"x": xin})
-            peers[n] = _median_ms(lambda s=sess: s.run(None, {"x": xin}), runs)
+            peers[n] = median_ms(lambda s=sess: s.run(None, {"x": xin}), runs)
         diff = float(np.abs(y - net.forward(x)).max())
         agreement = f"(ONNX Runtime {ort.__version__}; max |Δ| vs edgebnn output {diff:.2g})"
     print()

@@ -30,8 +30,8 @@ from edgebnn.engine.layers import (
     SoftmaxLayer,
     filled_tensor,
 )
-from edgebnn.engine.planner_mobile import MobilePlanning
 from edgebnn.engine.steps import Step, encode_chain
+from edgebnn.engine.steps_mobile import MobilePlanning
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
 from edgebnn.kernels import (
     binary,

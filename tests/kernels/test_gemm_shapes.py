@@ -115,7 +115,7 @@ def test_shape_choice(
 
 
 def test_planner_skips_packed_gemm_when_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgebnn.engine import planner_mobile
+    from edgebnn.engine import steps_mobile
 
-    monkeypatch.setattr(planner_mobile.gemm, "AVAILABLE", False)
-    assert planner_mobile.MobilePlanning._try_packed_pointwise_step(object(), 0, []) is None  # type: ignore[arg-type]
+    monkeypatch.setattr(steps_mobile.gemm, "AVAILABLE", False)
+    assert steps_mobile.MobilePlanning._try_packed_pointwise_step(object(), 0, []) is None  # type: ignore[arg-type]
