@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 from edgebnn.engine.errors import ShapeError
+from edgebnn.engine.host import release_free_memory
 from edgebnn.engine.layers import InputLayer, Layer, Shape
 
 
@@ -216,7 +217,7 @@ class Network:
     def plan(self):
         """The compiled execution plan (built on first use)."""
         if self._plan is None:
-            from edgebnn.engine.plan import Plan
+            from edgebnn.engine.plan import Plan  # here: Numba loads with the first plan
 
             self._plan = Plan(self)
         return self._plan
@@ -255,8 +256,7 @@ class Network:
         """Compile every kernel the plan calls (from the Numba cache when warm) and run it
         once; returns seconds. ``report`` hears the progress at least every ``interval`` s;
         ``workers``: compile processes for what the cache lacks (None: one per core)."""
-        from edgebnn.engine.host import release_free_memory
-        from edgebnn.engine.warmup import warm_up
+        from edgebnn.engine.warmup import warm_up  # here: it loads Numba
 
         seconds = warm_up(self.plan, self.name, report, interval, workers)
         release_free_memory()  # the compiler's freed memory goes back to the OS

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .platforms import Platform, ServiceError, detect_platform, interpreter, system_packages
@@ -286,8 +287,6 @@ def default_source() -> str:
     """Install this checkout if we run from one, else the same version from PyPI."""
     if (SOURCE_TREE / "pyproject.toml").is_file():
         return str(SOURCE_TREE)
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"edgebnn=={version('edgebnn')}"
     except PackageNotFoundError:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgebnn.engine.d_series import d_series, parse_name
 from edgebnn.engine.errors import ModelError
+from edgebnn.engine.formats import builtin
+from edgebnn.engine.formats.ell import read_ell
+from edgebnn.engine.formats.native import is_native, read_native
 from edgebnn.engine.network import Network
 
 if TYPE_CHECKING:
@@ -27,8 +31,6 @@ def load(spec: str | Path) -> Network | TfliteNetwork:
     """
     text = str(spec)
     if text.startswith(RANDOM_PREFIX):
-        from edgebnn.engine.d_series import d_series, parse_name
-
         try:
             size, architecture = parse_name(text[len(RANDOM_PREFIX) :])
             return d_series(size, architecture, seed=0, name=text[len(RANDOM_PREFIX) :])
@@ -36,14 +38,9 @@ def load(spec: str | Path) -> Network | TfliteNetwork:
             raise ModelError(str(exc), path=text) from None
     path = Path(text)
     if not path.exists():
-        from edgebnn.engine.formats import builtin
-
         if text in builtin.NAMES:
             return builtin.load_builtin(text)
         raise ModelError("no such file (nor a built-in model name)", path=text)
-    from edgebnn.engine.formats.ell import read_ell
-    from edgebnn.engine.formats.native import is_native, read_native
-
     kind = sniff(path)
     if kind == "tflite" or path.name.lower().endswith(".tflite"):
         from edgebnn.engine.formats.tflite import read_tflite_network
