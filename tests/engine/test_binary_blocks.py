@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgebnn.engine import plan as plan_module
+from edgebnn.engine import steps_binary
 from edgebnn.engine.layers import (
     ActivationLayer,
     BatchNormalizationLayer,
@@ -26,6 +26,7 @@ from edgebnn.engine.layers import (
     ScalingLayer,
 )
 from edgebnn.engine.network import Network
+from edgebnn.engine.plan import Plan
 from edgebnn.engine.reference import forward_ref
 
 ZEROS, MIN = PaddingScheme.ZEROS, PaddingScheme.MIN
@@ -36,7 +37,7 @@ def _block_net(
     size: int, stride: int, ring: int, mean_scale: bool, ring_value: float | None, seed: int
 ) -> Network:
     rng = np.random.default_rng(seed)
-    n, chans, width = max(plan_module.BAND_MIN_ROWS, 20), 16, 24
+    n, chans, width = max(steps_binary.BAND_MIN_ROWS, 20), 16, 24
     inp = InputLayer((n + 2, n + 2, chans), output_padding=Padding(ZEROS, 1))
     w1 = rng.normal(size=(width, 3, 3, chans)).astype(np.float32)
     conv1 = BinaryConvolutionalLayer.from_real_weights(
@@ -75,8 +76,8 @@ def _block_net(
 
 def _unfused_forward(net: Network, x: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
     with monkeypatch.context() as m:
-        m.setattr(plan_module, "BAND_MIN_ROWS", 10**9)
-        plan = plan_module.Plan(net)
+        m.setattr(steps_binary, "BAND_MIN_ROWS", 10**9)
+        plan = Plan(net)
     assert FUSED not in [s.label for s in plan.steps]
     return plan.run(x).reshape(-1).copy()
 
@@ -132,7 +133,7 @@ def test_any_number_of_bands_gives_the_same_bits(
     net = _block_net(3, 2, 1, False, None, seed=1)
     x = _input(net, 3)
     want = _unfused_forward(net, x, monkeypatch)
-    monkeypatch.setattr(plan_module, "_bands", lambda: bands)
+    monkeypatch.setattr(steps_binary, "bands", lambda: bands)
     for integer in (True, False):
         plan_net = _block_net(3, 2, 1, False, None, seed=1)
         if not integer:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-from edgebnn.engine import plan as plan_module
+from edgebnn.engine import steps_binary
 from edgebnn.engine.d_series import d_series
 from edgebnn.engine.layers import (
     ActivationLayer,
@@ -381,7 +381,7 @@ def test_float_form_against_reference(name: str) -> None:
 @pytest.mark.parametrize("bands", (1, 2, 3, 5, 64))
 @pytest.mark.parametrize("name", ["pool3_s1", "pool2_s3", "pool_extra_window", "stride2"])
 def test_band_counts(name: str, bands: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plan_module, "_bands", lambda: bands)
+    monkeypatch.setattr(steps_binary, "bands", lambda: bands)
     for alpha in ("uniform", "negative"):
         net = build(replace(CASES[name], alpha=alpha))
         _check(net, inputs=1)
@@ -515,7 +515,7 @@ def test_stem_against_reference(name: str) -> None:
     ],
 )
 def test_small_maps_pool_to_bits(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plan_module, "BAND_MIN_ROWS", 10**9)
+    monkeypatch.setattr(steps_binary, "BAND_MIN_ROWS", 10**9)
     net = build(CASES[name])
     kernels = [st.kernel.__name__ for st in net.plan.steps]
     assert COUNTS not in kernels and BITS not in kernels and "pool_to_bits" in kernels, (
@@ -603,8 +603,8 @@ def _blocks(draw: st.DrawFn) -> Block:
 @hypothesis.given(b=_blocks(), bands=st.sampled_from([1, 2, 3, 4]))
 def test_random_blocks_against_reference(b: Block, bands: int) -> None:
     hypothesis.assume(b.k2 <= (b.hw[0] + 2 * b.p1 - b.k1) // b.s1)  # a next conv that fits
-    saved_bands = plan_module._bands
-    plan_module._bands = lambda: bands
+    saved_bands = steps_binary.bands
+    steps_binary.bands = lambda: bands
     try:
         try:
             net = build(b)
@@ -614,7 +614,7 @@ def test_random_blocks_against_reference(b: Block, bands: int) -> None:
                 hypothesis.reject()
             raise
     finally:
-        plan_module._bands = saved_bands
+        steps_binary.bands = saved_bands
     kernels = _fused_kernels(net)
     hypothesis.event(kernels[0] if kernels else "no fused binary step")
     if kernels and kernels[0] in (COUNTS, BITS):

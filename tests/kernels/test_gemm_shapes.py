@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+from edgebnn.engine import steps_mobile
 from edgebnn.kernels import microkernel
 
 CHILD = r"""
@@ -115,7 +116,5 @@ def test_shape_choice(
 
 
 def test_planner_skips_packed_gemm_when_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgebnn.engine import steps_mobile
-
     monkeypatch.setattr(steps_mobile.gemm, "AVAILABLE", False)
-    assert steps_mobile.MobilePlanning._try_packed_pointwise_step(object(), 0, []) is None  # type: ignore[arg-type]
+    assert steps_mobile.packed_pointwise_step(object(), 0, []) is None  # type: ignore[arg-type]
