@@ -32,9 +32,11 @@ FRAME_SIZE = (320, 240)
 def write_sample_video(path: Path, frames: int = 120, fps: float = 30.0) -> Path:
     """An MJPG clip panning slowly across the bundled photos."""
     photos = [cv2.imread(str(p)) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, FRAME_SIZE)
+    fourcc = cv2.VideoWriter_fourcc(*"MJPG")  # type: ignore[attr-defined]  # in OpenCV, not its stub
+    writer = cv2.VideoWriter(str(path), fourcc, fps, FRAME_SIZE)
     for i in range(frames):
         photo = photos[(i * len(photos)) // frames]
+        assert photo is not None  # shipped with the package
         h, w = photo.shape[:2]
         shift = i % 16
         crop = photo[: h - 16, shift : w - 16 + shift]

@@ -11,6 +11,8 @@ preprocessed, with the fastest run beside it (the least disturbed by other proce
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from edgebnn.bench.timing import median_ms, min_ms
@@ -143,8 +145,9 @@ def run_efficientnet_benchmark(
             if session_for is not None:
                 sess = session_for(n)
                 diff = float(np.abs(sess.run(None, {"input": x_nchw})[0][0] - net.forward(x)).max())
-                theirs = median_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs, warmup)
-                theirs_best = min_ms(lambda s=sess: s.run(None, {"input": x_nchw}), runs)
+                peer = functools.partial(sess.run, None, {"input": x_nchw})
+                theirs = median_ms(peer, runs, warmup)
+                theirs_best = min_ms(peer, runs)
                 line += f" | onnxruntime {theirs:7.2f} ms (best {theirs_best:6.2f}) | ratio {ours / theirs:5.2f}x | max |logit diff| {diff:.1e}"
             lines.append(line)
     finally:

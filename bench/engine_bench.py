@@ -11,6 +11,7 @@ weights in ONNX Runtime, with the ratios.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -79,8 +80,9 @@ def run_engine_benchmark(
     t = time.perf_counter()
     net.warmup()
     print(
-        f"warm-up in this process: {time.perf_counter() - t:.2f} s (Numba cache: {numba.config.CACHE_DIR or 'default'})"
+        f"warm-up in this process: {time.perf_counter() - t:.2f} s (Numba cache: {os.environ.get('NUMBA_CACHE_DIR') or 'default'})"
     )
+    layer: str
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel launched (serial build)
@@ -132,7 +134,7 @@ def run_engine_benchmark(
             y = sess.run(None, {"x": xin})[0].reshape(-1)
             for _ in range(3):
                 sess.run(None, {"x": xin})
-            peers[n] = median_ms(lambda s=sess: s.run(None, {"x": xin}), runs)
+            peers[n] = median_ms(functools.partial(sess.run, None, {"x": xin}), runs)
         diff = float(np.abs(y - net.forward(x)).max())
         agreement = f"(ONNX Runtime {ort.__version__}; max |Δ| vs edgebnn output {diff:.2g})"
     print()

@@ -8,6 +8,8 @@ ignored cells for max-pooling: ELL's −FLT_MAX ring). Layout is NCHW. Needs ``o
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from edgebnn.engine.layers import (
     ActivationLayer,
@@ -74,6 +76,7 @@ def to_onnx(net) -> bytes:
             if f == "relu":
                 y = op("Relu", [x])
             elif f == "prelu":
+                assert layer.alpha is not None  # a PReLU always has its alphas
                 y = op("PRelu", [x, const(np.transpose(layer.alpha, (2, 0, 1))[None].copy())])
             elif f == "leaky_relu":
                 y = op("LeakyRelu", [x], alpha=float(layer.leaky_factor))
@@ -118,10 +121,15 @@ def to_onnx(net) -> bytes:
                 "Conv", [sx, const(w)], kernel_shape=[k, k], strides=[layer.stride] * 2, pads=pads
             )
             if layer.weights_scale == 1:
+                assert layer.filter_means is not None  # filled in by the layer itself
                 y = op("Mul", [y, per_channel(layer.filter_means)])
         elif isinstance(layer, PoolingLayer):
             kind = "MaxPool" if layer.function == "max" else "AveragePool"
-            attrs = {"kernel_shape": [layer.size] * 2, "strides": [layer.stride] * 2, "pads": pads}
+            attrs: dict[str, Any] = {
+                "kernel_shape": [layer.size] * 2,
+                "strides": [layer.stride] * 2,
+                "pads": pads,
+            }
             if kind == "AveragePool":
                 attrs["count_include_pad"] = 1
             y = op(kind, [x], **attrs)

@@ -111,9 +111,9 @@ def config_from_dict(data: dict[str, Any], base_dir: Path) -> DaemonConfig:
 def _compose(text: str) -> tuple[Any, dict[Path_, int], list[ConfigIssue]]:
     """Parse YAML, returning data plus the line of every key and list item."""
     if "\t" in text:
-        line = text[: text.index("\t")].count("\n") + 1
-        if text.splitlines()[line - 1].lstrip(" ").startswith("\t"):
-            return None, {}, [ConfigIssue("", line, "tab used for indentation; use spaces")]
+        tab_line = text[: text.index("\t")].count("\n") + 1
+        if text.splitlines()[tab_line - 1].lstrip(" ").startswith("\t"):
+            return None, {}, [ConfigIssue("", tab_line, "tab used for indentation; use spaces")]
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -123,7 +123,7 @@ def _compose(text: str) -> tuple[Any, dict[Path_, int], list[ConfigIssue]]:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
+        line: int | None = mark.line + 1 if mark else None
         return None, {}, [ConfigIssue("", line, f"not valid YAML: {exc.problem or exc}")]
     except yaml.YAMLError as exc:
         return None, {}, [ConfigIssue("", None, f"not valid YAML: {exc}")]
@@ -144,9 +144,9 @@ def _walk(node: yaml.Node, path: Path_, marks: dict[Path_, int], issues: list[Co
             if key in seen:
                 issues.append(ConfigIssue(key_path((*path, key)), line, "duplicate key"))
             seen.add(key)
-            marks[(*path, key)] = line
-            _walk(value_node, (*path, key), marks, issues)
+            marks[path + (key,)] = line
+            _walk(value_node, path + (key,), marks, issues)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            marks[(*path, index)] = item.start_mark.line + 1
-            _walk(item, (*path, index), marks, issues)
+            marks[path + (index,)] = item.start_mark.line + 1
+            _walk(item, path + (index,), marks, issues)

@@ -77,7 +77,7 @@ class Checker:
     def value(
         self,
         path: Path_,
-        mapping: dict[str, Any],
+        mapping: dict[Any, Any],
         kind: str,
         default: Any = _MISSING,
         check: Callable[[Any], str | None] | None = None,

@@ -34,13 +34,17 @@ def under_systemd() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
 
 
+#: The name of the one handler :func:`setup_logging` installs.
+HANDLER_NAME = "edgebnn-stderr"
+
+
 def setup_logging(level: str = "info") -> None:
     """Install one stderr handler on the 'edgebnn' logger (idempotent) at `level`."""
     logger = logging.getLogger("edgebnn")
-    handler = next((h for h in logger.handlers if getattr(h, "_edgebnn", False)), None)
+    handler = next((h for h in logger.handlers if h.get_name() == HANDLER_NAME), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler._edgebnn = True  # type: ignore[attr-defined]
+        handler.set_name(HANDLER_NAME)
         if under_systemd():
             handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
         else:

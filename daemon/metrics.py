@@ -100,7 +100,7 @@ class MetricsServer:
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]]) -> None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(snapshot))  # type: ignore[arg-type]
+        registry.register(SnapshotCollector(snapshot))
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:

@@ -93,7 +93,7 @@ def receive(
         wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
         if wait <= 0:
             break
-        if not poller.poll(wait * 1000):
+        if not poller.poll(int(wait * 1000)):
             continue
         parts = socket.recv_multipart()
         if len(parts) != 2:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from edgebnn.engine.errors import ShapeError
@@ -87,9 +87,10 @@ class Layer:
     elementwise: ClassVar[bool] = False  # output[r, c, k] depends on input[r, c, k] only
 
     def __post_init__(self) -> None:
-        self.output_shape = tuple(int(v) for v in self.output_shape)  # type: ignore[assignment]
-        if len(self.output_shape) != 3 or min(self.output_shape) < 1:
-            raise ShapeError(f"output shape must be 3 positive ints, got {self.output_shape}")
+        shape = tuple(int(v) for v in self.output_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ShapeError(f"output shape must be 3 positive ints, got {shape}")
+        self.output_shape = (shape[0], shape[1], shape[2])
         if not isinstance(self.input_padding, Padding):
             self.input_padding = Padding(*self.input_padding)
         if not isinstance(self.output_padding, Padding):
@@ -395,7 +396,7 @@ class BinaryConvolutionalLayer(Layer):
             raise ShapeError(f"weightsScale must be 0 (none) or 1 (mean), got {self.weights_scale}")
 
     @classmethod
-    def from_real_weights(cls, weights: np.ndarray, **kwargs: object) -> BinaryConvolutionalLayer:
+    def from_real_weights(cls, weights: np.ndarray, **kwargs: Any) -> BinaryConvolutionalLayer:
         """Binarize real weights ``(filters, k, k, C)`` as ELL does (bits and filter means)."""
         w = _f32(weights)
         bits = ref.pack_filter_bits(w)

@@ -17,7 +17,7 @@ from edgebnn.engine.layers import InputLayer, Layer, Shape
 class Prediction(NamedTuple):
     """One ranked class: its index, its label and its probability."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the class index; shadows tuple.index on purpose
     label: str
     probability: float
 
@@ -34,8 +34,8 @@ class Preprocessing:
     """
 
     channel_order: str = "bgr"
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # per channel, in channel_order
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
     crop_fraction: float = 1.0
     resize: str = "crop"
 
@@ -68,8 +68,8 @@ class Preprocessing:
             std = [1.0 / float(v) for v in scales]
         return cls(
             channel_order=str(d.get("channel_order", "bgr")),
-            mean=tuple(float(v) for v in d.get("mean", (0, 0, 0))),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in std),  # type: ignore[arg-type]
+            mean=tuple(float(v) for v in d.get("mean", (0, 0, 0))),
+            std=tuple(float(v) for v in std),
             crop_fraction=float(d.get("crop_fraction", 1.0)),
             resize=str(d.get("resize", "crop")),
         )

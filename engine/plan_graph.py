@@ -9,7 +9,7 @@ output tensors from it (allocated and ring-filled once, cache-line aligned) and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from edgebnn.engine.layers import (
@@ -23,6 +23,8 @@ from edgebnn.engine.layers import (
 from edgebnn.engine.steps import Step, encode_chain
 from edgebnn.kernels import binary
 from edgebnn.kernels.aligned import aligned
+
+LayerT = TypeVar("LayerT", bound=Layer)
 
 
 def fusable_into_chain(layer: Layer, chain: list[Layer]) -> bool:
@@ -50,6 +52,13 @@ class PlanGraph:
         self.steps: list[Step] = []
         self.input_view: np.ndarray | None = None  # set by the input layer's step
 
+    def layer_as(self, node: int, kind: type[LayerT]) -> LayerT:
+        """Node ``node``'s layer, which the caller knows to be a ``kind``."""
+        layer = self.nodes[node]
+        if not isinstance(layer, kind):
+            raise TypeError(f"node {node} is a {type(layer).__name__}, not a {kind.__name__}")
+        return layer
+
     @property
     def blas_pointwise(self) -> bool:
         """True when the network allows BLAS's summation order (``pointwise: blas``)."""
@@ -64,8 +73,8 @@ class PlanGraph:
             override is not None
             and layer.output_padding.scheme == PaddingScheme.MIN
             and any(
-                isinstance(self.nodes[c], PoolingLayer) and self.nodes[c].function == "max"
-                for c in self.consumers[node]
+                isinstance(reader, PoolingLayer) and reader.function == "max"
+                for reader in (self.nodes[c] for c in self.consumers[node])
             )
         ):
             return float(override)

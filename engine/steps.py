@@ -51,7 +51,8 @@ def encode_chain(
             codes[i] = elementwise.ACTIVATION_CODES[layer.function]
             params[i, 0] = np.float32(layer.leaky_factor)
             if layer.function == "prelu":
-                alpha = layer.alpha  # type: ignore[assignment]
+                assert layer.alpha is not None  # a PReLU always has its alphas
+                alpha = layer.alpha
         else:
             raise TypeError(f"{type(layer).__name__} is not element-wise")
     return (

@@ -59,9 +59,10 @@ def bits_step(g: PlanGraph, node: int, chain: list[int]) -> int | None:
     lo, hi, specials = (aligned(a) for a in (*interval_bounds(thresholds, modes), specials))
     bits = g.bits_for(conv_node)
     pad = g.nodes[last].output_padding.size
-    size = layer.size if pooled else 1
-    stride = layer.stride if pooled else 1
-    is_max = layer.function == "max" if pooled else True
+    pooling = layer if isinstance(layer, PoolingLayer) else None
+    size = pooling.size if pooling else 1
+    stride = pooling.stride if pooling else 1
+    is_max = pooling.function == "max" if pooling else True
     args = (x, pooled, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad)
     nodes = (node, *chain)
     label = g.label(nodes, "+Sign")
@@ -130,7 +131,7 @@ def binary_conv_args(g: PlanGraph, node: int) -> tuple:
 
     Adds a sign-packing step first when the producer writes floats.
     """
-    layer: BinaryConvolutionalLayer = g.nodes[node]  # type: ignore[assignment]
+    layer = g.layer_as(node, BinaryConvolutionalLayer)
     producer = g.inputs[node][0]
     if node not in g.bit_buffers:
         # The producer wrote floats: binarise its whole tensor (ring included) first.
@@ -150,6 +151,7 @@ def binary_conv_args(g: PlanGraph, node: int) -> tuple:
         masks, nvalid = binary.patch_masks(*geometry)
         wt = binary.binary_weights_layout(layer.weights_bits)
     use_scale = layer.weights_scale == 1
+    assert layer.filter_means is not None  # filled in by the layer itself
     masks, nvalid, wt, means = (aligned(a) for a in (masks, nvalid, wt, layer.filter_means))
     return (bits, chans, k, layer.stride, masks, nvalid, wt, means, use_scale, windows)
 

@@ -9,7 +9,14 @@ float32 as its own ELL layer would be.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.engine.layers import FullyConnectedLayer, InputLayer, Layer, PoolingLayer, ScalingLayer
+from edgebnn.engine.layers import (
+    ConvolutionalLayer,
+    FullyConnectedLayer,
+    InputLayer,
+    Layer,
+    PoolingLayer,
+    ScalingLayer,
+)
 from edgebnn.engine.plan_graph import PlanGraph, epilogue
 from edgebnn.engine.steps_mobile import mobile_conv
 from edgebnn.kernels import conv, conv_blocked, dense, elementwise, pool, softmax
@@ -41,7 +48,7 @@ def elementwise_step(g: PlanGraph, node: int, chain: list[int]) -> None:
 def conv_step(g: PlanGraph, node: int, chain: list[int]) -> None:
     """A real-valued convolution: depthwise and BLAS-shaped ones by :func:`mobile_conv`,
     else the generic kernel (vectorised along columns for few filters and long rows)."""
-    layer = g.nodes[node]
+    layer = g.layer_as(node, ConvolutionalLayer)
     ep = epilogue(g, node, chain)
     rows, cols, _ = layer.interior_shape
     x = g.input_of(node)

@@ -228,7 +228,7 @@ def mbconv_step(g: PlanGraph, node: int, chain: list[int]) -> int | None:
     elif mode == mbconv.STEM:
         we = im2col.im2col_weights_layout(layer.weights, slead)
         patches = np.zeros((numba_threads(), cols_in * we.shape[0]), np.float32)
-    wp = pointwise.pointwise_weights_layout(g.nodes[proj].weights)
+    wp = pointwise.pointwise_weights_layout(g.layer_as(proj, ConvolutionalLayer).weights)
     f_out = wp.shape[1]
     padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
     set_blas_threads(1)
@@ -286,8 +286,10 @@ def packed_epilogue(g: PlanGraph, chain: list[int]) -> tuple[np.ndarray | None, 
     (nothing, a bias, a bias then ReLU6); else None."""
     layers = [g.nodes[i] for i in chain]
     bias, flags = None, 0
-    if layers and isinstance(layers[0], BiasLayer):
-        bias = layers.pop(0).bias
+    first = layers[0] if layers else None
+    if isinstance(first, BiasLayer):
+        bias = first.bias
+        layers.pop(0)
     if layers and isinstance(layers[0], ActivationLayer) and layers[0].function == "relu6":
         layers.pop(0)
         flags = gemm.RELU6
@@ -301,7 +303,7 @@ def packed_pointwise_step(g: PlanGraph, node: int, chain: list[int]) -> int | No
     project layer is done in its epilogue. Returns the step's last node, or None."""
     if not gemm.AVAILABLE:
         return None  # 32-bit or untested CPU (kernels/microkernel.py): BLAS/NumPy instead
-    layer = g.nodes[node]
+    layer = g.layer_as(node, ConvolutionalLayer)
     rows, cols, filters = layer.interior_shape
     epilogue = packed_epilogue(g, chain)
     if epilogue is None:

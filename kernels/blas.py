@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 
 import llvmlite.binding as llvm
-import numpy as np
 from numba import types
 
 SYMBOL = "edgebnn_cblas_sgemm"
@@ -32,6 +31,8 @@ _CANDIDATES = (
 
 def _find_sgemm() -> tuple[int, bool] | None:
     """(address, ilp64) of the CBLAS sgemm in a BLAS this process loaded, or None."""
+    import numpy as np
+
     np.dot(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32))  # BLAS loaded
     try:
         with open("/proc/self/maps", encoding="utf-8") as f:

@@ -47,8 +47,6 @@ from edgebnn.kernels._jit import JIT, PJIT
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.core import codegen as numba_codegen
-from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 #: Epilogue flags of :func:`tile`.
@@ -64,10 +62,10 @@ TILE_ENV = "EDGEBNN_GEMM_TILE"
 def target_features() -> set[str]:
     """The CPU features Numba's JIT compiles for, as Numba computes them (NUMBA_CPU_FEATURES,
     or the host's with AVX* removed under NUMBA_ENABLE_AVX=0; "" for NUMBA_CPU_NAME=generic)."""
+    from numba.core import codegen, config
+
     flat = (
-        numba_config.CPU_FEATURES
-        if numba_config.CPU_FEATURES is not None
-        else numba_codegen.get_host_cpu_features()
+        config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
     )
     return {f[1:] for f in flat.split(",") if f.startswith("+")}
 

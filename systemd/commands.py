@@ -46,7 +46,7 @@ def _report(job: Callable[[], Installer]) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `service install` and `service uninstall` to the edgebnn CLI."""
     service = subparsers.add_parser("service", help="install or remove the systemd service")
     actions = service.add_subparsers(dest="service_action", metavar="ACTION", required=True)

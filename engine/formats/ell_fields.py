@@ -64,7 +64,7 @@ class Fields:
             raise self.error(f"expected a string, got {_kind(value)}", name)
         return value
 
-    def int(self, name: str, low: int | None = None, high: int | None = None) -> int:
+    def integer(self, name: str, low: int | None = None, high: int | None = None) -> int:
         value = self.get(name)
         if type(value) is float and value.is_integer():
             value = int(value)  # ELL writes ints in decimal, but be lenient with "3.0"
@@ -131,7 +131,7 @@ class Fields:
     def tensor(self, name: str, shape: tuple[int, int, int] | None = None) -> np.ndarray:
         """ELL's ``X_rows/_columns/_channels/_values`` tensor as (rows, cols, chans) float32."""
         dims = tuple(
-            self.int(f"{name}_{d}", 1, MAX_ELEMENTS) for d in ("rows", "columns", "channels")
+            self.integer(f"{name}_{d}", 1, MAX_ELEMENTS) for d in ("rows", "columns", "channels")
         )
         if shape is not None and dims != shape:
             dim_name = ("rows", "columns", "channels")[

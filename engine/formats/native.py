@@ -61,7 +61,7 @@ def write_native(net: Network, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as stream:
-            np.savez(stream, **arrays)
+            np.savez(stream, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle (bool)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
@@ -152,18 +152,21 @@ def _network(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str) 
         raise ModelError("expected a list of strings", path=where, field="labels")
     if labels_sha256(labels) != header.get("labels_sha256"):
         raise ModelError("the labels do not match their sha256", path=where, field="labels_sha256")
-    provenance = header.get("provenance") if isinstance(header.get("provenance"), dict) else {}
+    provenance = header.get("provenance")
+    if not isinstance(provenance, dict):
+        provenance = {}
     ring = header.get("maxpool_ring_value")
+    metadata = header.get("metadata")
     try:
         preprocessing = Preprocessing.from_dict(header.get("preprocessing") or {})
         net = Network(
-            built[0],  # type: ignore[arg-type]
+            built[0],
             built[1:],
             labels=labels,
             name=str(header.get("name", "network")),
             preprocessing=preprocessing,
             source_sha256=provenance.get("source_sha256"),
-            metadata=header.get("metadata") if isinstance(header.get("metadata"), dict) else {},
+            metadata=metadata if isinstance(metadata, dict) else {},
             maxpool_ring_value=None if ring is None else float(ring),
         )
     except ShapeError as exc:
@@ -180,7 +183,11 @@ def _network(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str) 
 
 def _layer(node: Any, index: int, arrays: dict[str, np.ndarray], where: str) -> Layer:
     layer_type = node.get("type") if isinstance(node, dict) else None
-    at = {"path": where, "layer": index if index >= 0 else None, "layer_type": str(layer_type)}
+    at: dict[str, Any] = {
+        "path": where,
+        "layer": index if index >= 0 else None,
+        "layer_type": str(layer_type),
+    }
     cls = _CLASSES.get(layer_type) if isinstance(layer_type, str) else None
     if cls is None:
         raise ModelError(f"unknown layer type {layer_type!r}", field="type", **at)

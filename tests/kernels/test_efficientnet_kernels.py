@@ -161,7 +161,7 @@ def test_im2col_sgemm_matches_reference(k: int, stride: int, lead: int, cin: int
     assert (out[0] == -7.0).all() and (out[-1] == -7.0).all()
 
 
-def _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode):  # type: ignore[no-untyped-def]
+def _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode):
     """Random weights, the kernel's input and the layer-by-layer NumPy result of one block."""
     x = rng.normal(size=(size, size, cin)).astype(np.float32)
     if mode == mbconv.STEM:  # a 4x4/s2 stem with one leading zero tap on a padded image
@@ -205,7 +205,7 @@ def _mbconv_case(rng, size, cin, hidden, cout, k, stride, lead, ring, mode):  # 
 @pytest.mark.parametrize("pad", [0, 1])
 def test_mbconv_matches_layer_by_layer(
     size, k, stride, lead, ring, mode, residual, slots, pad
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     rng = np.random.default_rng(size * 10 + k)
     cin = {mbconv.POINTWISE: 7, mbconv.COPY: 12, mbconv.STEM: 3}[mode]
     hidden, cout = 12, (cin if residual else 5)
