@@ -75,6 +75,8 @@ def run_engine_benchmark(
     print(f"machine: {host.machine_line()}")
     print(f"model:   {model}")
     net = edgebnn.load(model)
+    if not isinstance(net, edgebnn.Network):  # a TFLite model without the .tflite suffix
+        raise edgebnn.ModelError("a TFLite model: name it *.tflite to benchmark it", path=model)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, net.input_shape).astype(np.float32)
     t = time.perf_counter()

@@ -48,8 +48,8 @@ def measure(path: Path, mode: str = "load") -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     from edgebnn.engine.d_series import HEADLINE, d_series
+    from edgebnn.engine.formats.ell import read_ell
     from edgebnn.engine.formats.ell_writer import write_ell
-    from edgebnn.engine.formats.load import load
     from edgebnn.engine.formats.native import write_native
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = directory / f"{name}.ell"
     with zipfile.ZipFile(zipped) as archive:
         plain.write_bytes(archive.read(f"{name}.ell"))
-    native = write_native(load(zipped), directory / f"{name}.ebnn")
+    native = write_native(read_ell(zipped), directory / f"{name}.ebnn")
     rows = [
         ("edgebnn.load(.ell.zip)", zipped, "load"),
         ("edgebnn.load(.ell)", plain, "load"),

@@ -11,15 +11,17 @@ the interpreter of another environment that has it (only ``larq-compute-engine``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
+from edgebnn.bench.timing import median_ms
 from edgebnn.engine import host
+from edgebnn.engine.tflite_network import TfliteNetwork
 from edgebnn.kernels.threads import set_threads
 
 #: LCE's interpreter configurations: name -> Interpreter keyword arguments.
@@ -64,15 +66,6 @@ print(json.dumps(result))
 """
 
 
-def _median_ms(fn, runs: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000.0
-
-
 def time_lce(model: str, x: np.ndarray, threads: list[int], runs: int, python: str) -> dict:
     """LCE's ms/frame per ``config/threads`` and its outputs, from a child process."""
     import tempfile
@@ -101,6 +94,8 @@ def run_tflite_benchmark(
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"model:   {model}")
     net = edgebnn.load(model)
+    if not isinstance(net, TfliteNetwork):
+        raise edgebnn.ModelError("not a .tflite model (LCE runs TFLite models only)", path=model)
     x = np.random.default_rng(0).uniform(-1, 1, net.input_shape).astype(np.float32)
     t = time.perf_counter()
     net.warmup()
@@ -109,13 +104,13 @@ def run_tflite_benchmark(
     for n in threads:
         set_threads(n)
         net.forward(x)
-        ours[n] = _median_ms(lambda: net.forward(x), runs)
+        ours[n] = median_ms(lambda: net.forward(x), runs)
     steps: list[tuple[str, float]] = []
     if breakdown:
         set_threads(max(threads))
         values = net.run_all(x)
         steps = [(f"{s.index:3d} {s.name} -> {'x'.join(map(str, s.output_shape))}",
-                  _median_ms(lambda s=s: s.run(values), runs)) for s in net.steps]  # fmt: skip
+                  median_ms(functools.partial(s.run, values), runs)) for s in net.steps]  # fmt: skip
     lce: dict = {}
     if compare_lce:
         try:

@@ -299,7 +299,7 @@ class Picamera2Source(Source):
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError as exc:
             raise CaptureError(
                 "picamera2 is not installed (apt install python3-picamera2; use a venv "

@@ -98,7 +98,7 @@ def topic_problem(text: str) -> str | None:
 
 def read_device(reader: Any, top: dict[str, Any]) -> str:
     return (
-        reader.value(  # type: ignore[no-any-return]
+        reader.value(
             ("device",),
             top,
             "str",

@@ -107,10 +107,11 @@ class Region:
         from edgebnn.kernels import tasks
 
         self.steps = list(steps)
-        self.forms = [task_form(s.kernel) for s in self.steps]
+        forms = [task_form(s.kernel) for s in self.steps]
+        self.forms = [f for f in forms if f is not None]  # all of them: see FrameRunner
         self.units = [
             max(1, int(f.units(s.args))) for f, s in zip(self.forms, self.steps, strict=True)
-        ]  # type: ignore[union-attr]
+        ]
         packed = [tasks.pack(s.args) for s in self.steps]
         self._blobs = [blob for blob, _ in packed]  # the words the frame reads
         self._input_slot = packed[0][1][0] if packed[0][1] else None
@@ -126,7 +127,7 @@ class Region:
         if team not in self._tasks:
             table = np.zeros((len(self.steps), 2), np.int64)
             for i, (form, units) in enumerate(zip(self.forms, self.units, strict=True)):
-                per = form.per_thread if team > 1 else 1  # type: ignore[union-attr]
+                per = form.per_thread if team > 1 else 1
                 table[i] = units, min(units, team * per)
             self._tasks[team] = table
         return self._tasks[team]
@@ -136,7 +137,7 @@ class Region:
         from edgebnn.kernels import tasks
 
         for i, (form, step) in enumerate(zip(self.forms, self.steps, strict=True)):
-            self.tramps[i], self.parts[i], _ = tasks.task_addresses(form.part, step.args)  # type: ignore[union-attr]
+            self.tramps[i], self.parts[i], _ = tasks.task_addresses(form.part, step.args)
         self._ready = True
 
     def run(self, first_input: np.ndarray | None = None) -> None:

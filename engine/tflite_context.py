@@ -79,4 +79,4 @@ def fused_activation(ctx: Context, op: Operator) -> int:
 def rank3(ctx: Context, op: Operator, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ctx.fail(op, f"expects a rows x cols x channels input, got shape {list(shape)}")
-    return shape  # type: ignore[return-value]
+    return shape

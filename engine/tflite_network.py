@@ -174,11 +174,12 @@ class TfliteNetwork:
     def info_lines(self) -> list[str]:
         """What ``edgebnn models info`` prints for a .tflite model."""
         consts = [t.data for t in self.graph.tensors if t.data is not None]
-        binary = sum(
-            int(self.graph.tensors[op.inputs[1]].data.nbytes)  # type: ignore[union-attr]
+        filters = [
+            self.graph.tensors[op.inputs[1]].data
             for op in self.graph.operators
             if op.name == "LceBconv2d"
-        )
+        ]
+        binary = sum(int(f.nbytes) for f in filters if f is not None)
         ops = ", ".join(f"{name} x{n}" for name, n in sorted(self.operator_counts().items()))
         return [
             self.summary(),

@@ -6,6 +6,8 @@ batch, is refused). Constants with a leading batch axis of 1 lose it before broa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from edgebnn.engine.tflite_context import Context, Run, fused_activation
 from edgebnn.engine.tflite_graph import Operator
@@ -68,7 +70,7 @@ def build_mul(ctx: Context, op: Operator) -> Run:
     return _binary(ctx, op, np.multiply)
 
 
-def _unary(ctx: Context, op: Operator, fn) -> Run:  # type: ignore[no-untyped-def]
+def _unary(ctx: Context, op: Operator, fn: Callable[[np.ndarray, np.ndarray], object]) -> Run:
     src, dst = op.inputs[0], op.outputs[0]
     out = ctx.output(op, ctx.shape(op, src))
 
@@ -156,7 +158,7 @@ def build_concatenation(ctx: Context, op: Operator) -> Run:
     act = fused_activation(ctx, op)
     out = ctx.output(op, tuple(shape))
     inputs, dst = op.inputs, op.outputs[0]
-    consts = {t: ctx.graph.tensors[t].data for t in inputs if ctx.graph.tensors[t].data is not None}
+    consts = {t: d for t in inputs if (d := ctx.graph.tensors[t].data) is not None}
 
     def run(values: list) -> None:
         np.concatenate(

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgebnn.kernels.compile_watch import compile_state, kernel_name, watch
 
@@ -66,7 +67,7 @@ Reporter = Callable[[WarmupProgress], None]
 class KernelCall:
     """One distinct (kernel, argument types) pair the plan calls."""
 
-    dispatcher: object
+    dispatcher: Any  # a numba Dispatcher (its attributes are not in numba's stubs)
     argtypes: tuple
     steps: list[int] = field(default_factory=list)
 
@@ -165,7 +166,7 @@ def warm_up(
     done = len(calls) - len(pending)
     workers = default_workers(len(pending)) if workers is None else max(1, workers)
     workers = min(workers, max(1, len(pending)))
-    state = {"done": done, "compiling": (), "workers": workers}
+    state: dict[str, Any] = {"done": done, "compiling": (), "workers": workers}
 
     def progress(finished: bool = False) -> WarmupProgress:
         compiling = state["compiling"]
@@ -209,7 +210,7 @@ def warm_up(
     return elapsed
 
 
-def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict) -> None:
+def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict[str, Any]) -> None:
     """Compile ``pending`` in ``workers`` processes, each taking the next job when it is
     free. A job a worker cannot do is left to the in-process run, which then compiles it
     or raises the real error."""
@@ -236,7 +237,7 @@ def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict) 
                     call = queue.pop(0)
                     running[slot] = call.name
                     state["compiling"] = tuple(running.values())
-                func = call.dispatcher.py_func  # type: ignore[attr-defined]
+                func = call.dispatcher.py_func
                 job = pickle.dumps((func.__module__, func.__qualname__, call.argtypes))
                 proc.stdin.write(b"%d\n" % len(job) + job)
                 proc.stdin.flush()

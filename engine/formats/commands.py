@@ -6,11 +6,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from edgebnn.engine import host
 from edgebnn.engine.errors import ModelError
 from edgebnn.engine.network import Network
+
+if TYPE_CHECKING:
+    from edgebnn.engine.tflite_network import TfliteNetwork
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +107,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def timed_load(spec: str) -> tuple[Network, float, float, float]:
+def timed_load(spec: str) -> tuple[Network | TfliteNetwork, float, float, float]:
     """Load ``spec``; returns (network, seconds, RSS before, peak RSS during the load), MiB."""
     from edgebnn.engine.formats.load import load
 
@@ -164,6 +168,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from edgebnn.engine.formats.native import write_native
 
     net, seconds, _, _ = timed_load(args.input)
+    if not isinstance(net, Network):
+        raise ModelError(
+            "a .tflite model has no native form; edgebnn runs the .tflite file as it is",
+            path=args.input,
+        )
     out = write_native(net, args.output)
     start = time.perf_counter()
     from edgebnn.engine.formats.native import read_native

@@ -66,3 +66,15 @@ def test_convert_keeps_the_random_seed_metadata(tmp_path, capsys):
     with np.load(out, allow_pickle=False) as npz:
         header = json.loads(npz["header"].tobytes())
     assert header["metadata"] == {"random_seed": 0} and header["name"] == "d_I64x64x3NCMNBMNBMNC1A"
+
+
+def test_convert_refuses_a_tflite_model_in_one_line(tmp_path, capsys):
+    model = DATA / "larq" / "bconv_relu.tflite"
+    out = tmp_path / "m.ebnn"
+    assert main(["models", "convert", str(model), str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"edgebnn: error: {model}: a .tflite model has no native form; edgebnn runs the .tflite file as it is"
+    )
+    assert not out.exists()
