@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
 from edgebnn.engine.errors import ShapeError
 from edgebnn.engine.host import release_free_memory
 from edgebnn.engine.layers import InputLayer, Layer, Shape
+
+from edgebnn import package_data
 
 
 class Prediction(NamedTuple):
@@ -121,7 +122,7 @@ def as_bgr_frame(image: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def imagenet_labels() -> tuple[str, ...]:
     """The 1000 ILSVRC2012 class names of ELL's gallery (index = class)."""
-    text = resources.files("edgebnn").joinpath("data/categories.txt").read_text("utf-8")
+    text = package_data.read_text("categories.txt")
     return tuple(text.split("\n"))
 
 

@@ -13,11 +13,12 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgebnn.engine.errors import ModelError
+
+from edgebnn import package_data
 
 _NAME = re.compile(
     r"^(?P<prefix>[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*?)_I(?P<size>\d+)x(?P<cols>\d+)x3(?P<arch>[A-Z0-9]+)"
@@ -52,7 +53,7 @@ def load_catalog(path: str | Path | None = None) -> list[Entry]:
     """The packaged catalog, or the JSON list at ``path`` (same fields)."""
     try:
         if path is None:
-            text = resources.files("edgebnn").joinpath("data/catalog.json").read_text("utf-8")
+            text = package_data.read_text("catalog.json")
         else:
             text = Path(path).read_text("utf-8")
         raw = json.loads(text)
