@@ -119,12 +119,12 @@ def _unrolled(taps: int) -> str:
 # The helpers are compiled from the generated source as functions of this module (its
 # globals, this file's name): Numba caches them like any other kernel, keyed on this file.
 exec(compile(_unrolled(3) + _unrolled(5), __file__, "exec"), globals())  # noqa: S102
-_flat3 = njit(**HOT_JIT)(_flat3)  # noqa: F821  (defined by the exec above)
-_flat5 = njit(**HOT_JIT)(_flat5)  # noqa: F821
-_cols3 = njit(**HOT_JIT)(_cols3)  # noqa: F821
-_cols5 = njit(**HOT_JIT)(_cols5)  # noqa: F821
-_pairs3 = njit(**HOT_JIT)(_pairs3)  # noqa: F821
-_pairs5 = njit(**HOT_JIT)(_pairs5)  # noqa: F821
+_flat3 = njit(**HOT_JIT)(globals()["_flat3"])
+_flat5 = njit(**HOT_JIT)(globals()["_flat5"])
+_cols3 = njit(**HOT_JIT)(globals()["_cols3"])
+_cols5 = njit(**HOT_JIT)(globals()["_cols5"])
+_pairs3 = njit(**HOT_JIT)(globals()["_pairs3"])
+_pairs5 = njit(**HOT_JIT)(globals()["_pairs5"])
 
 
 @njit(**HOT_JIT)
