@@ -5,8 +5,9 @@ is allowed, and all problems are reported at once. Relative paths resolve agains
 directory of the config file; ``builtin:`` names refer to data shipped with edgebnn. Only
 PyYAML's node marks are used (no schema library), so Debian bookworm's PyYAML 6 suffices.
 
-The dataclasses are :mod:`.config_schema`, the checks :mod:`.config_checks`; both are
-re-exported here, the one module callers import.
+The dataclasses are :mod:`.config_schema`, the checks :mod:`.config_checks` and
+:mod:`.config_values`; their public names are re-exported here, the one module callers
+import.
 """
 
 from __future__ import annotations
@@ -15,12 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from edgebnn.daemon.config_checks import (
-    Checker,
-    endpoint_problem,
-    is_builtin_model,
-    is_loopback_endpoint,
-)
+from edgebnn.daemon.config_checks import Checker
 from edgebnn.daemon.config_schema import (
     CAMERA_NAME,
     EX_CONFIG,
@@ -40,6 +36,7 @@ from edgebnn.daemon.config_schema import (
     WatchdogConfig,
     key_path,
 )
+from edgebnn.daemon.config_values import endpoint_problem, is_builtin_model, is_loopback_endpoint
 
 from edgebnn.package_data import PACKAGE_DATA, SAMPLES_DIR
 

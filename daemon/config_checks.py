@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import glob
-import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,16 @@ from edgebnn.daemon.config_schema import (
     PublishConfig,
     WatchdogConfig,
     key_path,
+)
+from edgebnn.daemon.config_values import (
+    KINDS,
+    at_least,
+    between,
+    endpoint_problem,
+    is_builtin_model,
+    one_of,
+    positive,
+    show,
 )
 from edgebnn.daemon.model_options import read_model_options
 from edgebnn.daemon.mqtt_config import read_device, read_mqtt
@@ -63,9 +72,7 @@ class Checker:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.error(
-                path, f"must be a mapping with keys {', '.join(allowed)}; got {_show(value)}"
-            )
+            self.error(path, f"must be a mapping with keys {', '.join(allowed)}; got {show(value)}")
             return {}
         for key in value:
             if key not in allowed:
@@ -87,7 +94,7 @@ class Checker:
         raw = mapping.get(key, _MISSING)
         if raw is _MISSING or (raw is None and default is not _MISSING):
             if default is _MISSING:
-                self.error(path, f"required ({_KINDS[kind]})")
+                self.error(path, f"required ({KINDS[kind]})")
                 return None
             return default
         ok = {
@@ -97,12 +104,12 @@ class Checker:
             "str": isinstance(raw, str) and raw != "",
         }[kind]
         if not ok:
-            self.error(path, f"must be {_KINDS[kind]}; got {_show(raw)}")
+            self.error(path, f"must be {KINDS[kind]}; got {show(raw)}")
             return default if default is not _MISSING else None
         if check is not None:
             problem = check(raw)
             if problem:
-                self.error(path, f"{problem}; got {_show(raw)}")
+                self.error(path, f"{problem}; got {show(raw)}")
                 return default if default is not _MISSING else None
         return float(raw) if kind == "number" else raw
 
@@ -136,24 +143,24 @@ class Checker:
         model = self.model(("model",), top, required=False) or DaemonConfig.model
         fallback = self.model(("fallback_model",), top, required=False)
         model_options = read_model_options(self, top)
-        threads = self.value(("threads",), top, "int", None, _at_least(1))
+        threads = self.value(("threads",), top, "int", None, at_least(1))
         pred = self.section(("predictions",), top.get("predictions"), ("top_k", "min_score"))
-        top_k = self.value(("predictions", "top_k"), pred, "int", 5, _between(1, 100))
-        min_score = self.value(("predictions", "min_score"), pred, "number", 0.0, _between(0, 1))
+        top_k = self.value(("predictions", "top_k"), pred, "int", 5, between(1, 100))
+        min_score = self.value(("predictions", "min_score"), pred, "number", 0.0, between(0, 1))
         groups = self.groups(top.get("groups"))
         cameras = self.cameras(top.get("cameras", _MISSING))
         publish = self.publish(top.get("publish"))
         stats = self.section(("stats",), top.get("stats"), ("interval", "status_interval"))
-        stats_interval = self.value(("stats", "interval"), stats, "number", 60.0, _positive)
-        status_interval = self.value(("stats", "status_interval"), stats, "number", 30.0, _positive)
+        stats_interval = self.value(("stats", "interval"), stats, "number", 60.0, positive)
+        status_interval = self.value(("stats", "status_interval"), stats, "number", 30.0, positive)
         logs = self.section(("logging",), top.get("logging"), ("level",))
-        level = self.value(("logging", "level"), logs, "str", "info", _one_of(LOG_LEVELS))
+        level = self.value(("logging", "level"), logs, "str", "info", one_of(LOG_LEVELS))
         metrics = self.metrics(top.get("metrics"))
         wd = self.section(
             ("watchdog",), top.get("watchdog"), ("max_frame_age", "ping_while_cameras_offline")
         )
         watchdog = WatchdogConfig(
-            self.value(("watchdog", "max_frame_age"), wd, "number", 10.0, _positive),
+            self.value(("watchdog", "max_frame_age"), wd, "number", 10.0, positive),
             self.value(("watchdog", "ping_while_cameras_offline"), wd, "bool", True),
         )
         web = read_web(self, top.get("web"))
@@ -206,7 +213,7 @@ class Checker:
         if raw is None:
             return ()
         if not isinstance(raw, dict):
-            self.error(where, f"must be a mapping of group name to classes; got {_show(raw)}")
+            self.error(where, f"must be a mapping of group name to classes; got {show(raw)}")
             return ()
         result = []
         for name, spec in raw.items():
@@ -243,7 +250,7 @@ class Checker:
             key = next(iter(item))
             target = item[key]
             if not isinstance(target, str) or not target:
-                self.error((*path, key), f"must be a file name; got {_show(target)}")
+                self.error((*path, key), f"must be a file name; got {show(target)}")
                 return []
             file = (
                 PACKAGE_DATA / "groups" / f"{target}.txt"
@@ -256,7 +263,7 @@ class Checker:
                 detail = exc.strerror if isinstance(exc, OSError) else str(exc)
                 self.error((*path, key), f"cannot read class indices from {file}: {detail}")
                 return []
-        self.error(path, f"must be {allowed}; got {_show(item)}")
+        self.error(path, f"must be {allowed}; got {show(item)}")
         return []
 
     def cameras(self, raw: Any) -> tuple[CameraConfig, ...]:
@@ -264,7 +271,7 @@ class Checker:
             self.error(("cameras",), "required: a list of cameras, each with name and source")
             return ()
         if not isinstance(raw, list) or not raw:
-            self.error(("cameras",), f"must be a non-empty list of cameras; got {_show(raw)}")
+            self.error(("cameras",), f"must be a non-empty list of cameras; got {show(raw)}")
             return ()
         cameras = []
         names: set[str] = set()
@@ -311,15 +318,15 @@ class Checker:
                 else "use 1-64 letters, digits, '_', '-' or '.' (it is part of topics)"
             ),
         )
-        kind = self.value((*path, "kind"), cam, "str", "auto", _one_of(SOURCE_KINDS))
+        kind = self.value((*path, "kind"), cam, "str", "auto", one_of(SOURCE_KINDS))
         source = self.source((*path, "source"), cam.get("source", _MISSING), kind)
         backoff = self.section((*path, "backoff"), cam.get("backoff"), ("initial", "max"))
-        initial = self.value((*path, "backoff", "initial"), backoff, "number", 1.0, _positive)
-        maximum = self.value((*path, "backoff", "max"), backoff, "number", 60.0, _positive)
+        initial = self.value((*path, "backoff", "initial"), backoff, "number", 1.0, positive)
+        maximum = self.value((*path, "backoff", "max"), backoff, "number", 60.0, positive)
         if initial and maximum and maximum < initial:
             self.error((*path, "backoff", "max"), f"must be >= backoff.initial ({initial})")
-        width = self.value((*path, "width"), cam, "int", None, _at_least(1))
-        height = self.value((*path, "height"), cam, "int", None, _at_least(1))
+        width = self.value((*path, "width"), cam, "int", None, at_least(1))
+        height = self.value((*path, "height"), cam, "int", None, at_least(1))
         regions = read_regions(self, (*path, "regions"), cam.get("regions"), width, height)
         full_frame = self.value((*path, "full_frame"), cam, "bool", True)
         if not full_frame and not regions and "regions" not in cam:
@@ -332,15 +339,15 @@ class Checker:
             source=source[1] if source else "",
             loop=self.value((*path, "loop"), cam, "bool", True),
             realtime=self.value((*path, "realtime"), cam, "bool", True),
-            max_fps=self.value((*path, "max_fps"), cam, "number", None, _positive),
-            open_timeout=self.value((*path, "open_timeout"), cam, "number", 10.0, _positive),
-            read_timeout=self.value((*path, "read_timeout"), cam, "number", 5.0, _positive),
+            max_fps=self.value((*path, "max_fps"), cam, "number", None, positive),
+            open_timeout=self.value((*path, "open_timeout"), cam, "number", 10.0, positive),
+            read_timeout=self.value((*path, "read_timeout"), cam, "number", 5.0, positive),
             width=width,
             height=height,
             backoff_initial=initial,
             backoff_max=maximum,
             failures_before_reconnect=self.value(
-                (*path, "failures_before_reconnect"), cam, "int", 5, _at_least(1)
+                (*path, "failures_before_reconnect"), cam, "int", 5, at_least(1)
             ),
             full_frame=full_frame,
             regions=regions,
@@ -357,7 +364,7 @@ class Checker:
             self.error(path, f"required; {allowed}")
             return None
         if isinstance(raw, bool) or not isinstance(raw, int | str) or raw == "":
-            self.error(path, f"must be a number or a string; got {_show(raw)}; {allowed}")
+            self.error(path, f"must be a number or a string; got {show(raw)}; {allowed}")
             return None
         kind = kind or "auto"
         if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
@@ -408,13 +415,13 @@ class Checker:
             self.error(
                 (*path, "endpoints"),
                 "must be a non-empty list of ZeroMQ endpoints "
-                f"such as tcp://127.0.0.1:5556; got {_show(endpoints)}",
+                f"such as tcp://127.0.0.1:5556; got {show(endpoints)}",
             )
             endpoints = []
         for i, endpoint in enumerate(endpoints):
             problem = endpoint_problem(endpoint)
             if problem:
-                self.error((*path, "endpoints", i), f"{problem}; got {_show(endpoint)}")
+                self.error((*path, "endpoints", i), f"{problem}; got {show(endpoint)}")
         curve = None
         raw_curve = pub.get("curve")
         if raw_curve is not None:
@@ -438,8 +445,8 @@ class Checker:
                 curve = CurveConfig(key_file, clients_dir)
         return PublishConfig(
             endpoints=tuple(e for e in endpoints if isinstance(e, str)),
-            send_hwm=self.value((*path, "send_hwm"), pub, "int", 20, _between(1, 10000)),
-            queue_size=self.value((*path, "queue_size"), pub, "int", 100, _between(1, 100000)),
+            send_hwm=self.value((*path, "send_hwm"), pub, "int", 20, between(1, 10000)),
+            queue_size=self.value((*path, "queue_size"), pub, "int", 100, between(1, 100000)),
             curve=curve,
         )
 
@@ -448,7 +455,7 @@ class Checker:
         section = self.section(path, raw, ("enabled", "host", "port"))
         enabled = self.value((*path, "enabled"), section, "bool", False)
         host = self.value((*path, "host"), section, "str", "127.0.0.1")
-        port = self.value((*path, "port"), section, "int", 9464, _between(0, 65535))
+        port = self.value((*path, "port"), section, "int", 9464, between(0, 65535))
         if enabled:
             try:
                 import prometheus_client  # noqa: F401
@@ -457,64 +464,3 @@ class Checker:
                     (*path, "enabled"), "needs prometheus-client (pip install 'edgebnn[metrics]')"
                 )
         return MetricsConfig(enabled, host, port)
-
-
-_KINDS = {
-    "bool": "true or false",
-    "int": "an integer",
-    "number": "a number",
-    "str": "a non-empty string",
-}
-
-
-def is_builtin_model(spec: str) -> bool:
-    """Names handed to edgebnn.load as they are (not file paths)."""
-    return spec.startswith("random:") or ("/" not in spec and "." not in spec)
-
-
-def endpoint_problem(endpoint: Any) -> str | None:
-    """Why a string is not a bindable ZeroMQ endpoint, or None."""
-    if not isinstance(endpoint, str):
-        return "must be a string such as tcp://127.0.0.1:5556"
-    if endpoint.startswith(("ipc://", "inproc://")) and len(endpoint.split("://", 1)[1]) > 0:
-        return None
-    match = re.fullmatch(r"tcp://(\[[^\]]+\]|[^:\[\]]+):(\d+|\*)", endpoint)
-    if not match:
-        return "must be tcp://HOST:PORT, ipc://PATH or inproc://NAME"
-    if match.group(2) != "*" and not 0 < int(match.group(2)) < 65536:
-        return "port must be 1-65535"
-    return None
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for endpoints reachable only from this machine."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    host = endpoint.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
-    if host in ("localhost", "lo"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # '*', an interface name or a host name
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be > 0"
-
-
-def _at_least(low: int) -> Callable[[int], str | None]:
-    return lambda value: None if value >= low else f"must be >= {low}"
-
-
-def _between(low: float, high: float) -> Callable[[float], str | None]:
-    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
-
-
-def _one_of(options: tuple[str, ...]) -> Callable[[str], str | None]:
-    return lambda value: None if value in options else f"must be one of {', '.join(options)}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgebnn.daemon.config_values import between, positive
 from edgebnn.daemon.detection import Thresholds
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -174,12 +175,12 @@ def read_mqtt(
         if name not in cameras:
             continue
         c = reader.section((*path, "cameras", name), section, ("max_rate",))
-        rate = reader.value((*path, "cameras", name, "max_rate"), c, "number", None, _positive)
+        rate = reader.value((*path, "cameras", name, "max_rate"), c, "number", None, positive)
         if rate is not None:
             rates.append((name, rate))
     backoff = reader.section((*path, "reconnect"), m.get("reconnect"), ("initial", "max"))
-    initial = reader.value((*path, "reconnect", "initial"), backoff, "number", 1.0, _positive)
-    maximum = reader.value((*path, "reconnect", "max"), backoff, "number", 30.0, _positive)
+    initial = reader.value((*path, "reconnect", "initial"), backoff, "number", 1.0, positive)
+    maximum = reader.value((*path, "reconnect", "max"), backoff, "number", 30.0, positive)
     if initial and maximum and maximum < initial:
         reader.error((*path, "reconnect", "max"), f"must be >= reconnect.initial ({initial})")
     disc = reader.section((*path, "discovery"), m.get("discovery"), ("enabled", "prefix"))
@@ -187,17 +188,17 @@ def read_mqtt(
     detection, per_group = _detection(reader, (*path, "detection"), m.get("detection"), groups)
     settings = MqttConfig(
         host=reader.value((*path, "host"), m, "str", "localhost"),
-        port=reader.value((*path, "port"), m, "int", 1883, _between(1, 65535)),
+        port=reader.value((*path, "port"), m, "int", 1883, between(1, 65535)),
         client_id=reader.value((*path, "client_id"), m, "str", None),
         username=username,
         password_file=password_file,
         tls=tls,
         topic_prefix=reader.value((*path, "topic_prefix"), m, "str", None, topic),
-        qos=reader.value((*path, "qos"), m, "int", 0, _between(0, 2)),
-        keepalive=reader.value((*path, "keepalive"), m, "int", 60, _between(5, 3600)),
-        max_rate=reader.value((*path, "max_rate"), m, "number", 1.0, _positive),
+        qos=reader.value((*path, "qos"), m, "int", 0, between(0, 2)),
+        keepalive=reader.value((*path, "keepalive"), m, "int", 60, between(5, 3600)),
+        max_rate=reader.value((*path, "max_rate"), m, "number", 1.0, positive),
         camera_max_rate=tuple(rates),
-        queue_size=reader.value((*path, "queue_size"), m, "int", 1000, _between(1, 100000)),
+        queue_size=reader.value((*path, "queue_size"), m, "int", 1000, between(1, 100000)),
         reconnect_initial=initial,
         reconnect_max=maximum,
         discovery=reader.value((*path, "discovery", "enabled"), disc, "bool", True),
@@ -239,9 +240,9 @@ def _thresholds(
     reader: Any, path: tuple[str, ...], section: dict[str, Any], base: Thresholds
 ) -> Thresholds:
     # `on`/`off` would be YAML 1.1 booleans as keys, hence on_score/off_score
-    on = reader.value((*path, "on_score"), section, "number", base.on, _between(0, 1))
-    off = reader.value((*path, "off_score"), section, "number", base.off, _between(0, 1))
-    hold = reader.value((*path, "hold"), section, "number", base.hold, _between(0, 86400))
+    on = reader.value((*path, "on_score"), section, "number", base.on, between(0, 1))
+    off = reader.value((*path, "off_score"), section, "number", base.off, between(0, 1))
+    hold = reader.value((*path, "hold"), section, "number", base.hold, between(0, 86400))
     if on is not None and off is not None and off > on:
         inherited = "" if "off_score" in section else " (inherited: set off_score here too)"
         reader.error((*path, "off_score"), f"must be <= on_score ({on}); got {off}{inherited}")
@@ -257,11 +258,3 @@ def _file(reader: Any, path: tuple[str, ...], section: dict[str, Any]) -> Path |
         reader.error(path, f"file not found: {file}")
         return None
     return file
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be > 0"
-
-
-def _between(low: float, high: float) -> Any:
-    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
