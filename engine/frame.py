@@ -100,6 +100,12 @@ def task_form(kernel: Callable) -> TaskForm | None:
     return _FORMS.get(kernel)
 
 
+def step_task_form(step) -> TaskForm | None:
+    """The task form a frame runs ``step`` as, or None (it runs as its own call)."""
+    form = task_form(step.kernel)
+    return form if form is not None and _packable(step.args) else None
+
+
 class Region:
     """Consecutive plan steps run as one parallel region (see the module docstring)."""
 
@@ -172,7 +178,7 @@ class FrameRunner:
         self.groups: list[Region | object] = []
         run: list = []
         for step in steps:
-            if task_form(step.kernel) is not None and _packable(step.args):
+            if step_task_form(step) is not None:
                 run.append(step)
                 continue
             if run:

@@ -1,11 +1,14 @@
 """Warm a plan up: compile every kernel it calls, and say how far along that is.
 
-A cold start (empty Numba cache) compiles each distinct kernel signature the plan's steps
-call, and only those. Signatures the cache lacks are compiled first in worker processes
-(one per core, memory permitting) that share the cache directory; the plan then runs once
-on a zero input and loads them from the cache. With one core, or one kernel to build, they
-compile in this process, step by step. A reporter hears about the progress at least every
-``interval`` seconds, whatever Numba is doing, so a compile never looks like a hang.
+A cold start (empty Numba cache) compiles each distinct kernel signature a frame calls, and
+only those: for a step that runs as tasks of a frame (:mod:`.frame`) that is the kernel's
+serial part with the frame's argument types, else the step's kernel. Signatures the cache
+lacks are compiled first in worker processes (one per core, memory permitting) that share
+the cache directory; with one core, or one kernel to build, in this process, one by one.
+The plan then runs once on a zero input, which loads them and compiles (and caches) the
+frame's small trampolines, so that the next process compiles nothing. A reporter hears
+about the progress at least every ``interval`` seconds, whatever Numba is doing, so a
+compile never looks like a hang.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from edgebnn.engine.frame import step_task_form
 from edgebnn.kernels.compile_watch import compile_state, kernel_name, watch
 
 log = logging.getLogger(__name__)
@@ -89,14 +94,27 @@ class KernelCall:
             return False
 
 
+def step_signature(step) -> tuple[object, tuple]:
+    """(dispatcher, argument types) a frame calls for ``step``: its task part with the
+    packed arguments' types (after the task's row range), else its kernel."""
+    form = step_task_form(step)
+    if form is None:
+        kernel = step.kernel
+        return kernel, tuple(kernel.typeof_pyval(a) for a in step.args)
+    from edgebnn.kernels import tasks
+    from numba import types
+
+    layout = tasks.LAYOUTS[tasks.layout_key(step.args)]
+    return form.part, (types.int64, types.int64, *layout)
+
+
 def kernel_calls(steps: list) -> list[KernelCall]:
-    """The distinct Numba kernel signatures the steps call, in plan order."""
+    """The distinct Numba kernel signatures a frame of the steps calls, in plan order."""
     calls: dict[tuple[int, tuple], KernelCall] = {}
     for i, step in enumerate(steps):
-        kernel = step.kernel
-        if not hasattr(kernel, "typeof_pyval") or not hasattr(kernel, "py_func"):
+        if not hasattr(step.kernel, "typeof_pyval") or not hasattr(step.kernel, "py_func"):
             continue  # not a Numba dispatcher: nothing to precompile
-        argtypes = tuple(kernel.typeof_pyval(a) for a in step.args)
+        kernel, argtypes = step_signature(step)
         key = (id(kernel), argtypes)
         calls.setdefault(key, KernelCall(kernel, argtypes)).steps.append(i)
     return list(calls.values())
@@ -191,18 +209,16 @@ def warm_up(
     if pending and report is not None:
         report(progress())
     with _Ticker(interval, tick):
+        built: set[int] = set()
         if len(pending) > 1 and workers > 1:
-            _compile_in_processes(pending, workers, state)
+            built = _compile_in_processes(pending, workers, state)
         state["workers"] = 1
         state["compiling"] = ()
-        ready = {id(c) for c in calls if c not in pending}
-        by_step: dict[int, KernelCall] = {i: c for c in calls for i in c.steps}
-        for i, step in enumerate(plan.steps):
-            step.kernel(*step.args)
-            call = by_step.get(i)
-            if call is not None and id(call) not in ready and call.compiled():
-                ready.add(id(call))
-                state["done"] = max(int(state["done"]), len(ready))
+        for call in pending:  # what no worker built: compiled here (or its real error raised)
+            call.dispatcher.compile(call.argtypes)  # type: ignore[attr-defined]
+            if id(call) not in built:
+                state["done"] = int(state["done"]) + 1
+        plan.run(np.zeros(plan.network.input_shape, np.float32))
     elapsed = time.monotonic() - start
     if report is not None and pending:
         state["done"] = len(calls)
@@ -210,13 +226,16 @@ def warm_up(
     return elapsed
 
 
-def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict[str, Any]) -> None:
+def _compile_in_processes(
+    pending: list[KernelCall], workers: int, state: dict[str, Any]
+) -> set[int]:
     """Compile ``pending`` in ``workers`` processes, each taking the next job when it is
-    free. A job a worker cannot do is left to the in-process run, which then compiles it
-    or raises the real error."""
+    free; returns the ids of the calls they built. A job a worker cannot do is left to the
+    in-process run, which then compiles it or raises the real error."""
     queue = list(pending)
     lock = threading.Lock()
     running: dict[int, str] = {}
+    built: set[int] = set()
 
     def serve(slot: int) -> None:
         try:
@@ -247,6 +266,7 @@ def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict[s
                     state["compiling"] = tuple(running.values())
                     if answer.startswith("ok"):
                         state["done"] = int(state["done"]) + 1
+                        built.add(id(call))
                 if not answer:  # the worker died (out of memory?): the rest stays in-process
                     log.debug("compile worker %d ended while compiling %s", slot, call.name)
                     return
@@ -264,3 +284,4 @@ def _compile_in_processes(pending: list[KernelCall], workers: int, state: dict[s
         thread.start()
     for thread in threads:
         thread.join()
+    return built
