@@ -215,7 +215,7 @@ def warm_up(
         state["workers"] = 1
         state["compiling"] = ()
         for call in pending:  # what no worker built: compiled here (or its real error raised)
-            call.dispatcher.compile(call.argtypes)  # type: ignore[attr-defined]
+            call.dispatcher.compile(call.argtypes)
             if id(call) not in built:
                 state["done"] = int(state["done"]) + 1
         plan.run(np.zeros(plan.network.input_shape, np.float32))
