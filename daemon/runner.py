@@ -12,46 +12,38 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
 import zmq
+from edgebnn.daemon.camera_set import CameraSet
 from edgebnn.daemon.capture import CameraProcess
+from edgebnn.daemon.compile_report import compile_reporter
 from edgebnn.daemon.config import (
     EX_CONFIG,
     ConfigError,
     DaemonConfig,
-    is_loopback_endpoint,
     load_config,
 )
 from edgebnn.daemon.events import EventHub
-from edgebnn.daemon.frames import FrameBoard, FrameSource
-from edgebnn.daemon.groups import GroupScorer
-from edgebnn.daemon.logs import set_level, under_systemd
+from edgebnn.daemon.frames import FrameBoard
+from edgebnn.daemon.logs import set_level
+from edgebnn.daemon.model_runtime import build_runtime, camera_plans
 from edgebnn.daemon.mqtt import MqttSetupError
-from edgebnn.daemon.mqtt_bridge import MqttBridge
-from edgebnn.daemon.pipeline import Pipeline, Runtime
-from edgebnn.daemon.publish import (
-    STATS_TOPIC,
-    CurveUnavailable,
-    Publisher,
-    PublishError,
-    status_topic,
-)
-from edgebnn.daemon.regions import CameraPlan
+from edgebnn.daemon.outlets import Outlets
+from edgebnn.daemon.pipeline import Pipeline
+from edgebnn.daemon.publish import STATS_TOPIC, CurveUnavailable, PublishError, status_topic
 from edgebnn.daemon.reports import Reports
 from edgebnn.daemon.sdnotify import Notifier
+from edgebnn.daemon.servers import start_metrics, start_web
 from edgebnn.daemon.stats import (
-    OFFLINE,
     ONLINE,
     CameraStats,
     RateMeter,
 )
+from edgebnn.daemon.web import DaemonView, WebServer
 from edgebnn.engine.host import fix_mmap_threshold
-from edgebnn.engine.progress import ProgressBar, ProgressLog
-from edgebnn.engine.warmup import WarmupProgress
 
 import edgebnn
 
@@ -79,13 +71,10 @@ class Daemon:
         self.context = context or zmq.Context()
         self.board = FrameBoard()
         self.stats: dict[str, CameraStats] = {}
-        self.workers: dict[str, CameraProcess] = {}
-        self.publisher: Publisher | None = None
-        self.mqtt: MqttBridge | None = None
+        self.outlets = Outlets(self.context)
         self.pipeline: Pipeline | None = None
         self.metrics: Any = None
-        self.web: Any = None  # web.WebServer when the web view is on
-        self.hub: EventHub | None = None
+        self.web: WebServer | None = None
         self.started_at = time.time()
         self.ready = threading.Event()  # set once READY=1 has been sent
         self.ready_at = 0.0
@@ -95,7 +84,23 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self.reports = Reports(self.stats, self.started_at)
+        self.cameras = CameraSet(self.board, self.stats, self._publish_status)
         self._web_rates = RateMeter()
+
+    @property
+    def workers(self) -> dict[str, CameraProcess]:
+        """The capture process of each running camera."""
+        return self.cameras.workers
+
+    @property
+    def mqtt(self) -> Any:
+        """The MQTT bridge, or None."""
+        return self.outlets.mqtt
+
+    @property
+    def hub(self) -> EventHub | None:
+        """The web view's event hub, or None."""
+        return self.outlets.hub
 
     # -- control, from any thread or a signal handler
 
@@ -132,13 +137,13 @@ class Daemon:
         fix_mmap_threshold()  # before the capture and inference threads start (steady RSS)
         self.notifier.status("loading model")
         try:
-            runtime = self._runtime(config, None)
+            runtime = build_runtime(config, None, config)
         except (edgebnn.ModelError, ValueError) as exc:
             log.error("cannot use the configured model: %s", exc)
             self.notifier.status(f"cannot use the configured model: {exc}")
             return EX_CONFIG
         try:
-            self.publisher = self._start_publisher(config)
+            self.outlets.start_publisher(config)
         except CurveUnavailable as exc:
             log.error("%s", exc)
             return EX_CONFIG
@@ -147,7 +152,7 @@ class Daemon:
             return EX_ERROR
         if config.mqtt is not None:
             try:
-                self._start_mqtt(config, runtime.net.name)
+                self.outlets.start_mqtt(config, runtime.net.name)
             except MqttSetupError as exc:
                 log.error("%s", exc)
                 return EX_CONFIG
@@ -163,7 +168,11 @@ class Daemon:
                 )
                 return EX_ERROR
         self.pipeline = Pipeline(
-            self.board, self._publish, self.stats.get, self.max_frames, self._compile_reporter()
+            self.board,
+            self._publish,
+            self.stats.get,
+            self.max_frames,
+            compile_reporter(self.notifier, log),
         )
         self.notifier.extend_timeout(STARTUP_EXTENSION)
         self.notifier.status(f"compiling kernels for {runtime.net.name}")
@@ -186,7 +195,7 @@ class Daemon:
             self.pipeline.warmup_seconds or 0.0,
         )
         for camera in config.cameras:
-            self._start_camera(camera)
+            self.cameras.start(camera)
         self.pipeline.configure(camera_plans(config))
         if config.web.enabled:
             try:
@@ -245,23 +254,15 @@ class Daemon:
     def _shutdown(self) -> None:
         self.notifier.stopping()
         deadline = time.monotonic() + 1.5
-        for worker in self.workers.values():
-            worker.stop()
+        self.cameras.signal_stop()
         if self.pipeline is not None:
             self.pipeline.stop()
-        for name, worker in self.workers.items():
-            worker.join(max(0.0, deadline - time.monotonic() - 0.5))
-            stats = self.stats[name]
-            stats.set_state(OFFLINE, "daemon stopping")
-            self._publish_status(name)
+        self.cameras.join_all(deadline - 0.5)
         if self.pipeline is not None and not self.pipeline.join(
             max(0.05, deadline - time.monotonic() - 0.3)
         ):
             log.info("dropping the frame in flight")
-        if self.mqtt is not None:
-            self.mqtt.stop()  # `offline` on the availability topic, then disconnect
-        if self.publisher is not None:
-            self.publisher.stop(timeout=max(0.05, deadline - time.monotonic()))
+        self.outlets.stop(max(0.05, deadline - time.monotonic()))
         if self.metrics is not None:
             self.metrics.stop()
         if self.web is not None:
@@ -269,22 +270,6 @@ class Daemon:
         if self._own_context:
             self.context.term()  # waits at most CLOSE_LINGER_MS for the last messages
         self.notifier.close()
-
-    def _compile_reporter(self) -> Callable[[WarmupProgress], None]:
-        """Compile progress: a bar on a terminal, else a log line every few seconds (the
-        journal under systemd); `systemctl status` shows the same line."""
-        shown = (
-            ProgressBar(sys.stderr)
-            if sys.stderr.isatty() and not under_systemd()
-            else ProgressLog(log)
-        )
-
-        def report(progress: WarmupProgress) -> None:
-            shown(progress)
-            self.notifier.status(progress.line())
-
-        report.interval = shown.interval  # type: ignore[attr-defined]
-        return report
 
     # -- reload
 
@@ -321,11 +306,11 @@ class Daemon:
     def _apply(self, new: DaemonConfig) -> None:
         assert self.pipeline is not None and self.pipeline.runtime is not None
         old = self.config
-        runtime = self._runtime(new, self.pipeline.runtime)
+        runtime = build_runtime(new, self.pipeline.runtime, old)
         if new.publish != old.publish:
-            self._restart_publisher(new)
-        elif self.publisher is not None:
-            self.publisher.reload_clients()
+            self.outlets.restart_publisher(new, old)
+        elif self.outlets.publisher is not None:
+            self.outlets.publisher.reload_clients()
         if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.stop()
@@ -348,14 +333,11 @@ class Daemon:
                 except FutureTimeout:
                     self.notifier.extend_timeout(STARTUP_EXTENSION)
         set_level(new.log_level)
-        old_cameras = {c.name: c for c in old.cameras}
-        new_cameras = {c.name: c for c in new.cameras}
-        for name, camera in old_cameras.items():
-            if new_cameras.get(name) != camera:
-                self._stop_camera(name, removed=name not in new_cameras)
-        for name, camera in new_cameras.items():
-            if old_cameras.get(name) != camera:
-                self._start_camera(camera)
+        for name in self.cameras.reconfigure(old.cameras, new.cameras):
+            if self.hub is not None:
+                self.hub.forget(name)
+            if self.web is not None:
+                self.web.snapshots.forget(name)
         self.pipeline.configure(camera_plans(new))
         if new.web != old.web:
             if self.web is not None:
@@ -364,96 +346,15 @@ class Daemon:
             if new.web.enabled:
                 self._start_web(new)
         self.config = new
-        self._apply_mqtt(old, new, runtime.net.name)
-
-    def _runtime(self, config: DaemonConfig, current: Runtime | None) -> Runtime:
-        """The runtime for a config, reusing the current model when it did not change."""
-        if current is not None and (
-            config.model,
-            config.fallback_model,
-            config.model_options,
-        ) == (self.config.model, self.config.fallback_model, self.config.model_options):
-            net, reason = current.net, current.fallback_reason
-        else:
-            loaded, reason = load_model(config.model, config.fallback_model)
-            net = config.model_options.apply(loaded)
-        groups = [(g.name, g.indices) for g in config.groups]
-        if current is not None and net is current.net and config.groups == self.config.groups:
-            scorer = current.scorer
-        else:
-            scorer = GroupScorer(groups, len(net.labels))
-        region_groups = own_region_groups(config)
-        if (
-            current is not None
-            and net is current.net
-            and region_groups == own_region_groups(self.config)
-        ):
-            region_scorers = current.region_scorers
-        else:
-            region_scorers = {
-                key: GroupScorer(spec, len(net.labels)) for key, spec in region_groups.items()
-            }
-        return Runtime(
-            net, scorer, config.top_k, config.min_score, config.threads, region_scorers, reason
-        )
+        self.outlets.apply_mqtt(new, runtime.net.name)
 
     # -- parts
 
-    def _start_publisher(self, config: DaemonConfig) -> Publisher:
-        publisher = Publisher(config.publish, self.context)
-        publisher.start()
-        return publisher
-
-    def _restart_publisher(self, new: DaemonConfig) -> None:
-        old = self.publisher
-        if old is not None:
-            old.stop()
-        try:
-            self.publisher = self._start_publisher(new)
-        except PublishError:
-            if old is not None:  # put the old socket back before rejecting
-                self.publisher = self._start_publisher(self.config)
-            raise
-
-    def _start_mqtt(self, config: DaemonConfig, model_name: str) -> None:
-        self.mqtt = MqttBridge(config, model_name)
-        self.mqtt.start()
-        assert config.mqtt is not None
-        log.info(
-            "MQTT to %s:%d under %s%s",
-            config.mqtt.host,
-            config.mqtt.port,
-            config.mqtt.prefix(config.device),
-            " (TLS)" if config.mqtt.tls else "",
-        )
-
-    def _apply_mqtt(self, old: DaemonConfig, new: DaemonConfig, model_name: str) -> None:
-        """Start, stop or reconfigure MQTT after a reload."""
-        if new.mqtt is None:
-            if self.mqtt is not None:
-                self.mqtt.stop()
-                self.mqtt = None
-        elif self.mqtt is None:
-            self._start_mqtt(new, model_name)
-        else:
-            self.mqtt.reconfigure(new, model_name)
-
     def _start_metrics(self, config: DaemonConfig) -> None:
-        from edgebnn.daemon.metrics import MetricsServer
-
-        self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.snapshot)
-        self.metrics.start()
-        log.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics.address)
-        if not is_loopback_endpoint(f"tcp://{config.metrics.host}:1"):
-            log.warning(
-                "metrics are served unauthenticated on %s: anyone on the network can read them",
-                config.metrics.host,
-            )
+        self.metrics = start_metrics(config, self.snapshot)
 
     def _start_web(self, config: DaemonConfig) -> None:
-        from edgebnn.daemon.web import DaemonView, serve
-
-        self.hub = self.hub or EventHub()
+        self.outlets.hub = self.outlets.hub or EventHub()
         for name in list(self.stats):
             self._publish_status(name)  # so the page starts with every camera's state
         view = DaemonView(
@@ -463,43 +364,13 @@ class Daemon:
             latest_frame=self.latest_frame,
             healthy=self.health,
         )
-        self.web = serve(config.web, view, self.hub)
-
-    def _start_camera(self, camera: Any) -> None:
-        stats = self.stats.get(camera.name)
-        if stats is None:
-            stats = self.stats[camera.name] = CameraStats(camera.name)
-        source = FrameSource(camera.name)
-        self.board.add(source)
-        worker = CameraProcess(camera, source, stats, self._publish_status)
-        self.workers[camera.name] = worker
-        worker.start()
-
-    def _stop_camera(self, name: str, removed: bool) -> None:
-        worker = self.workers.pop(name)
-        worker.stop()
-        self.board.remove(name)
-        worker.join(0.5)
-        if removed:
-            self.stats[name].set_state(OFFLINE, "removed from the configuration")
-            self._publish_status(name)
-            del self.stats[name]
-            if self.hub is not None:
-                self.hub.forget(name)
-            if self.web is not None:
-                self.web.snapshots.forget(name)
+        self.web = start_web(config, view, self.outlets.hub)
 
     # -- messages (what they say is :class:`Reports`' job)
 
     def _publish(self, topic: bytes, payload: dict[str, Any]) -> bool:
-        """Every message goes out here: ZeroMQ, the web view's hub and MQTT (none waits)."""
-        payload["device"] = self.config.device
-        if self.hub is not None:
-            self.hub.offer(topic, payload)
-        if self.mqtt is not None:
-            self.mqtt.forward(topic, payload)
-        publisher = self.publisher
-        return publisher.publish(topic, payload) if publisher is not None else False
+        """Every message goes out here (:class:`Outlets`), marked with the device name."""
+        return self.outlets.publish(self.config.device, topic, payload)
 
     def _publish_status(self, camera: str) -> None:
         payload = self.reports.status(camera)
@@ -520,9 +391,8 @@ class Daemon:
         """The stats/ payload (also the source of the Prometheus metrics)."""
         runtime = self.pipeline.runtime if self.pipeline is not None else None
         net = runtime.net if runtime is not None else None
-        dropped = self.publisher.dropped if self.publisher else 0
         mqtt = self.mqtt.snapshot() if self.mqtt is not None else None
-        snapshot = self.reports.snapshot(net, dropped, rates, mqtt)
+        snapshot = self.reports.snapshot(net, self.outlets.dropped, rates, mqtt)
         snapshot["model_fallback"] = self._fallback_reason() is not None
         return snapshot
 
@@ -569,36 +439,6 @@ class Daemon:
             return True, "predictions flowing"
         age = time.monotonic() - max(self.pipeline.last_published_at or 0.0, self.ready_at)
         return False, f"no prediction for {age:.0f} s"
-
-
-def camera_plans(config: DaemonConfig) -> list[CameraPlan]:
-    """What the inference thread classifies of each camera."""
-    return [CameraPlan(c.name, c.full_frame, c.regions) for c in config.cameras]
-
-
-def own_region_groups(config: DaemonConfig) -> dict[tuple[str, str], Any]:
-    """{(camera, region): groups} for the regions that have groups of their own."""
-    return {
-        (c.name, r.name): r.groups
-        for c in config.cameras
-        for r in c.regions
-        if r.groups is not None
-    }
-
-
-def load_model(spec: str, fallback: str | None) -> tuple[Any, str | None]:
-    """(edgebnn.load(spec), None), or (the fallback model, why) when the configured model
-    cannot be loaded and the config names a ``fallback_model``."""
-    try:
-        return edgebnn.load(spec), None
-    except edgebnn.ModelError as exc:
-        if not fallback:
-            raise
-        reason = f"model {spec} is not available ({exc})"
-        log.warning("%s; running the fallback model %s instead", reason, fallback)
-        if fallback.startswith("random:"):
-            log.warning("the fallback model has random weights: its labels are meaningless")
-        return edgebnn.load(fallback), reason
 
 
 def run_config_file(path: str | Path, max_frames: int | None = None) -> int:

@@ -6,9 +6,9 @@ import logging
 import socket
 from pathlib import Path
 
-from daemon_support import make_config
+from edgebnn.daemon import runner
+from edgebnn.daemon.compile_report import compile_reporter
 from edgebnn.daemon.logs import JournalFormatter
-from edgebnn.daemon.runner import Daemon
 from edgebnn.daemon.sdnotify import Notifier
 from edgebnn.engine.warmup import WarmupProgress
 
@@ -21,9 +21,8 @@ def test_each_report_reaches_the_journal_and_systemctl_status(
     sock.bind(str(tmp_path / "notify"))
     sock.settimeout(2)
     try:
-        config = make_config(tmp_path, [{"name": "a", "source": "builtin:samples"}])
-        daemon = Daemon(config, notifier=Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")}))
-        report = daemon._compile_reporter()
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        report = compile_reporter(notifier, runner.log)  # as the daemon makes it
         assert report.interval <= 10.0  # type: ignore[attr-defined]
         progress = WarmupProgress("efficientnet-lite0", 2, 6, 6, 12.4, ("mbconv.mbconv_chain",), 2)
         with caplog.at_level(logging.INFO, logger="edgebnn"):
