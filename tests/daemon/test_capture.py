@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from daemon_support import write_video
-from edgebnn.daemon import handover
+from edgebnn.daemon import capture_run, handover
 from edgebnn.daemon.capture import CameraProcess
-from edgebnn.daemon.capture_child import BadFrame, check_frame
+from edgebnn.daemon.capture_sources import BadFrame, check_frame
 from edgebnn.daemon.config import CameraConfig
 from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.stats import OFFLINE, ONLINE, RECONNECTING, CameraStats
@@ -363,9 +363,7 @@ def test_frames_cross_whole_and_in_order_at_full_speed() -> None:
 
 
 def test_a_capture_process_that_cannot_start_is_retried(tmp_path: Path, monkeypatch) -> None:
-    from edgebnn.daemon import capture
-
-    monkeypatch.setattr(capture, "child_command", lambda fd: [str(tmp_path / "no-python")])
+    monkeypatch.setattr(capture_run, "child_command", lambda fd: [str(tmp_path / "no-python")])
     run = Run(camera(tmp_path, "images"))
     try:
         assert run.wait(lambda: run.worker.restarts >= 2)
