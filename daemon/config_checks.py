@@ -8,20 +8,15 @@ the YAML, its line) instead of stopping at the first.
 from __future__ import annotations
 
 import difflib
-import glob
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgebnn.daemon import groups as group_files
+from edgebnn.daemon.camera_config import read_cameras
 from edgebnn.daemon.config_schema import (
     CAMERA_NAME,
-    IMAGE_SUFFIXES,
     LOG_LEVELS,
-    SOURCE_KINDS,
-    URL_SCHEMES,
-    CameraConfig,
     ConfigIssue,
     CurveConfig,
     DaemonConfig,
@@ -34,6 +29,7 @@ from edgebnn.daemon.config_schema import (
 )
 from edgebnn.daemon.config_values import (
     KINDS,
+    MISSING,
     at_least,
     between,
     endpoint_problem,
@@ -44,11 +40,9 @@ from edgebnn.daemon.config_values import (
 )
 from edgebnn.daemon.model_options import read_model_options
 from edgebnn.daemon.mqtt_config import read_device, read_mqtt
-from edgebnn.daemon.viewconfig import read_regions, read_web
+from edgebnn.daemon.viewconfig import read_web
 
-from edgebnn.package_data import PACKAGE_DATA, SAMPLES_DIR
-
-_MISSING = object()
+from edgebnn.package_data import PACKAGE_DATA
 
 
 class Checker:
@@ -86,14 +80,14 @@ class Checker:
         path: Path_,
         mapping: dict[Any, Any],
         kind: str,
-        default: Any = _MISSING,
+        default: Any = MISSING,
         check: Callable[[Any], str | None] | None = None,
     ) -> Any:
         """One scalar of a given kind ('bool', 'int', 'number', 'str'), optional or required."""
         key = path[-1]
-        raw = mapping.get(key, _MISSING)
-        if raw is _MISSING or (raw is None and default is not _MISSING):
-            if default is _MISSING:
+        raw = mapping.get(key, MISSING)
+        if raw is MISSING or (raw is None and default is not MISSING):
+            if default is MISSING:
                 self.error(path, f"required ({KINDS[kind]})")
                 return None
             return default
@@ -105,12 +99,12 @@ class Checker:
         }[kind]
         if not ok:
             self.error(path, f"must be {KINDS[kind]}; got {show(raw)}")
-            return default if default is not _MISSING else None
+            return default if default is not MISSING else None
         if check is not None:
             problem = check(raw)
             if problem:
                 self.error(path, f"{problem}; got {show(raw)}")
-                return default if default is not _MISSING else None
+                return default if default is not MISSING else None
         return float(raw) if kind == "number" else raw
 
     # -- sections
@@ -148,7 +142,7 @@ class Checker:
         top_k = self.value(("predictions", "top_k"), pred, "int", 5, between(1, 100))
         min_score = self.value(("predictions", "min_score"), pred, "number", 0.0, between(0, 1))
         groups = self.groups(top.get("groups"))
-        cameras = self.cameras(top.get("cameras", _MISSING))
+        cameras = read_cameras(self, top.get("cameras", MISSING))
         publish = self.publish(top.get("publish"))
         stats = self.section(("stats",), top.get("stats"), ("interval", "status_interval"))
         stats_interval = self.value(("stats", "interval"), stats, "number", 60.0, positive)
@@ -193,7 +187,7 @@ class Checker:
         )
 
     def model(self, path: Path_, top: dict[str, Any], required: bool) -> str | None:
-        spec = self.value(path, top, "str", _MISSING if required else None)
+        spec = self.value(path, top, "str", MISSING if required else None)
         if spec is None:
             return None
         if is_builtin_model(spec):
@@ -265,145 +259,6 @@ class Checker:
                 return []
         self.error(path, f"must be {allowed}; got {show(item)}")
         return []
-
-    def cameras(self, raw: Any) -> tuple[CameraConfig, ...]:
-        if raw is _MISSING or raw is None:
-            self.error(("cameras",), "required: a list of cameras, each with name and source")
-            return ()
-        if not isinstance(raw, list) or not raw:
-            self.error(("cameras",), f"must be a non-empty list of cameras; got {show(raw)}")
-            return ()
-        cameras = []
-        names: set[str] = set()
-        for index, item in enumerate(raw):
-            camera = self.camera(("cameras", index), item)
-            if camera is None:
-                continue
-            if camera.name in names:
-                self.error(("cameras", index, "name"), f"duplicate camera name {camera.name!r}")
-            names.add(camera.name)
-            cameras.append(camera)
-        return tuple(cameras)
-
-    def camera(self, path: Path_, raw: Any) -> CameraConfig | None:
-        keys = (
-            "name",
-            "source",
-            "kind",
-            "loop",
-            "realtime",
-            "max_fps",
-            "open_timeout",
-            "read_timeout",
-            "width",
-            "height",
-            "backoff",
-            "failures_before_reconnect",
-            "full_frame",
-            "regions",
-        )
-        cam = self.section(path, raw, keys)
-        if not cam and not isinstance(raw, dict):
-            if raw is None:
-                self.error(path, "empty camera; needs name and source")
-            return None
-        start = len(self.issues)
-        name = self.value(
-            (*path, "name"),
-            cam,
-            "str",
-            check=lambda v: (
-                None
-                if CAMERA_NAME.match(v)
-                else "use 1-64 letters, digits, '_', '-' or '.' (it is part of topics)"
-            ),
-        )
-        kind = self.value((*path, "kind"), cam, "str", "auto", one_of(SOURCE_KINDS))
-        source = self.source((*path, "source"), cam.get("source", _MISSING), kind)
-        backoff = self.section((*path, "backoff"), cam.get("backoff"), ("initial", "max"))
-        initial = self.value((*path, "backoff", "initial"), backoff, "number", 1.0, positive)
-        maximum = self.value((*path, "backoff", "max"), backoff, "number", 60.0, positive)
-        if initial and maximum and maximum < initial:
-            self.error((*path, "backoff", "max"), f"must be >= backoff.initial ({initial})")
-        width = self.value((*path, "width"), cam, "int", None, at_least(1))
-        height = self.value((*path, "height"), cam, "int", None, at_least(1))
-        regions = read_regions(self, (*path, "regions"), cam.get("regions"), width, height)
-        full_frame = self.value((*path, "full_frame"), cam, "bool", True)
-        if not full_frame and not regions and "regions" not in cam:
-            self.error(
-                (*path, "full_frame"), "false needs regions: the camera would classify nothing"
-            )
-        camera = CameraConfig(
-            name=name,
-            kind=source[0] if source else "file",
-            source=source[1] if source else "",
-            loop=self.value((*path, "loop"), cam, "bool", True),
-            realtime=self.value((*path, "realtime"), cam, "bool", True),
-            max_fps=self.value((*path, "max_fps"), cam, "number", None, positive),
-            open_timeout=self.value((*path, "open_timeout"), cam, "number", 10.0, positive),
-            read_timeout=self.value((*path, "read_timeout"), cam, "number", 5.0, positive),
-            width=width,
-            height=height,
-            backoff_initial=initial,
-            backoff_max=maximum,
-            failures_before_reconnect=self.value(
-                (*path, "failures_before_reconnect"), cam, "int", 5, at_least(1)
-            ),
-            full_frame=full_frame,
-            regions=regions,
-        )
-        return camera if len(self.issues) == start else None
-
-    def source(self, path: Path_, raw: Any, kind: str | None) -> tuple[str, str | int] | None:
-        allowed = (
-            "allowed: a V4L2 index (0) or device (/dev/video0), a video file, an "
-            "rtsp://, http:// URL, an image directory or glob, 'picamera2[:N]' or "
-            "'builtin:samples'"
-        )
-        if raw is _MISSING or raw is None:
-            self.error(path, f"required; {allowed}")
-            return None
-        if isinstance(raw, bool) or not isinstance(raw, int | str) or raw == "":
-            self.error(path, f"must be a number or a string; got {show(raw)}; {allowed}")
-            return None
-        kind = kind or "auto"
-        if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
-            if kind not in ("auto", "v4l2", "picamera2"):
-                self.error(path, f"a number is a device index, not a {kind} source")
-                return None
-            index = int(raw)
-            return ("picamera2" if kind == "picamera2" else "v4l2", index)
-        text = raw
-        if text == "builtin:samples":
-            return ("images", str(SAMPLES_DIR))
-        if text.startswith("picamera2") or kind == "picamera2":
-            match = re.fullmatch(r"picamera2(?::(\d+))?", text)
-            if not match:
-                self.error(path, "picamera2 sources are written 'picamera2' or 'picamera2:N'")
-                return None
-            return ("picamera2", int(match.group(1) or 0))
-        if "://" in text or kind == "url":
-            scheme = text.split("://", 1)[0].lower()
-            if scheme not in URL_SCHEMES or text.endswith("://"):
-                self.error(path, f"unsupported URL; allowed schemes: {', '.join(URL_SCHEMES)}")
-                return None
-            return ("url", text)
-        if text.startswith("/dev/") or kind == "v4l2":
-            return ("v4l2", text)
-        resolved = self.base_dir / Path(text).expanduser()
-        if glob.has_magic(text):
-            if not resolved.parent.is_dir():
-                self.error(path, f"directory of the image pattern not found: {resolved.parent}")
-                return None
-            return ("images", str(resolved))
-        if kind in ("auto", "images") and resolved.is_dir():
-            return ("images", str(resolved))
-        if not resolved.exists():
-            self.error(path, f"file not found: {resolved}; {allowed}")
-            return None
-        if kind == "images" or (kind == "auto" and resolved.suffix.lower() in IMAGE_SUFFIXES):
-            return ("images", str(resolved))
-        return ("file", str(resolved))
 
     def publish(self, raw: Any) -> PublishConfig:
         path: Path_ = ("publish",)

@@ -10,6 +10,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+#: A key that is not in the YAML at all (None is a key present but empty).
+MISSING = object()
+
 #: How a kind of scalar is named in error messages.
 KINDS = {
     "bool": "true or false",
