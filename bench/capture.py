@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,12 +22,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+from edgebnn.bench.timing import median_ms
 from edgebnn.daemon.capture import CameraProcess
 from edgebnn.daemon.config import SAMPLES_DIR, CameraConfig
 from edgebnn.daemon.frames import FrameBoard, FrameSource
 from edgebnn.daemon.stats import CameraStats
 from edgebnn.daemon.subscribe import connect
-from edgebnn.engine.host import machine_line
+from edgebnn.engine.host import child_pids, machine_line, process_memory
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -93,42 +93,10 @@ def copy_ms(size: tuple[int, int], runs: int = 200) -> float:
     """Median milliseconds of one frame copy in this process (the floor of any hand-over)."""
     src = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), np.uint8)
     dst = np.empty_like(src)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return median_ms(lambda: np.copyto(dst, src), runs)
 
 
 # ---------------------------------------------------------------- whole-daemon memory
-
-
-def memory_of(pid: int) -> dict[str, int]:
-    """Rss, Pss and Uss (private clean + dirty) of one process, bytes."""
-    values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        if rest.strip().endswith("kB"):
-            values[key] = int(rest.split()[0]) * 1024
-    return {
-        "rss": values.get("Rss", 0),
-        "pss": values.get("Pss", 0),
-        "uss": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
-    }
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
 
 
 def write_clip(path: Path, size: tuple[int, int], frames: int = 60, fps: float = 30.0) -> Path:
@@ -206,11 +174,11 @@ def _sample(daemon: subprocess.Popen[bytes], sub: Any, cameras: int, seconds: fl
         while sub.poll(0):
             sub.recv_multipart()
             received += 1
-        pids = [daemon.pid, *children_of(daemon.pid)]
+        pids = [daemon.pid, *child_pids(daemon.pid)]
         total = {"rss": 0, "pss": 0, "uss": 0, "processes": len(pids)}
         for pid in pids:
             try:
-                mem = memory_of(pid)
+                mem = process_memory(pid)
             except OSError:
                 continue
             per_process[pid] = mem
@@ -218,7 +186,7 @@ def _sample(daemon: subprocess.Popen[bytes], sub: Any, cameras: int, seconds: fl
                 total[key] += mem[key]
         samples.append(total)
         time.sleep(1.0)
-    children = [per_process[p] for p in children_of(daemon.pid) if p in per_process]
+    children = [per_process[p] for p in child_pids(daemon.pid) if p in per_process]
     return {
         "samples": samples,
         "daemon": per_process.get(daemon.pid, {}),

@@ -46,14 +46,11 @@ def write_sample_video(path: Path, frames: int = 120, fps: float = 30.0) -> Path
 
 
 ENGINE_PROBE = """
-import statistics, sys, time, cv2, edgebnn
+import sys, cv2, edgebnn
+from edgebnn.bench.timing import median_ms
 net = edgebnn.load(sys.argv[1]); net.warmup()
 frame = cv2.imread(sys.argv[2])
-for _ in range(10): net.predict(frame)
-times = []
-for _ in range(int(sys.argv[3])):
-    start = time.perf_counter(); net.predict(frame); times.append(time.perf_counter() - start)
-print(statistics.median(times) * 1000)
+print(median_ms(lambda: net.predict(frame), int(sys.argv[3]), warmup=10))
 """
 
 

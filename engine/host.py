@@ -82,6 +82,35 @@ def peak_rss_mb() -> float:
     return _ru_maxrss_bytes() / 2**20
 
 
+def process_memory(pid: int) -> dict[str, int]:
+    """Rss, Pss and Uss (private clean + dirty) of process ``pid`` in bytes, from Linux's
+    /proc/PID/smaps_rollup (Pss shares each shared page among the processes mapping it)."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            values[key] = int(rest.split()[0]) * 1024
+    return {
+        "rss": values.get("Rss", 0),
+        "pss": values.get("Pss", 0),
+        "uss": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
+    }
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def _ru_maxrss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
