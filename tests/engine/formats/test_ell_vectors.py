@@ -1,5 +1,4 @@
-"""ELL's own unit-test vectors (../shared/ell/test_vectors.json, copied to tests/data), through
-planned networks.
+"""ELL's own unit-test vectors (tests/data/ell_test_vectors.json), through planned networks.
 
 Every vector's layer is built as a one-layer network whose input tensor is the vector's
 full input (ring included), run by the fast engine and by the NumPy reference, and held to
@@ -34,22 +33,9 @@ from edgebnn.engine.layers import (
 from edgebnn.engine.network import Network
 from edgebnn.engine.reference import forward_ref
 
-
-def _find_vectors() -> Path:
-    """``shared/ell/test_vectors.json`` beside the checkout, else the copy in tests/data
-    (the same file, committed so that a clone anywhere runs these tests)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        for candidate in (
-            parent / "shared" / "ell" / "test_vectors.json",
-            parent.parent / "shared" / "ell" / "test_vectors.json",
-        ):
-            if candidate.exists():
-                return candidate
-    return here.parents[2] / "data" / "ell_test_vectors.json"
-
-
-DATA = json.loads(_find_vectors().read_text())
+#: Transcribed from ELL's unit tests (microsoft/ELL at the commit the file names).
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "ell_test_vectors.json"
+DATA = json.loads(VECTORS.read_text())
 SCHEMES = {
     "zeros": 0,
     "minusOnes": 1,
