@@ -55,6 +55,7 @@ def _forms() -> dict[Callable, TaskForm]:
         mbconv,
         pool,
         softmax,
+        stem,
     )
 
     return {
@@ -76,6 +77,7 @@ def _forms() -> dict[Callable, TaskForm]:
         conv_blocked.conv2d_columns_pool_bits: TaskForm(
             conv_blocked.conv2d_columns_pool_bits_rows, lambda a: a[7], 8
         ),
+        stem.stem_pool_bits: TaskForm(stem.stem_pool_bits_rows, lambda a: a[13], 8),
         binary.sign_pack: TaskForm(binary.sign_pack_rows, lambda a: a[0].shape[0], 4),
         binary.binary_conv_chain: TaskForm(binary.binary_conv_chain_rows, lambda a: a[10], 4),
         binary_pool.binary_conv_pool_bits: TaskForm(

@@ -12,7 +12,8 @@ from __future__ import annotations
 from edgebnn.engine.count_thresholds import count_test
 from edgebnn.engine.layers import BinaryConvolutionalLayer, ConvolutionalLayer, PoolingLayer
 from edgebnn.engine.plan_graph import PlanGraph, epilogue
-from edgebnn.engine.steps import encode_chain
+from edgebnn.engine.stem_step import fused_stem_step
+from edgebnn.engine.steps import Step, encode_chain
 from edgebnn.engine.thresholds import chain_thresholds, interval_bounds, is_monotone
 from edgebnn.kernels import binary, binary_pool, conv, conv_blocked, pool
 from edgebnn.kernels.aligned import aligned
@@ -122,6 +123,15 @@ def conv_pool_bits_step(g: PlanGraph, node: int, chain: list[int]) -> int | None
     )
     nodes = (node, *chain, pool_node)
     label = g.label(nodes, "+Sign")
+    producer = g.inputs[node][0]
+    fused = fused_stem_step(
+        g.steps, g.input_view, len(g.consumers[producer]), layer, rows, cols, *args[5:]
+    )
+    if fused is not None:  # the input step's chain read straight into the stem
+        g.steps[-1] = Step(
+            (*fused.nodes, *nodes), f"{fused.label}+{label}", fused.kernel, fused.args
+        )
+        return pool_node
     g.add(nodes, label, conv_blocked.conv2d_columns_pool_bits, args)
     return pool_node
 

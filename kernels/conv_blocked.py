@@ -90,6 +90,32 @@ def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
                     t += 1
 
 
+@njit(**JIT)
+def window_hits(acc, lo, hi, specials, hits):  # type: ignore[no-untyped-def]
+    """``hits[c]`` bit f = the sign test of convolution output ``acc[f, c]``: ``lo[f] <= v
+    <= hi[f]`` for finite v, ``specials[f]``'s flag for NaN and ±inf."""
+    filters, cols = acc.shape
+    for c in range(cols):
+        hits[c] = np.uint32(0)
+    for f in range(filters):
+        a = acc[f]
+        lof = lo[f]
+        hif = hi[f]
+        shift = np.uint32(f)
+        for c in range(cols):
+            v = a[c]
+            hits[c] |= np.uint32((v >= lof) & (v <= hif)) << shift
+    if has_nonfinite(acc):  # rare: NaN or inf out of the convolution
+        for f in range(filters):
+            bit = np.uint32(1) << np.uint32(f)
+            for c in range(cols):
+                v = acc[f, c]
+                if not abs(v) <= FLT_MAX:
+                    hits[c] &= ~bit
+                    if nonfinite_bit(v, specials[f]):
+                        hits[c] |= bit
+
+
 @njit(**PJIT)
 def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
     """``out[interior] = chain(conv(x, w))``; ``w`` is (k, k, C, F)."""
@@ -187,25 +213,7 @@ def conv2d_columns_pool_bits_rows(
             if cr >= conv_rows:
                 continue
             _conv_row(x, wf, k, stride, cr, planes, acc)
-            for c in range(conv_cols):
-                hits[c] = np.uint32(0)
-            for f in range(filters):
-                a = acc[f]
-                lof = lo[f]
-                hif = hi[f]
-                shift = np.uint32(f)
-                for c in range(conv_cols):
-                    v = a[c]
-                    hits[c] |= np.uint32((v >= lof) & (v <= hif)) << shift
-            if has_nonfinite(acc):  # rare: NaN or inf out of the convolution
-                for f in range(filters):
-                    bit = np.uint32(1) << np.uint32(f)
-                    for c in range(conv_cols):
-                        v = acc[f, c]
-                        if not abs(v) <= FLT_MAX:
-                            hits[c] &= ~bit
-                            if nonfinite_bit(v, specials[f]):
-                                hits[c] |= bit
+            window_hits(acc, lo, hi, specials, hits)
             for c in range(cols):
                 for pc in range(size):
                     cc = c * pool_stride + pc

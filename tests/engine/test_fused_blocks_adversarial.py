@@ -463,8 +463,11 @@ def _stem_input(net: Network, seed: int) -> np.ndarray:
     return rng.integers(-3, 4, net.input_shape).astype(np.float32)
 
 
+#: The fused stem kernels: RGB 3x3 stride 1 with fused multiply-adds, the general one.
+FUSED_STEMS = {"stem_pool_bits", "conv2d_columns_pool_bits"}
+
 STEMS = {
-    "rgb_3x3_s1": Stem(),  # the written-out 27-tap kernel
+    "rgb_3x3_s1": Stem(),  # the written-out 27-tap kernels
     "rgb_3x3_s2": Stem(hw=(65, 65), stride=2),
     "rgb_3x3_s1_odd": Stem(hw=(35, 37)),
     "c1_3x3": Stem(cin=1),
@@ -493,7 +496,9 @@ def test_stem_against_reference(name: str) -> None:
     s = STEMS[name]
     net = build_stem(s)
     kernels = [st.kernel.__name__ for st in net.plan.steps]
-    assert "conv2d_columns_pool_bits" in kernels, net.plan.describe()
+    assert FUSED_STEMS & set(kernels), net.plan.describe()
+    rgb_3x3 = s.k == 3 and s.cin == 3 and s.stride == 1
+    assert ("stem_pool_bits" in kernels) == rgb_3x3, net.plan.describe()
     for seed in range(2):
         x = _stem_input(net, seed)
         np.testing.assert_array_equal(net.forward(x), forward_ref(net, x).reshape(-1))
@@ -542,9 +547,7 @@ def test_d_series_logits_bit_exact(size: int, architecture: str, seed: int) -> N
     net = Network(full.input_layer, full.layers[:-1])  # drop the softmax
     kernels = [st.kernel.__name__ for st in net.plan.steps]
     assert COUNTS in kernels, net.plan.describe()
-    assert architecture.startswith("CM") or "conv2d_columns_pool_bits" in kernels, (
-        net.plan.describe()
-    )
+    assert architecture.startswith("CM") or "stem_pool_bits" in kernels, net.plan.describe()
     rng = np.random.default_rng(seed)
     for _ in range(2):
         x = rng.uniform(0, 255, net.input_shape).astype(np.float32)
@@ -652,8 +655,6 @@ def test_random_stems_against_reference(s: Stem) -> None:
         if "ShapeError" in type(exc).__name__:
             hypothesis.reject()
         raise
-    assert "conv2d_columns_pool_bits" in [x.kernel.__name__ for x in net.plan.steps], (
-        net.plan.describe()
-    )
+    assert FUSED_STEMS & {x.kernel.__name__ for x in net.plan.steps}, net.plan.describe()
     x = _stem_input(net, s.seed)
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x).reshape(-1))
