@@ -17,12 +17,13 @@ import hashlib
 import numba
 import numpy as np
 from edgebnn.kernels._jit import JIT, PARALLEL, PJIT, prange
-from edgebnn.kernels.sync import atomic_add, call_compiled, wait_for
+from edgebnn.kernels.sync import atomic_add, call_compiled, count_done, wait_for
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: Claim and done counters are this many int64 apart (64 bytes: no false sharing).
+#: Claim and done counters are this many int64 apart (64 bytes: no false sharing); the
+#: word after a done counter counts the threads asleep on it (:func:`wait_for`).
 STRIDE = 8
 
 #: Argument types of packed calls, by the key :func:`layout_key` gives them.
@@ -144,7 +145,7 @@ def run_frame(team, sync, tasks, tramps, parts, blobs):  # type: ignore[no-untyp
     ``tasks[s]`` is (units, tasks) of step ``s``: task ``t`` covers units
     ``[u t / n, u (t + 1) / n)``. A thread claims a step's tasks until none is left, then
     waits until the step's claimed tasks are done before it starts the next step.
-    ``sync`` (zeroed by the caller) holds the claim and done counters.
+    ``sync`` (zeroed by the caller) holds the claim and done counters (and sleepers).
     """
     steps = tasks.shape[0]
     for _ in prange(team):
@@ -156,7 +157,7 @@ def run_frame(team, sync, tasks, tramps, parts, blobs):  # type: ignore[no-untyp
                 if t >= n:
                     break
                 call_compiled(tramps[s], u * t // n, u * (t + 1) // n, (parts[s], blobs[s], 0))
-                atomic_add(sync, (2 * s + 1) * STRIDE, 1)
+                count_done(sync, (2 * s + 1) * STRIDE)
             if s + 1 < steps:
                 wait_for(sync, (2 * s + 1) * STRIDE, n)
 

@@ -10,9 +10,9 @@ import numba
 import numpy as np
 import pytest
 from edgebnn.engine.frame import FrameRunner, Region
-from edgebnn.kernels import tasks
+from edgebnn.kernels import sync, tasks
 from edgebnn.kernels import threads as runtime
-from edgebnn.kernels.sync import atomic_add, atomic_load, wait_for
+from edgebnn.kernels.sync import atomic_add, atomic_load, count_done, futex_wait, wait_for
 from numba import njit, prange
 
 import edgebnn
@@ -114,6 +114,9 @@ def test_unpackable_arguments_are_reported() -> None:
         tasks.pack((None,))
 
 
+DONE = tasks.STRIDE  # the done counter; the word after it counts its sleepers
+
+
 @njit(parallel=True)
 def _count_claims(counters, n, seen):  # type: ignore[no-untyped-def]
     for _ in prange(numba.get_num_threads()):
@@ -122,16 +125,63 @@ def _count_claims(counters, n, seen):  # type: ignore[no-untyped-def]
             if i >= n:
                 break
             seen[i] += 1
-            atomic_add(counters, 1, 1)
-        wait_for(counters, 1, n)
-        if atomic_load(counters, 1) != n:
+            count_done(counters, DONE)
+        wait_for(counters, DONE, n)
+        if atomic_load(counters, DONE) != n:
             seen[0] = -1
 
 
 def test_atomic_claims_hand_out_each_index_once() -> None:
     n = 200_000
-    counters = np.zeros(2, np.int64)
+    counters = np.zeros(2 * tasks.STRIDE, np.int64)
     seen = np.zeros(n, np.int64)
     _count_claims(counters, n, seen)
     assert (seen == 1).all()
-    assert counters[1] == n and counters[0] >= n
+    assert counters[DONE] == n and counters[0] >= n
+    assert counters[DONE + 1] == 0  # no sleeper left behind
+
+
+@njit(parallel=True)
+def _slow_finisher(counters, work, out):  # type: ignore[no-untyped-def]
+    for t in prange(2):
+        if t == 0:
+            acc = 0.0
+            for i in range(work):  # long enough for the other thread to fall asleep
+                acc += np.sqrt(np.float64(i))
+            out[0] = acc
+            count_done(counters, DONE)
+        else:
+            wait_for(counters, DONE, 1)
+            out[1] = atomic_load(counters, DONE)
+
+
+def test_a_sleeping_waiter_is_woken_by_the_counter() -> None:
+    old = runtime.set_threads(2)
+    try:
+        counters = np.zeros(2 * tasks.STRIDE, np.int64)
+        out = np.zeros(2)
+        _slow_finisher(counters, 30_000_000, out)
+    finally:
+        runtime.set_threads(old)
+    assert out[1] == 1 and out[0] > 0
+    assert counters[DONE] == 1 and counters[DONE + 1] == 0
+
+
+@njit
+def _futex_wait(counters, seen, timeout_ns):  # type: ignore[no-untyped-def]
+    futex_wait(counters, 0, seen, timeout_ns)
+
+
+@pytest.mark.skipif(sync._SYS_FUTEX is None, reason="no futex on this platform")
+def test_futex_wait_sleeps_only_while_the_counter_holds_the_value_seen() -> None:
+    import time
+
+    counters = np.zeros(2, np.int64)
+    counters[0] = 5
+    _futex_wait(counters, 4, 20_000_000_000)  # compile
+    t = time.perf_counter()
+    _futex_wait(counters, 4, 20_000_000_000)  # the counter moved on: no sleep at all
+    assert time.perf_counter() - t < 5.0
+    t = time.perf_counter()
+    _futex_wait(counters, 5, 30_000_000)  # unchanged: sleeps until the timeout
+    assert time.perf_counter() - t >= 0.02

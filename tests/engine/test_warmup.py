@@ -27,7 +27,7 @@ TINY = DATA / "tiny_new.ell"  # input copy, fully connected, softmax: three smal
 # connected layer's kernel (a call of its own).
 KERNELS = ("chain_copy_rows", "fully_connected", "softmax_rows")
 #: What the run on a zero input compiles after the kernels: the frame and its trampolines.
-FRAME = {"tasks.run_task", "tasks.run_frame", "sync.wait_for"}
+FRAME = {"tasks.run_task", "tasks.run_frame", "sync.wait_for", "sync.count_done"}
 
 # Run in a fresh process with an empty NUMBA_CACHE_DIR: warm the tiny model up, recording
 # every report, then say how many compiles happened in this process itself.
