@@ -32,7 +32,7 @@ FRAME_SIZE = (320, 240)
 def write_sample_video(path: Path, frames: int = 120, fps: float = 30.0) -> Path:
     """An MJPG clip panning slowly across the bundled photos."""
     photos = [cv2.imread(str(p)) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
-    fourcc = cv2.VideoWriter_fourcc(*"MJPG")  # type: ignore[attr-defined]  # in OpenCV, not its stub
+    fourcc = cv2.VideoWriter.fourcc(*"MJPG")
     writer = cv2.VideoWriter(str(path), fourcc, fps, FRAME_SIZE)
     for i in range(frames):
         photo = photos[(i * len(photos)) // frames]

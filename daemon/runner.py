@@ -31,6 +31,7 @@ from edgebnn.daemon.frames import FrameBoard
 from edgebnn.daemon.logs import set_level
 from edgebnn.daemon.model_runtime import build_runtime, camera_plans
 from edgebnn.daemon.mqtt import MqttSetupError
+from edgebnn.daemon.mqtt_bridge import MqttBridge
 from edgebnn.daemon.outlets import Outlets
 from edgebnn.daemon.pipeline import Pipeline
 from edgebnn.daemon.publish import STATS_TOPIC, CurveUnavailable, PublishError, status_topic
@@ -93,7 +94,7 @@ class Daemon:
         return self.cameras.workers
 
     @property
-    def mqtt(self) -> Any:
+    def mqtt(self) -> MqttBridge | None:
         """The MQTT bridge, or None."""
         return self.outlets.mqtt
 

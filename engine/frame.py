@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from edgebnn.engine.steps import Step
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class FrameRunner:
     """A plan's steps grouped into regions (task-capable runs) and single calls."""
 
     def __init__(self, steps: Sequence) -> None:
-        self.groups: list[Region | object] = []
+        self.groups: list[Region | Step] = []
         run: list = []
         for step in steps:
             if step_task_form(step) is not None:
@@ -198,6 +199,6 @@ class FrameRunner:
             if isinstance(group, Region):
                 group.run(override)
             elif override is not None:
-                group.kernel(override, *group.args[1:])  # type: ignore[attr-defined]
+                group.kernel(override, *group.args[1:])
             else:
-                group()  # type: ignore[operator]
+                group()
