@@ -44,3 +44,31 @@ def test_machine_line_names_cpu_cores_and_libraries() -> None:
     line = host.machine_line()
     assert f"{cpu_count()} cores" in line
     assert "numba " in line and "numpy " in line and "Python " in line
+
+
+def test_memory_of_another_process_and_its_children() -> None:
+    """A child that wrote 64 MiB shows them in its Uss and Rss; its parent lists it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_64_MIB],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        theirs = host.process_memory(child.pid)
+        assert theirs["uss"] >= 64 << 20 and theirs["rss"] >= theirs["pss"] >= theirs["uss"]
+        mine = host.process_memory(os.getpid())
+        assert 0 < mine["uss"] <= mine["pss"] <= mine["rss"]
+        assert child.pid in host.child_pids(os.getpid())
+    finally:
+        child.communicate(b"")
+    assert child.pid not in host.child_pids(os.getpid())
+
+
+CHILD_64_MIB = """
+import sys
+b = bytearray(64 << 20)
+b[::4096] = bytes([1]) * (16 << 10)  # one write per page: every page resident and private
+print("ready", flush=True)
+sys.stdin.read()
+"""
