@@ -18,6 +18,7 @@ from __future__ import annotations
 import platform
 import sys
 
+import numpy as np
 from edgebnn.kernels._jit import JIT
 from numba import njit, types
 from numba.core import cgutils
@@ -25,8 +26,13 @@ from numba.extending import intrinsic
 
 _MACHINE = platform.machine().lower()
 
-#: Spins (each a ``pause``/``yield`` hint) before a waiting thread gives its core away.
-SPINS_BEFORE_SLEEP = 2000
+#: Spins (each a ``pause``/``yield`` hint) before a waiting thread looks at the clock.
+SPINS_BEFORE_CLOCK = 1000
+#: How long (ns) a waiting thread spins before it sleeps: longer than most of a frame's
+#: waits on an idle machine (a task takes 0.05-0.3 ms), so that these cost no wake-up;
+#: much shorter than a time slice, so that a thread waiting for a descheduled one soon
+#: gives its core away.
+SPIN_NS = 300_000
 #: Longest futex sleep (ns) before a waiting thread looks at its counter again: a safety
 #: net only, every move of a counter with sleepers wakes them.
 SLEEP_NS = 1_000_000
@@ -177,21 +183,53 @@ def futex_wake(typingctx, arr, idx):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@intrinsic
+def monotonic_ns(typingctx):  # type: ignore[no-untyped-def]
+    """``clock_gettime(CLOCK_MONOTONIC)`` in ns (a vDSO call, no system call); 0 where
+    there is no futex (the platforms this is not written for)."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i64 = cgutils.ir.IntType(64)
+        if _SYS_FUTEX is None:
+            return cgutils.ir.Constant(i64, 0)
+        i32 = cgutils.ir.IntType(32)
+        spec = cgutils.alloca_once(builder, cgutils.ir.ArrayType(i64, 2))
+        fnty = cgutils.ir.FunctionType(i32, [i32, spec.type])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        builder.call(fn, [cgutils.ir.Constant(i32, 1), spec])  # 1 = CLOCK_MONOTONIC
+        zero = cgutils.ir.Constant(i64, 0)
+        sec = builder.load(builder.gep(spec, [zero, zero]))
+        nsec = builder.load(builder.gep(spec, [zero, cgutils.ir.Constant(i64, 1)]))
+        return builder.add(builder.mul(sec, cgutils.ir.Constant(i64, 1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
 @njit(**JIT)
 def wait_for(counters, idx, target):  # type: ignore[no-untyped-def]
-    """Wait until ``counters[idx] >= target``: a short spin, then asleep on the counter.
+    """Wait until ``counters[idx] >= target``: a spin of :data:`SPIN_NS`, then asleep on
+    the counter.
 
     ``counters[idx + 1]`` counts the sleepers, so that :func:`count_done` wakes them; a
     counter that moves between the look and the sleep makes the sleep return at once.
     """
     spins = 0
+    start = np.int64(0)
     while True:
         seen = atomic_load(counters, idx)
         if seen >= target:
             return
-        if spins < SPINS_BEFORE_SLEEP:
+        if spins < SPINS_BEFORE_CLOCK:
             spin_hint()
             spins += 1
+            continue
+        now = monotonic_ns()  # 0 without a clock: no more spinning
+        if start == 0:
+            start = now
+        if now != 0 and now - start < SPIN_NS:
+            for _ in range(64):
+                spin_hint()
             continue
         atomic_add(counters, idx + 1, 1)
         if atomic_load(counters, idx) == seen:

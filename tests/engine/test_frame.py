@@ -12,7 +12,14 @@ import pytest
 from edgebnn.engine.frame import FrameRunner, Region
 from edgebnn.kernels import sync, tasks
 from edgebnn.kernels import threads as runtime
-from edgebnn.kernels.sync import atomic_add, atomic_load, count_done, futex_wait, wait_for
+from edgebnn.kernels.sync import (
+    atomic_add,
+    atomic_load,
+    count_done,
+    futex_wait,
+    monotonic_ns,
+    wait_for,
+)
 from numba import njit, prange
 
 import edgebnn
@@ -141,14 +148,19 @@ def test_atomic_claims_hand_out_each_index_once() -> None:
     assert counters[DONE + 1] == 0  # no sleeper left behind
 
 
+@njit
+def _work(n):  # type: ignore[no-untyped-def]
+    acc = 0.0
+    for i in range(n):
+        acc += np.sqrt(np.float64(i))
+    return acc
+
+
 @njit(parallel=True)
 def _slow_finisher(counters, work, out):  # type: ignore[no-untyped-def]
     for t in prange(2):
         if t == 0:
-            acc = 0.0
-            for i in range(work):  # long enough for the other thread to fall asleep
-                acc += np.sqrt(np.float64(i))
-            out[0] = acc
+            out[0] = _work(work)  # long enough for the other thread to fall asleep
             count_done(counters, DONE)
         else:
             wait_for(counters, DONE, 1)
@@ -156,15 +168,43 @@ def _slow_finisher(counters, work, out):  # type: ignore[no-untyped-def]
 
 
 def test_a_sleeping_waiter_is_woken_by_the_counter() -> None:
+    import time
+
+    work = 60_000_000
     old = runtime.set_threads(2)
     try:
         counters = np.zeros(2 * tasks.STRIDE, np.int64)
         out = np.zeros(2)
-        _slow_finisher(counters, 30_000_000, out)
+        _slow_finisher(counters, 1000, out)  # compile
+        _work(1000)
+        cpu = time.process_time()
+        _work(work)
+        alone = time.process_time() - cpu
+        counters[:] = 0
+        cpu = time.process_time()
+        _slow_finisher(counters, work, out)
+        both = time.process_time() - cpu
     finally:
         runtime.set_threads(old)
     assert out[1] == 1 and out[0] > 0
     assert counters[DONE] == 1 and counters[DONE + 1] == 0
+    if sync._SYS_FUTEX is not None:  # the waiter slept: it did not burn a second core
+        assert both < 1.5 * alone, (both, alone)
+
+
+@njit
+def _clock():  # type: ignore[no-untyped-def]
+    return monotonic_ns()
+
+
+@pytest.mark.skipif(sync._SYS_FUTEX is None, reason="no futex on this platform")
+def test_monotonic_clock_is_the_system_one() -> None:
+    import time
+
+    a = time.monotonic_ns()
+    b = _clock()
+    c = time.monotonic_ns()
+    assert a <= b <= c
 
 
 @njit
