@@ -6,7 +6,8 @@
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-python3 -m pip install -q -e '.[dev]'
+# dev: ruff, mypy, PyYAML's stubs; metrics: prometheus-client, whose types mypy reads.
+python3 -m pip install -q -e '.[dev,metrics]'
 python3 -m ruff check .
 python3 -m ruff format --check .
 
