@@ -20,7 +20,7 @@ import numpy as np
 from edgebnn.kernels._jit import JIT, PJIT, prange
 from edgebnn.kernels.blas import NO_TRANS, ROW_MAJOR, sgemm
 from edgebnn.kernels.depthwise import depthwise_row
-from edgebnn.kernels.elementwise import apply_chain
+from edgebnn.kernels.elementwise import apply_chain_call
 from edgebnn.kernels.epilogue import chain_into
 from edgebnn.kernels.im2col import gather_im2col_row
 from numba import njit
@@ -268,4 +268,4 @@ def mbconv_chain_rows(
                 rr = res[r].reshape(-1)
                 for e in range(dst.shape[0]):
                     dst[e] = dst[e] + rr[e]
-                apply_chain(dst, r, a_codes, a_params, a_alpha)
+                apply_chain_call(dst, r, a_codes, a_params, a_alpha)
