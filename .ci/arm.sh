@@ -8,12 +8,20 @@
 #   armhf (32-bit Raspberry Pi OS): bookworm's own python3-numba 0.56 / numpy / opencv /
 #         zmq, serial kernels, the same engine subset, with the CPU left as LLVM reports
 #         it under emulation (`generic`): the package must choose a baseline itself.
-# Usage: .ci/arm.sh [arm64|armhf ...]   (default: both, one after the other)
+# Usage: .ci/arm.sh [--prepare] [arm64|armhf ...]   (default: both, one after the other)
+#   --prepare          only build the sysroots and install edgebnn in them (downloads and
+#                      emulated package set-up): .ci/run starts this in the background while
+#                      the x86 tests run, then calls .ci/arm.sh again for the tests
 #   EDGEBNN_ARM_CACHE  sysroots, pip and Numba caches, kept between runs
 #                      (default /var/cache/edgebnn-ci; delete it to start afresh)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${EDGEBNN_ARM_CACHE:-/var/cache/edgebnn-ci}
+prepare_only=0
+if [ "${1:-}" = --prepare ]; then
+    prepare_only=1
+    shift
+fi
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
 mkdir -p "$cache"
@@ -108,8 +116,10 @@ sysroot() {  # arch packages...: build or update $cache/bookworm-<arch>, mount w
     # This checkout, mtimes kept (Numba's cache is keyed on them).
     rm -rf "$root/src"
     mkdir -p "$root/src" "$root/var/cache/numba"
+    # (the x86 tests may be running in the checkout meanwhile: leave out what they write)
     tar -C "$repo" --exclude=./.git --exclude=./.venv --exclude='./.numba_cache*' \
-        --exclude=./.hypothesis --exclude='*.egg-info' --exclude=__pycache__ -cf - . |
+        --exclude=./.hypothesis --exclude=./.pytest_cache --exclude=./build \
+        --exclude='*.egg-info' --exclude=__pycache__ -cf - . |
         tar -C "$root/src" -xf -
 }
 
@@ -155,6 +165,7 @@ run_arm64() {
         $py -m pip install -q --no-compile --no-index --find-links /var/cache/wheels -e '/src[test]'
         $py -c 'import numba, numpy, cv2, zmq, platform, sys
 print(\"arm64:\", platform.machine(), \"python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)'"
+    [ $prepare_only = 0 ] || return 0
     log "arm64: tests (NUMBA_CPU_NAME=cortex-a53, as on a Pi 3)"
     in_root "$root" sh -ec "cd /src && NUMBA_CPU_NAME=cortex-a53 $py -m pytest -q -p no:cacheprovider ${ENGINE_TESTS[*]} ${ARM64_TESTS[*]}"
     log "arm64: daemon smoke run"
@@ -171,6 +182,7 @@ run_armhf() {
         $py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
 print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)
 assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
+    [ $prepare_only = 0 ] || return 0
     log "armhf: tests (serial kernels, CPU left generic)"
     in_root "$root" sh -ec "cd /src && $py -m pytest -q -p no:cacheprovider ${ENGINE_TESTS[*]}"
 }
@@ -179,5 +191,9 @@ host_tools
 for arch in "${arches[@]}"; do
     start=$SECONDS
     "run_$arch"
-    log "$arch: done in $((SECONDS - start)) s"
+    if [ $prepare_only = 1 ]; then
+        log "$arch: prepared in $((SECONDS - start)) s"
+    else
+        log "$arch: done in $((SECONDS - start)) s"
+    fi
 done
