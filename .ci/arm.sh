@@ -26,14 +26,17 @@ arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
 mkdir -p "$cache"
 
-# Test subset (emulated JIT compiles about ten times slower than native, so not the whole suite):
-# the binary convolution with its pooling fusions and fused blocks, float convolution,
-# pooling, element-wise chains, softmax, fully connected, both model formats (.ell, .ebnn);
-# on arm64 the code-generation probe also runs the packed GEMM. Not here: the depthwise and
-# MBConv kernels of EfficientNet-Lite0 (x86 only).
+# Test subset (emulated JIT compiles 10-20 times slower than native, so not the whole suite;
+# compilation dominates): the binary convolution bit-exact against the NumPy reference on a
+# grid straddling the 64-bit word, the headline architecture (at 64x64, every d-series
+# kernel: fused stem, pooled binary blocks, pooling, softmax) against the float32 reference,
+# both model formats (.ell, .ebnn), and the CPU baseline choice; on arm64 the code-generation
+# probe compiles the counting loop, the float convolution row and the GEMM tile for the
+# Pi 3's CPU. Not here: the depthwise and MBConv kernels of EfficientNet-Lite0, .tflite.
 ENGINE_TESTS=(
     tests/kernels/test_cpu_baseline.py
     tests/kernels/test_binary_conv.py
+    "tests/engine/test_network.py::test_siblings_match_reference[64-NCMNBMNBMNBMNBMNBMNC1A]"
     tests/engine/formats/test_formats_ell.py
     tests/engine/formats/test_formats_native.py
 )
@@ -167,7 +170,7 @@ run_arm64() {
 print(\"arm64:\", platform.machine(), \"python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)'"
     [ $prepare_only = 0 ] || return 0
     log "arm64: tests (NUMBA_CPU_NAME=cortex-a53, as on a Pi 3)"
-    in_root "$root" sh -ec "cd /src && NUMBA_CPU_NAME=cortex-a53 $py -m pytest -q -p no:cacheprovider ${ENGINE_TESTS[*]} ${ARM64_TESTS[*]}"
+    in_root "$root" sh -ec "cd /src && NUMBA_CPU_NAME=cortex-a53 $py -m pytest -q -p no:cacheprovider --durations=5 $(printf "%q " "${ENGINE_TESTS[@]}" "${ARM64_TESTS[@]}")"
     log "arm64: daemon smoke run"
     smoke "$root" "$py"
 }
@@ -184,7 +187,7 @@ print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\
 assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
     [ $prepare_only = 0 ] || return 0
     log "armhf: tests (serial kernels, CPU left generic)"
-    in_root "$root" sh -ec "cd /src && $py -m pytest -q -p no:cacheprovider ${ENGINE_TESTS[*]}"
+    in_root "$root" sh -ec "cd /src && $py -m pytest -q -p no:cacheprovider --durations=5 $(printf "%q " "${ENGINE_TESTS[@]}")"
 }
 
 host_tools

@@ -2,9 +2,11 @@
 convolution's inner loop is NEON vector popcount, the float kernels are NEON vector code.
 
 Collected on aarch64 only (tests/kernels/conftest.py); CI runs it under qemu-aarch64 on
-Debian bookworm with PyPI's wheels (.ci/arm.sh). A probe process runs a small d-series
-network and the packed GEMM with an empty Numba cache of its own (Numba keeps no assembly
-for code loaded from its cache) and prints the assembly of the kernels of interest.
+Debian bookworm with PyPI's wheels (.ci/arm.sh). A probe process compiles the kernels of
+interest for the argument types the engine passes them, with an empty Numba cache of its
+own (Numba keeps no assembly for code loaded from its cache), and prints their assembly.
+Compiling only these (not a whole network) keeps the emulated run to a few minutes; the
+probe fails loudly if a kernel's signature changes.
 
 Expected, as the kernels are written:
 - ``binary_counts`` (every binary convolution's counting loop): ``cnt vN.16b``, a popcount
@@ -12,7 +14,8 @@ Expected, as the kernels are written:
   so only ``.16b`` shows the loop vectorised.
 - the packed GEMM tile (``pointwise: blas`` networks): ``fmla vN.4s``, fused multiply-add
   on four floats (``llvm.fmuladd`` in its IR).
-- the float convolutions (the stem of the binarized networks): four-float vector code,
+- the float convolution's row loop (``_conv_row``, the stem of the binarized networks):
+  four-float vector code,
   ``fmul vN.4s`` and ``fadd vN.4s`` or ``fmla vN.4s``. Numba compiles without fast-math, so
   ``x * w + acc`` is rounded twice (no contraction to FMA): the stem's output feeds a
   binarization and stays as close to the reference as before.
@@ -30,28 +33,24 @@ import pytest
 
 PROBE = r"""
 import json, sys
-import numpy as np
 import numba
-from edgebnn.engine.d_series import d_series
-from edgebnn.kernels import binary, conv, conv_blocked, gemm, microkernel
+from numba import types
+from edgebnn.kernels import binary, conv_blocked, microkernel
 
-net = d_series(32, "NCMNBMNC1A", seed=1)
-net.forward(np.random.default_rng(0).normal(size=net.input_shape).astype(np.float32))
-a = np.ones((6, 16), np.float32)
-w = np.ones((16, 2 * microkernel.PANEL), np.float32)
-n = w.shape[1]
-out = np.zeros((1, 6, n), np.float32)  # one image row of six pixels
-blocks, ptrs = gemm.scratch(1)
-gemm.pointwise_packed(a, gemm.pack_weights(w), gemm.pad_bias(None, n), n, 0, out.reshape(1, -1),
-                      0, 6, np.zeros((6, n), np.float32), gemm.thread_ranges(6, n, 1), blocks, ptrs)
-assert (out == 16).all()
-
+i64, u64, f32 = types.int64, types.uint64, types.float32
+def arr(dtype, ndim):
+    return types.Array(dtype, ndim, "C")
+kernels = {
+    "binary_counts": (binary.binary_counts, (arr(u64, 3), i64, i64, i64, arr(u64, 2),
+                      arr(u64, 2), types.boolean, i64, arr(u64, 2), arr(i64, 1))),
+    "_conv_row": (conv_blocked._conv_row,
+                  (arr(f32, 3), arr(f32, 2), i64, i64, i64, arr(f32, 3), arr(f32, 2))),
+    "tile": (microkernel.tile, (i64, i64, u64, i64, i64, i64, i64, i64)),
+}
 asm = {}
-for name, disp in [("binary_counts", binary.binary_counts), ("conv2d_chain", conv.conv2d_chain),
-                   ("conv2d_columns_chain", conv_blocked.conv2d_columns_chain),
-                   ("tile", microkernel.tile)]:
-    if disp.signatures:
-        asm[name] = list(disp.inspect_asm().values())
+for name, (dispatcher, signature) in kernels.items():
+    dispatcher.compile(signature)
+    asm[name] = dispatcher.inspect_asm(signature)
 json.dump({"cpu": numba.config.CPU_NAME, "asm": asm}, sys.stdout)
 """
 
@@ -67,29 +66,26 @@ def cortex_a53_asm(tmp_path_factory) -> dict[str, str]:
     assert run.returncode == 0, run.stderr[-3000:]
     found = json.loads(run.stdout)
     assert found["cpu"] == "cortex-a53"
-    return {name: "\n".join(texts) for name, texts in found["asm"].items()}
+    return found["asm"]
 
 
 def _count(pattern: str, asm: str) -> int:
     return len(re.findall(pattern, asm))
 
 
-def test_binary_convolution_counts_with_vector_popcount(cortex_a53_asm) -> None:
+def test_binary_convolution_counts_with_vector_popcount(cortex_a53_asm: dict[str, str]) -> None:
     asm = cortex_a53_asm["binary_counts"]
     assert _count(r"\bcnt\s+v\d+\.16b", asm) >= 3  # the three-block loops, vectorised
     assert _count(r"\buadalp\s+v\d+\.2d|\buaddlp\s+v\d+\.2d", asm) > 0  # lanes summed as u64
 
 
-def test_gemm_tile_uses_vector_fma(cortex_a53_asm) -> None:
+def test_gemm_tile_uses_vector_fma(cortex_a53_asm: dict[str, str]) -> None:
     asm = cortex_a53_asm["tile"]
     assert _count(r"\bfmla\s+v\d+\.4s", asm) >= 8  # rows x vectors accumulators per step
 
 
-def test_float_convolutions_are_vectorised(cortex_a53_asm) -> None:
-    compiled = [name for name in ("conv2d_chain", "conv2d_columns_chain") if name in cortex_a53_asm]
-    assert compiled  # the stem ran through one of them
-    for name in compiled:
-        asm = cortex_a53_asm[name]
-        fused = _count(r"\bfmla\s+v\d+\.4s", asm)
-        separate = min(_count(r"\bfmul\s+v\d+\.4s", asm), _count(r"\bfadd\s+v\d+\.4s", asm))
-        assert fused + separate > 0, name
+def test_float_convolutions_are_vectorised(cortex_a53_asm: dict[str, str]) -> None:
+    asm = cortex_a53_asm["_conv_row"]
+    fused = _count(r"\bfmla\s+v\d+\.4s", asm)
+    separate = min(_count(r"\bfmul\s+v\d+\.4s", asm), _count(r"\bfadd\s+v\d+\.4s", asm))
+    assert fused + separate > 0
