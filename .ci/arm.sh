@@ -121,7 +121,7 @@ sysroot() {  # arch packages...: build or update $cache/bookworm-<arch>, mount w
     mkdir -p "$root/src" "$root/var/cache/numba"
     # (the x86 tests may be running in the checkout meanwhile: leave out what they write)
     tar -C "$repo" --exclude=./.git --exclude=./.venv --exclude='./.numba_cache*' \
-        --exclude=./.hypothesis --exclude=./.pytest_cache --exclude=./build \
+        --exclude=./.hypothesis --exclude=./.pytest_cache --exclude=./.mypy_cache --exclude=./build \
         --exclude='*.egg-info' --exclude=__pycache__ -cf - . |
         tar -C "$root/src" -xf -
 }
