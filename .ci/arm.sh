@@ -126,6 +126,13 @@ sysroot() {  # arch packages...: build or update $cache/bookworm-<arch>, mount w
         tar -C "$root/src" -xf -
 }
 
+# The editable install in /opt/edgebnn points at /src, which every call refreshes: it is
+# redone (minutes under emulation) only when pyproject.toml changes.
+installed() {
+    [ "$(cat "$1/opt/edgebnn/.pyproject.sha256" 2>/dev/null)" = "$(sha256sum <"$repo/pyproject.toml")" ]
+}
+mark_installed() { sha256sum <"$repo/pyproject.toml" >"$1/opt/edgebnn/.pyproject.sha256"; }
+
 # -- runs -------------------------------------------------------------------------------------
 smoke() {  # root python: edgebnn run on the bundled photos, a subscriber receives predictions
     local root=$1 py=$2
@@ -161,12 +168,15 @@ arm64_wheels() {
 run_arm64() {
     sysroot arm64 python3 python3-venv
     local root=$cache/bookworm-arm64 py=/opt/edgebnn/bin/python
-    log "arm64: pip download (PyPI aarch64 wheels) and install"
-    mkdir -p "$root/var/cache/wheels"
-    arm64_wheels "$root/var/cache/wheels"
-    in_root "$root" sh -ec "[ -x $py ] || python3 -m venv /opt/edgebnn
-        $py -m pip install -q --no-compile --no-index --find-links /var/cache/wheels -e '/src[test]'
-        $py -c 'import numba, numpy, cv2, zmq, platform, sys
+    if ! installed "$root"; then
+        log "arm64: pip download (PyPI aarch64 wheels) and install"
+        mkdir -p "$root/var/cache/wheels"
+        arm64_wheels "$root/var/cache/wheels"
+        in_root "$root" sh -ec "[ -x $py ] || python3 -m venv /opt/edgebnn
+            $py -m pip install -q --no-compile --no-index --find-links /var/cache/wheels -e '/src[test]'"
+        mark_installed "$root"
+    fi
+    in_root "$root" sh -ec "$py -c 'import numba, numpy, cv2, zmq, platform, sys
 print(\"arm64:\", platform.machine(), \"python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)'"
     [ $prepare_only = 0 ] || return 0
     log "arm64: tests (NUMBA_CPU_NAME=cortex-a53, as on a Pi 3)"
@@ -179,10 +189,13 @@ run_armhf() {
     sysroot armhf python3-numba python3-numpy python3-opencv python3-zmq python3-yaml \
         python3-pytest python3-hypothesis python3-venv python3-setuptools python3-wheel
     local root=$cache/bookworm-armhf py=/opt/edgebnn/bin/python
-    log "armhf: install edgebnn over bookworm's packages"
-    in_root "$root" sh -ec "[ -x $py ] || python3 -m venv --system-site-packages /opt/edgebnn
-        $py -m pip install -q --no-compile --no-deps --no-build-isolation -e /src
-        $py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
+    if ! installed "$root"; then
+        log "armhf: install edgebnn over bookworm's packages"
+        in_root "$root" sh -ec "[ -x $py ] || python3 -m venv --system-site-packages /opt/edgebnn
+            $py -m pip install -q --no-compile --no-deps --no-build-isolation -e /src"
+        mark_installed "$root"
+    fi
+    in_root "$root" sh -ec "$py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
 print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)
 assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
     [ $prepare_only = 0 ] || return 0
