@@ -37,7 +37,7 @@ from edgebnn.daemon.pipeline import Pipeline
 from edgebnn.daemon.publish import STATS_TOPIC, CurveUnavailable, PublishError, status_topic
 from edgebnn.daemon.reports import Reports
 from edgebnn.daemon.sdnotify import Notifier
-from edgebnn.daemon.servers import start_metrics, start_web
+from edgebnn.daemon.servers import Servers
 from edgebnn.daemon.stats import (
     ONLINE,
     CameraStats,
@@ -74,8 +74,6 @@ class Daemon:
         self.stats: dict[str, CameraStats] = {}
         self.outlets = Outlets(self.context)
         self.pipeline: Pipeline | None = None
-        self.metrics: Any = None
-        self.web: WebServer | None = None
         self.started_at = time.time()
         self.ready = threading.Event()  # set once READY=1 has been sent
         self.ready_at = 0.0
@@ -87,11 +85,29 @@ class Daemon:
         self.reports = Reports(self.stats, self.started_at)
         self.cameras = CameraSet(self.board, self.stats, self._publish_status)
         self._web_rates = RateMeter()
+        view = DaemonView(
+            cameras=lambda: self.config.cameras,
+            camera_stats=lambda name: s.snapshot() if (s := self.stats.get(name)) else None,
+            stats=lambda: self.snapshot(self._web_rates),
+            latest_frame=self.latest_frame,
+            healthy=self.health,
+        )
+        self.servers = Servers(self.snapshot, view, self._web_hub)
 
     @property
     def workers(self) -> dict[str, CameraProcess]:
         """The capture process of each running camera."""
         return self.cameras.workers
+
+    @property
+    def metrics(self) -> Any:
+        """The Prometheus endpoint (metrics.MetricsServer), or None."""
+        return self.servers.metrics
+
+    @property
+    def web(self) -> WebServer | None:
+        """The web view's server, or None."""
+        return self.servers.web
 
     @property
     def mqtt(self) -> MqttBridge | None:
@@ -159,7 +175,7 @@ class Daemon:
                 return EX_CONFIG
         if config.metrics.enabled:
             try:
-                self._start_metrics(config)
+                self.servers.start_metrics(config)
             except OSError as exc:
                 log.error(
                     "cannot serve metrics on %s:%s: %s",
@@ -200,7 +216,7 @@ class Daemon:
         self.pipeline.configure(camera_plans(config))
         if config.web.enabled:
             try:
-                self._start_web(config)
+                self.servers.start_web(config)
             except (OSError, ValueError) as exc:
                 log.error(
                     "cannot serve the web view on %s:%s: %s", config.web.host, config.web.port, exc
@@ -264,10 +280,7 @@ class Daemon:
         ):
             log.info("dropping the frame in flight")
         self.outlets.stop(max(0.05, deadline - time.monotonic()))
-        if self.metrics is not None:
-            self.metrics.stop()
-        if self.web is not None:
-            self.web.stop()
+        self.servers.stop()
         if self._own_context:
             self.context.term()  # waits at most CLOSE_LINGER_MS for the last messages
         self.notifier.close()
@@ -312,12 +325,7 @@ class Daemon:
             self.outlets.restart_publisher(new, old)
         elif self.outlets.publisher is not None:
             self.outlets.publisher.reload_clients()
-        if new.metrics != old.metrics:
-            if self.metrics is not None:
-                self.metrics.stop()
-                self.metrics = None
-            if new.metrics.enabled:
-                self._start_metrics(new)
+        self.servers.apply(old, new)  # a port that cannot be bound rejects the reload here
         current = self.pipeline.runtime
         if not (
             runtime.net is current.net
@@ -337,35 +345,18 @@ class Daemon:
         for name in self.cameras.reconfigure(old.cameras, new.cameras):
             if self.hub is not None:
                 self.hub.forget(name)
-            if self.web is not None:
-                self.web.snapshots.forget(name)
+            self.servers.forget_camera(name)
         self.pipeline.configure(camera_plans(new))
-        if new.web != old.web:
-            if self.web is not None:
-                self.web.stop()
-                self.web = None
-            if new.web.enabled:
-                self._start_web(new)
         self.config = new
         self.outlets.apply_mqtt(new, runtime.net.name)
 
-    # -- parts
-
-    def _start_metrics(self, config: DaemonConfig) -> None:
-        self.metrics = start_metrics(config, self.snapshot)
-
-    def _start_web(self, config: DaemonConfig) -> None:
+    def _web_hub(self) -> EventHub:
+        """The hub the web view reads, made when it first starts; every camera's state is
+        published to it so the page starts complete."""
         self.outlets.hub = self.outlets.hub or EventHub()
         for name in list(self.stats):
-            self._publish_status(name)  # so the page starts with every camera's state
-        view = DaemonView(
-            cameras=lambda: self.config.cameras,
-            camera_stats=lambda name: s.snapshot() if (s := self.stats.get(name)) else None,
-            stats=lambda: self.snapshot(self._web_rates),
-            latest_frame=self.latest_frame,
-            healthy=self.health,
-        )
-        self.web = start_web(config, view, self.outlets.hub)
+            self._publish_status(name)
+        return self.outlets.hub
 
     # -- messages (what they say is :class:`Reports`' job)
 

@@ -1,5 +1,5 @@
-"""The daemon's optional HTTP servers: Prometheus metrics and the web view. Each is
-Prometheus client is imported only when the metrics section turns it on."""
+"""The daemon's optional HTTP servers: Prometheus metrics and the web view, each running
+while its config section turns it on. The Prometheus client is imported only then."""
 
 from __future__ import annotations
 
@@ -14,21 +14,61 @@ from edgebnn.daemon.web import DaemonView, WebServer, serve
 log = logging.getLogger(__name__)
 
 
-def start_metrics(config: DaemonConfig, snapshot: Callable[[], dict[str, Any]]) -> Any:
-    """A started ``metrics.MetricsServer`` serving ``snapshot()`` (raises OSError)."""
-    from edgebnn.daemon.metrics import MetricsServer  # prometheus-client: only when asked
+class Servers:
+    """Metrics serve ``snapshot()`` at each scrape; the web view shows ``view``, fed by the
+    hub ``web_hub()`` returns (called when the web view starts)."""
 
-    server = MetricsServer(config.metrics.host, config.metrics.port, snapshot)
-    server.start()
-    log.info("Prometheus metrics on http://%s:%d/metrics", *server.address)
-    if not is_loopback_endpoint(f"tcp://{config.metrics.host}:1"):
-        log.warning(
-            "metrics are served unauthenticated on %s: anyone on the network can read them",
-            config.metrics.host,
-        )
-    return server
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        view: DaemonView,
+        web_hub: Callable[[], EventHub],
+    ) -> None:
+        self.snapshot = snapshot
+        self.view = view
+        self.web_hub = web_hub
+        self.metrics: Any = None  # a metrics.MetricsServer while on
+        self.web: WebServer | None = None
 
+    def start_metrics(self, config: DaemonConfig) -> None:
+        """Serve /metrics (raises OSError when the port cannot be bound)."""
+        from edgebnn.daemon.metrics import MetricsServer  # prometheus-client: only when asked
 
-def start_web(config: DaemonConfig, view: DaemonView, hub: EventHub) -> WebServer:
-    """A started web view for ``view``, fed by ``hub`` (raises OSError, ValueError)."""
-    return serve(config.web, view, hub)
+        self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.snapshot)
+        self.metrics.start()
+        log.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics.address)
+        if not is_loopback_endpoint(f"tcp://{config.metrics.host}:1"):
+            log.warning(
+                "metrics are served unauthenticated on %s: anyone on the network can read them",
+                config.metrics.host,
+            )
+
+    def start_web(self, config: DaemonConfig) -> None:
+        """Serve the web view (raises OSError or ValueError)."""
+        self.web = serve(config.web, self.view, self.web_hub())
+
+    def apply(self, old: DaemonConfig, new: DaemonConfig) -> None:
+        """After a reload: restart each server whose section changed (or stop it)."""
+        if new.metrics != old.metrics:
+            if self.metrics is not None:
+                self.metrics.stop()
+                self.metrics = None
+            if new.metrics.enabled:
+                self.start_metrics(new)
+        if new.web != old.web:
+            if self.web is not None:
+                self.web.stop()
+                self.web = None
+            if new.web.enabled:
+                self.start_web(new)
+
+    def forget_camera(self, name: str) -> None:
+        """A camera left the config: the web view drops its last image."""
+        if self.web is not None:
+            self.web.snapshots.forget(name)
+
+    def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.web is not None:
+            self.web.stop()
