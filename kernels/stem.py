@@ -36,6 +36,8 @@ from numba import njit
 
 #: Filters per pass of the fused loop (independent accumulators per column vector).
 GROUP = 4
+#: Row bands of :func:`stem_pool_bits` called as its own kernel (a frame makes its own).
+BANDS = 16
 #: Twice the largest |FMA sum - reference sum| / (M * S_f) for 27 products: 2 x 2 gamma_27.
 ERROR_FACTOR = np.float32(4 * 27 * 2.0**-24 / (1 - 27 * 2.0**-24))
 #: Absolute error allowance for products in float32's subnormal range.
@@ -299,10 +301,11 @@ def stem_pool_bits(
     docstring). ``x`` is the raw (rows, cols, 3) input; the chain's output is read with a
     ring of ``in_pad`` cells holding ``ring``; ``lo``/``hi`` are padded to whole groups
     (:func:`padded_bounds`). At most 32 filters (one word per pixel)."""
-    for r in prange(rows):
+    bands = min(rows, BANDS)  # a band reuses its input rows (a ring of three)
+    for b in prange(bands):
         stem_pool_bits_rows(
-            r,
-            r + 1,
+            rows * b // bands,
+            rows * (b + 1) // bands,
             x,
             in_pad,
             ring,
