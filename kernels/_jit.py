@@ -45,11 +45,11 @@ def popcount64(x: int) -> int:
 
 
 @intrinsic
-def _ctpop64(typingctx, x):  # type: ignore[no-untyped-def]
+def _ctpop64(typingctx, x):
     """LLVM's ``ctpop`` on a 64-bit integer: one POPCNT (vectorisable in loops)."""
     sig = types.uint64(types.uint64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         (val,) = args
         fn = cgutils.get_or_insert_function(
             builder.module, cgutils.ir.FunctionType(val.type, [val.type]), "llvm.ctpop.i64"
@@ -60,8 +60,8 @@ def _ctpop64(typingctx, x):  # type: ignore[no-untyped-def]
 
 
 @overload(popcount64, jit_options={"cache": True})
-def _popcount64_overload(x):  # type: ignore[no-untyped-def]
-    def impl(x):  # type: ignore[no-untyped-def]
+def _popcount64_overload(x):
+    def impl(x):
         return _ctpop64(numba.uint64(x))
 
     return impl

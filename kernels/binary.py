@@ -46,14 +46,14 @@ def unpack_words(words: np.ndarray, n: int) -> np.ndarray:
 
 
 @njit(**PJIT)
-def sign_pack(x, bits):  # type: ignore[no-untyped-def]
+def sign_pack(x, bits):
     """Pack a whole float tensor (ring included): bit set iff x > 0."""
     for r in prange(x.shape[0]):
         sign_pack_rows(r, r + 1, x, bits)
 
 
 @njit(**JIT)
-def sign_pack_rows(r0, r1, x, bits):  # type: ignore[no-untyped-def]
+def sign_pack_rows(r0, r1, x, bits):
     """Rows [r0, r1) of :func:`sign_pack` (one task of a frame, one thread)."""
     _, cols, chans = x.shape
     words = bits.shape[2]
@@ -68,7 +68,7 @@ def sign_pack_rows(r0, r1, x, bits):  # type: ignore[no-untyped-def]
 
 
 @njit(**HOT_JIT)
-def _gather_row(bits, chans, k, stride, r, cols, patches):  # type: ignore[no-untyped-def]
+def _gather_row(bits, chans, k, stride, r, cols, patches):
     """Receptive fields of output row ``r`` in ELL's volume order: ``patches[c, :]``."""
     words = bits.shape[2]
     blocks = patches.shape[1]
@@ -90,7 +90,7 @@ def _gather_row(bits, chans, k, stride, r, cols, patches):  # type: ignore[no-un
 
 
 @njit(**PJIT)
-def gather_patches(bits, chans, k, stride, rows, cols, patches):  # type: ignore[no-untyped-def]
+def gather_patches(bits, chans, k, stride, rows, cols, patches):
     """All receptive fields, ``patches[r*cols + c, :]`` (the convolution gathers per row)."""
     for r in prange(rows):
         _gather_row(bits, chans, k, stride, r, cols, patches[r * cols : (r + 1) * cols])
@@ -159,7 +159,7 @@ def window_masks(
 
 
 @njit(**HOT_JIT)
-def _gather_windows(bits, chans, k, stride, r, windows):  # type: ignore[no-untyped-def]
+def _gather_windows(bits, chans, k, stride, r, windows):
     """Row windows of output row ``r``: ``windows[i, c]`` (see :func:`row_windows`)."""
     cols = windows.shape[1]
     for i in range(k):
@@ -179,7 +179,7 @@ def _gather_windows(bits, chans, k, stride, r, windows):  # type: ignore[no-unty
 
 
 @njit(**HOT_JIT)
-def _counts_windows3(windows, masks, wt, r, acc):  # type: ignore[no-untyped-def]
+def _counts_windows3(windows, masks, wt, r, acc):
     """A 3-row-window field: three popcounts per (pixel, filter), summed in registers."""
     filters = wt.shape[1]
     cols = windows.shape[1]
@@ -199,7 +199,7 @@ def _counts_windows3(windows, masks, wt, r, acc):  # type: ignore[no-untyped-def
 
 
 @njit(**JIT)  # an ordinary call (once per row): inlined, it tripled the kernels' compile time
-def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):  # type: ignore[no-untyped-def]
+def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):
     """Output row ``r``'s differing-bit counts: ``acc[c * F + f] = popcount((x XOR w) AND mask)``.
 
     ``windows``: the input is read as row windows (``wt``, ``masks`` in that layout, see
@@ -272,7 +272,7 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc): 
 @njit(**JIT)
 def binary_row(
     bits, chans, k, stride, masks, nvalid, wt, scale, use_scale, windows, r, patches, acc, row
-):  # type: ignore[no-untyped-def]
+):
     """Output row ``r`` before its chain: ``row[c * F + f] = scale_f * (n − 2·popcount)``.
 
     ``acc`` (cols * F, int64) is scratch for the counts (:func:`binary_counts`).
@@ -311,7 +311,7 @@ def binary_conv_chain(
     codes,
     params,
     alpha,
-):  # type: ignore[no-untyped-def]
+):
     """``out[interior] = chain(scale_f * (nvalid − 2·popcount((x XOR w) AND mask)))``.
 
     ``bits`` are the channel-packed input (ring included); each output row gathers its
@@ -362,7 +362,7 @@ def binary_conv_chain_rows(
     codes,
     params,
     alpha,
-):  # type: ignore[no-untyped-def]
+):
     """Rows [r0, r1) of :func:`binary_conv_chain` (one task of a frame, one thread)."""
     blocks, filters = wt.shape
     patches = np.empty((cols, blocks), np.uint64)

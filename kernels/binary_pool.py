@@ -28,7 +28,7 @@ PACK_MAGIC = np.uint64(0x0102040810204080)
 
 
 @njit(**HOT_JIT)
-def _pack_bytes(on, words):  # type: ignore[no-untyped-def]
+def _pack_bytes(on, words):
     """``words[i]`` bit b = ``on[64 i + b]`` (0/1 bytes): 64 sign bits per word, 8 at a time."""
     groups = on.view(np.uint64)
     for i in range(words.shape[0]):
@@ -39,7 +39,7 @@ def _pack_bytes(on, words):  # type: ignore[no-untyped-def]
 
 
 @njit(**HOT_JIT)
-def _pack_tests(on, filters, dst):  # type: ignore[no-untyped-def]
+def _pack_tests(on, filters, dst):
     """Pack 0/1 bytes ``on`` (pixels x filters) into ``dst`` (pixels, words): channel f of a
     pixel at bit f % 64 of its word f // 64."""
     pixels, words = dst.shape
@@ -55,7 +55,7 @@ def _pack_tests(on, filters, dst):  # type: ignore[no-untyped-def]
 
 
 @njit(**HOT_JIT)
-def _band(band, bands, rows):  # type: ignore[no-untyped-def]
+def _band(band, bands, rows):
     """Pooled rows [p0, p1) of ``band`` when ``rows`` are split into ``bands``."""
     per = -(-rows // bands)
     return band * per, min(rows, (band + 1) * per)
@@ -89,7 +89,7 @@ def binary_conv_pool_bits(
     out_bits,
     out_pad,
     bands,
-):  # type: ignore[no-untyped-def]
+):
     """Packed sign bits of the pooled block output into ``out_bits`` (ring left as filled).
 
     ``ring`` is the chain's ring-filled output tensor (conv_rows + 2p, conv_cols + 2p, F):
@@ -160,7 +160,7 @@ def binary_conv_pool_bits_rows(
     out_bits,
     out_pad,
     bands,
-):  # type: ignore[no-untyped-def]
+):
     """Pooled rows [p0, p1) of :func:`binary_conv_pool_bits` (one band, one thread)."""
     blocks, filters = wt.shape
     rows_u, width, _ = ring.shape
@@ -280,7 +280,7 @@ def binary_conv_pool_counts(
     out_bits,
     out_pad,
     bands,
-):  # type: ignore[no-untyped-def]
+):
     """The same block as :func:`binary_conv_pool_bits` on integers only (see
     :mod:`edgebnn.engine.count_thresholds`): each cell's test is ``d <= limits[p, f]`` on
     its count of differing bits, packed 64 to a word; a pooled word is the OR of its
@@ -341,7 +341,7 @@ def binary_conv_pool_counts_rows(
     out_bits,
     out_pad,
     bands,
-):  # type: ignore[no-untyped-def]
+):
     """Pooled rows [p0, p1) of :func:`binary_conv_pool_counts` (one band, one thread)."""
     blocks, filters = wt.shape
     rows_u, width, words = ring_words.shape

@@ -25,14 +25,14 @@ def depthwise_weights_layout(weights: np.ndarray) -> np.ndarray:
 
 
 @njit(**PJIT)
-def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def conv2d_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):
     """``out[interior] = chain(conv(x, w))`` for output ``rows`` x ``cols``."""
     for r in prange(rows):
         conv2d_chain_rows(r, r + 1, x, w, stride, rows, cols, out, pad, codes, params, alpha)
 
 
 @njit(**JIT)
-def conv2d_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def conv2d_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params, alpha):
     """Rows [r0, r1) of :func:`conv2d_chain` (one task of a frame, one thread)."""
     k = w.shape[0]
     cin = w.shape[2]

@@ -24,7 +24,7 @@ from numba import njit
 
 
 @njit(**HOT_JIT)
-def _input_planes(x, k, stride, r, planes):  # type: ignore[no-untyped-def]
+def _input_planes(x, k, stride, r, planes):
     """``planes[i, ch, :] = x[r * stride + i, :, ch]``: output row ``r``'s input rows, planar."""
     cin = x.shape[2]
     width = x.shape[1]
@@ -37,7 +37,7 @@ def _input_planes(x, k, stride, r, planes):  # type: ignore[no-untyped-def]
 
 
 @njit(**HOT_JIT)
-def _conv_row_3x3x3(planes, wf, cols, acc):  # type: ignore[no-untyped-def]
+def _conv_row_3x3x3(planes, wf, cols, acc):
     """``acc[f, c]``: a 3x3 stride-1 convolution on 3 channels, taps written out."""
     p00, p01, p02 = planes[0, 0], planes[0, 1], planes[0, 2]
     p10, p11, p12 = planes[1, 0], planes[1, 1], planes[1, 2]
@@ -62,7 +62,7 @@ def _conv_row_3x3x3(planes, wf, cols, acc):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)  # an ordinary call, once per row: keeps the kernels' compile time down
-def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
+def _conv_row(x, wf, k, stride, r, planes, acc):
     """Convolution output row ``r`` into ``acc`` (filters, cols); ``wf`` is (taps, filters)."""
     cin = x.shape[2]
     filters, cols = acc.shape
@@ -91,7 +91,7 @@ def _conv_row(x, wf, k, stride, r, planes, acc):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def window_hits(acc, lo, hi, specials, hits):  # type: ignore[no-untyped-def]
+def window_hits(acc, lo, hi, specials, hits):
     """``hits[c]`` bit f = the sign test of convolution output ``acc[f, c]``: ``lo[f] <= v
     <= hi[f]`` for finite v, ``specials[f]``'s flag for NaN and ±inf."""
     filters, cols = acc.shape
@@ -117,7 +117,7 @@ def window_hits(acc, lo, hi, specials, hits):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alpha):
     """``out[interior] = chain(conv(x, w))``; ``w`` is (k, k, C, F)."""
     for r in prange(rows):
         conv2d_columns_chain_rows(
@@ -126,7 +126,7 @@ def conv2d_columns_chain(x, w, stride, rows, cols, out, pad, codes, params, alph
 
 
 @njit(**JIT)
-def conv2d_columns_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def conv2d_columns_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params, alpha):
     """Rows [r0, r1) of :func:`conv2d_columns_chain` (one task of a frame, one thread)."""
     k = w.shape[0]
     cin = w.shape[2]
@@ -147,7 +147,7 @@ def conv2d_columns_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes,
 @njit(**PJIT)
 def conv2d_columns_pool_bits(
     x, w, stride, conv_rows, conv_cols, size, pool_stride, rows, cols, lo, hi, specials, bits, pad
-):  # type: ignore[no-untyped-def]
+):
     """Convolution, monotone chain, max-pool and sign in one pass, writing packed bits.
 
     ELL computes ``sign(maxpool(chain(conv(x))))``. A max-pooled value is > 0 iff one of
@@ -196,7 +196,7 @@ def conv2d_columns_pool_bits_rows(
     specials,
     bits,
     pad,
-):  # type: ignore[no-untyped-def]
+):
     """Rows [r0, r1) of :func:`conv2d_columns_pool_bits` (one task of a frame, one thread)."""
     k = w.shape[0]
     cin = w.shape[2]

@@ -9,7 +9,7 @@ from numba import njit
 
 
 @njit(**PJIT)
-def gemv_chain(x, w, out, codes, params, alpha):  # type: ignore[no-untyped-def]
+def gemv_chain(x, w, out, codes, params, alpha):
     """``out = chain(x @ w)`` for a single pixel (the classifier): ``x`` (C,), ``w`` (C, F),
     ``out`` (F,). BLAS ``sgemm`` with one row packs all of ``w`` first (0.3 ms for
     1280x1000); here each task sums its block of outputs over ``C`` in order, vectorised
@@ -31,7 +31,7 @@ def gemv_chain(x, w, out, codes, params, alpha):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def fully_connected(x, weights, out_flat):  # type: ignore[no-untyped-def]
+def fully_connected(x, weights, out_flat):
     """``out_flat = weights @ x.ravel()`` in float32, one output per row of ``weights``."""
     flat = x.reshape(-1)
     n_out, n_in = weights.shape

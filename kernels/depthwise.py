@@ -128,7 +128,7 @@ _pairs5 = njit(**HOT_JIT)(globals()["_pairs5"])
 
 
 @njit(**HOT_JIT)
-def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):  # type: ignore[no-untyped-def]
+def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):
     """One output row into ``acc`` (cols * C) from input rows ``l0..`` (padded rows,
     flattened; the kernel rows from ``lead`` on; ``l3``, ``l4`` unused for 3x3)."""
     chans = w.shape[2]
@@ -159,7 +159,7 @@ def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):  # type: 
 
 
 @njit(**PJIT)
-def depthwise_rows_chain(x, w, wt, stride, lead, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def depthwise_rows_chain(x, w, wt, stride, lead, rows, cols, out, pad, codes, params, alpha):
     """Depthwise 3x3/5x5 (after ``lead`` zero taps) + chain, written straight into ``out``'s
     interior; ``w`` (k, k, C), ``wt`` from :func:`tile_taps`."""
     for r in prange(rows):
@@ -171,7 +171,7 @@ def depthwise_rows_chain(x, w, wt, stride, lead, rows, cols, out, pad, codes, pa
 @njit(**JIT)
 def depthwise_rows_chain_rows(
     t0, t1, x, w, wt, stride, lead, rows, cols, out, pad, codes, params, alpha
-):  # type: ignore[no-untyped-def]
+):
     """Iterations [t0, t1) of :func:`depthwise_rows_chain`'s parallel loop (one task of a frame)."""
     chans = w.shape[2]
     five = w.shape[0] - lead == 5
@@ -188,7 +188,7 @@ def depthwise_rows_chain_rows(
 
 
 @njit(**PJIT)
-def depthwise_conv2d_rows_chain(x, w, stride, lead, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def depthwise_conv2d_rows_chain(x, w, stride, lead, rows, cols, out, pad, codes, params, alpha):
     """Depthwise convolution, weights (k, k, F); taps before ``lead`` are zero and skipped."""
     k = w.shape[0]
     chans = w.shape[2]

@@ -46,7 +46,7 @@ def empty_params(channels: int) -> np.ndarray:
 
 
 @njit(**HOT_JIT)
-def apply_chain(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
+def apply_chain(v, r, codes, params, alpha):
     """Apply the chain in place to ``v``, output row ``r`` flattened as (column, channel).
 
     ``params`` is (ops, 2, columns * channels): per-channel values tiled along the row at
@@ -112,14 +112,14 @@ def apply_chain(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def apply_chain_call(v, r, codes, params, alpha):  # type: ignore[no-untyped-def]
+def apply_chain_call(v, r, codes, params, alpha):
     """:func:`apply_chain` as an ordinary call, for kernels that run it once per row and
     whose compile time an inlined copy would dominate."""
     apply_chain(v, r, codes, params, alpha)
 
 
 @njit(**HOT_JIT)
-def store_row(row, out, r, pad):  # type: ignore[no-untyped-def]
+def store_row(row, out, r, pad):
     """Copy a finished row (columns * channels) into ``out``'s interior row ``r``."""
     dst = out[r + pad].reshape(-1)
     start = pad * out.shape[2]
@@ -138,14 +138,14 @@ def row_alpha(alpha: np.ndarray) -> np.ndarray:
 
 
 @njit(**PJIT)
-def chain_copy(x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def chain_copy(x, out, pad, codes, params, alpha):
     """``out[interior] = chain(x)`` for an un-padded input ``x`` (rows, cols, channels)."""
     for r in prange(x.shape[0]):
         chain_copy_rows(r, r + 1, x, out, pad, codes, params, alpha)
 
 
 @njit(**JIT)
-def chain_copy_rows(r0, r1, x, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def chain_copy_rows(r0, r1, x, out, pad, codes, params, alpha):
     """Rows [r0, r1) of :func:`chain_copy` (one task of a frame, one thread)."""
     for r in range(r0, r1):
         v = x[r].reshape(-1).copy()
@@ -154,14 +154,14 @@ def chain_copy_rows(r0, r1, x, out, pad, codes, params, alpha):  # type: ignore[
 
 
 @njit(**PJIT)
-def add_chain(a, b, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def add_chain(a, b, out, pad, codes, params, alpha):
     """``out[interior] = chain(a + b)`` (residual connections)."""
     for r in prange(a.shape[0]):
         add_chain_rows(r, r + 1, a, b, out, pad, codes, params, alpha)
 
 
 @njit(**JIT)
-def add_chain_rows(r0, r1, a, b, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def add_chain_rows(r0, r1, a, b, out, pad, codes, params, alpha):
     """Rows [r0, r1) of :func:`add_chain` (one task of a frame, one thread)."""
     _, cols, chans = a.shape
     for r in range(r0, r1):

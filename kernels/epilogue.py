@@ -18,7 +18,7 @@ from numba import njit
 
 
 @njit(**HOT_JIT)
-def chain_into(row, dst, r, codes, params, alpha):  # type: ignore[no-untyped-def]
+def chain_into(row, dst, r, codes, params, alpha):
     """``dst = chain(row)`` for output row ``r``; ``dst`` may be ``row`` itself."""
     n = row.shape[0]
     ops = codes.shape[0]
@@ -41,7 +41,7 @@ def chain_into(row, dst, r, codes, params, alpha):  # type: ignore[no-untyped-de
 
 
 @njit(**HOT_JIT)
-def interior(out, r, pad, n):  # type: ignore[no-untyped-def]
+def interior(out, r, pad, n):
     """``out``'s interior row ``r`` (the first ``n`` values after the ring), flattened."""
     start = pad * out.shape[2]
     return out[r + pad].reshape(-1)[start : start + n]

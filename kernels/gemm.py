@@ -105,9 +105,7 @@ def scratch(threads: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(**KERNEL_JIT)
-def gemm_block(  # type: ignore[no-untyped-def]
-    a, m0, m1, wpk, bias, n, p0, p1, flags, c, crow, ccol, cols, res, block, ptrs
-):
+def gemm_block(a, m0, m1, wpk, bias, n, p0, p1, flags, c, crow, ccol, cols, res, block, ptrs):
     """Pixels ``m0:m1`` and panels ``p0:p1`` of ``epilogue(a @ w)``.
 
     ``a`` (pixels, C) C-contiguous; ``wpk``/``bias`` from :func:`pack_weights` /
@@ -175,7 +173,7 @@ def gemm_block(  # type: ignore[no-untyped-def]
 
 
 @njit(**KERNEL_PJIT)
-def pointwise_packed(a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs):  # type: ignore[no-untyped-def]
+def pointwise_packed(a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs):
     """A whole pointwise layer on Numba's threads: ``a`` (pixels, C) -> ``c``, the output
     as (rows + 2 pad, (cols + 2 pad) * n), its interior written; one range of
     :func:`thread_ranges` per task."""
@@ -186,7 +184,7 @@ def pointwise_packed(a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, 
 
 
 @njit(**KERNEL_JIT)
-def pointwise_packed_rows(t0, t1, a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs):  # type: ignore[no-untyped-def]
+def pointwise_packed_rows(t0, t1, a, wpk, bias, n, flags, c, pad, cols, res, ranges, blocks, ptrs):
     """Iterations [t0, t1) of :func:`pointwise_packed`'s parallel loop (one task of a frame)."""
     for t in range(t0, t1):
         gemm_block(

@@ -30,7 +30,7 @@ def im2col_weights_layout(weights: np.ndarray, lead: int) -> np.ndarray:
 
 
 @njit(**HOT_JIT)
-def gather_im2col_row(x, r, k, lead, stride, cols, prow):  # type: ignore[no-untyped-def]
+def gather_im2col_row(x, r, k, lead, stride, cols, prow):
     """Output row ``r``'s receptive fields, taps from ``lead`` on, into ``prow`` (cols * taps):
     each kernel row's taps are one contiguous slice of ``x``."""
     cin = x.shape[2]
@@ -48,7 +48,7 @@ def gather_im2col_row(x, r, k, lead, stride, cols, prow):  # type: ignore[no-unt
 @njit(**PJIT)
 def im2col_sgemm_chain(
     x, w2, k, lead, stride, patches, y_rows, block, out, pad, codes, params, alpha
-):  # type: ignore[no-untyped-def]
+):
     """A k x k convolution as gathered patches times ``w2`` (taps, F), on Numba's threads.
 
     ``patches`` (rows, cols * taps) and ``y_rows`` (rows, cols * F) are scratch; taps are

@@ -62,7 +62,7 @@ def pack_reference(x: np.ndarray) -> np.ndarray:
 
 
 @njit(**PJIT)
-def quantize(x, bits):  # type: ignore[no-untyped-def]
+def quantize(x, bits):
     """LceQuantize: (H, W, C) float32 -> (H, W, words) uint64, bit set iff x < 0."""
     rows, cols, chans = x.shape
     words = bits.shape[2]
@@ -78,7 +78,7 @@ def quantize(x, bits):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def dequantize(bits, out):  # type: ignore[no-untyped-def]
+def dequantize(bits, out):
     """LceDequantize: bit 1 -> −1.0, bit 0 -> +1.0."""
     rows, cols, chans = out.shape
     for r in prange(rows):
@@ -89,7 +89,7 @@ def dequantize(bits, out):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def bmaxpool(bits, fh, fw, sh, sw, pad_top, pad_left, out):  # type: ignore[no-untyped-def]
+def bmaxpool(bits, fh, fw, sh, sw, pad_top, pad_left, out):
     """LceBMaxPool2d: max of ±1 values is −1 only if all are −1: AND of the bits over the
     window's in-bounds positions (padding is ignored, as TFLite's max pool does)."""
     rows, cols, words = bits.shape
@@ -112,7 +112,7 @@ def bmaxpool(bits, fh, fw, sh, sw, pad_top, pad_left, out):  # type: ignore[no-u
 
 
 @njit(**HOT_JIT)
-def _gather(bits, oy, ox, kh, kw, sh, sw, dh, dw, pad_top, pad_left, patch):  # type: ignore[no-untyped-def]
+def _gather(bits, oy, ox, kh, kw, sh, sw, dh, dw, pad_top, pad_left, patch):
     """The receptive field of one output pixel as (kh*kw*words) words; outside reads 0."""
     rows, cols, words = bits.shape
     i = 0
@@ -130,7 +130,7 @@ def _gather(bits, oy, ox, kh, kw, sh, sw, dh, dw, pad_top, pad_left, patch):  # 
 
 
 @njit(**HOT_JIT)
-def _accumulate(p0, p1, wt, a0, a1):  # type: ignore[no-untyped-def]
+def _accumulate(p0, p1, wt, a0, a1):
     """a0[o] = Σ_d popcount(p0[d] XOR wt[d, o]), a1 likewise for p1.
 
     Two pixels share each weight load and four taps share each accumulator update; the
@@ -160,7 +160,7 @@ def _accumulate(p0, p1, wt, a0, a1):  # type: ignore[no-untyped-def]
 
 
 @njit(**HOT_JIT)
-def _store_float(acc, clamp_lo, clamp_hi, mul, bias, dst):  # type: ignore[no-untyped-def]
+def _store_float(acc, clamp_lo, clamp_hi, mul, bias, dst):
     """LCE's float output transform of one pixel: float(clamp(2·acc))·mul + bias. The
     clamped value is within [0, 2K], so it converts through int32 (a SIMD conversion)."""
     for o in range(acc.shape[0]):
@@ -169,7 +169,7 @@ def _store_float(acc, clamp_lo, clamp_hi, mul, bias, dst):  # type: ignore[no-un
 
 
 @njit(**PJIT)
-def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, out):  # type: ignore[no-untyped-def]
+def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, out):
     """LceBconv2d with float output. ``geometry`` = (kh, kw, sh, sw, dh, dw, pad_top,
     pad_left); ``correction`` is (out_rows, out_cols, filters) or empty (0, 0, 0)."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
@@ -196,7 +196,7 @@ def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, o
 
 
 @njit(**PJIT)
-def bconv_bits(bits, wt, geometry, thresholds, out):  # type: ignore[no-untyped-def]
+def bconv_bits(bits, wt, geometry, thresholds, out):
     """LceBconv2d with bitpacked output: bit o set iff acc[o] > thresholds[o]."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
     out_rows, out_cols, out_words = out.shape

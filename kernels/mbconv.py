@@ -80,7 +80,7 @@ def mbconv_chain(
     cols_out,
     out,
     pad,
-):  # type: ignore[no-untyped-def]
+):
     """``out[interior] = block(x)`` for one MBConv block, row bands on Numba's threads.
 
     ``expand`` says what makes the depthwise input rows (``e_rows`` x ``e_cols`` before the
@@ -179,7 +179,7 @@ def mbconv_chain_rows(
     cols_out,
     out,
     pad,
-):  # type: ignore[no-untyped-def]
+):
     """Iterations [t0, t1) of :func:`mbconv_chain`'s parallel loop (one task of a frame)."""
     k = wd.shape[0]
     hidden = wd.shape[2]

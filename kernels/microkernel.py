@@ -131,29 +131,29 @@ KERNEL_JIT = JIT if _from_host else {**JIT, "cache": False}
 KERNEL_PJIT = PJIT if _from_host else {**PJIT, "cache": False}
 
 
-def _make_tile(rows: int, nv: int):  # type: ignore[no-untyped-def]
+def _make_tile(rows: int, nv: int):
     """An intrinsic computing a ``rows x (nv * LANES)`` output block (see the module doc)."""
 
     @intrinsic
-    def tile_intrinsic(typingctx, ptrs, b, bias, k, flags, pf):  # type: ignore[no-untyped-def]
+    def tile_intrinsic(typingctx, ptrs, b, bias, k, flags, pf):
         # int64, not intp: the IR below is all i64, also where pointers are 32-bit.
         sig = types.void(
             types.int64, types.int64, types.int64, types.int64, types.int64, types.int64
         )
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):
             ptrs, b, bias, k, flags, pf = args
             f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
             vec = ir.VectorType(f32, LANES)
             fptr, vptr = f32.as_pointer(), vec.as_pointer()
             table = builder.inttoptr(ptrs, i64.as_pointer())
 
-            def row_ptr(kind: int, i: int):  # type: ignore[no-untyped-def]
+            def row_ptr(kind: int, i: int):
                 return builder.inttoptr(
                     builder.load(builder.gep(table, [i64(kind * ROWS + i)]), align=8), fptr
                 )
 
-            def load_vec(base, offset):  # type: ignore[no-untyped-def]
+            def load_vec(base, offset):
                 return builder.load(builder.bitcast(builder.gep(base, [offset]), vptr), align=4)
 
             a_rows = [row_ptr(0, i) for i in range(rows)]
@@ -245,7 +245,7 @@ _small1, _small2 = _make_tile(SMALL, 1), _make_tile(SMALL, 2)
 
 
 @njit(**KERNEL_JIT)
-def tile(rows, nv, ptrs, b, bias, k, flags, pf):  # type: ignore[no-untyped-def]
+def tile(rows, nv, ptrs, b, bias, k, flags, pf):
     """One ``rows x (nv * LANES)`` block, ``rows`` one of :data:`ROWS`, :data:`MID`,
     :data:`SMALL` and ``nv`` 1 or 2: ``out = epilogue(sum_k a[i, k] * w[k, :])``.
 

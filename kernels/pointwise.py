@@ -19,7 +19,7 @@ from numba import njit
 
 
 @njit(**HOT_JIT)
-def store_interior(row, out, r, pad):  # type: ignore[no-untyped-def]
+def store_interior(row, out, r, pad):
     """Copy a finished row (cols * F) into ``out``'s interior row ``r``.
 
     Both sides are sliced first so the copy is a plain vectorised loop (indexed as
@@ -37,7 +37,7 @@ def pointwise_weights_layout(weights: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weights[:, 0, 0, :].T, dtype=np.float32)
 
 
-def pointwise_conv_chain(x2d, w, y2d, out, pad, codes, params, alpha) -> None:  # type: ignore[no-untyped-def]
+def pointwise_conv_chain(x2d, w, y2d, out, pad, codes, params, alpha) -> None:
     """``out[interior] = chain(x2d @ w)``: x2d (rows * cols, C), w (C, F), y2d (rows * cols, F).
 
     ``y2d`` is scratch, or a view of ``out`` itself when ``pad`` is 0 (no copy then).
@@ -48,7 +48,7 @@ def pointwise_conv_chain(x2d, w, y2d, out, pad, codes, params, alpha) -> None:  
 
 
 @njit(**PJIT)
-def _chain_rows(y, out, pad, codes, params, alpha, store):  # type: ignore[no-untyped-def]
+def _chain_rows(y, out, pad, codes, params, alpha, store):
     """Apply the chain to each row of ``y`` (rows, cols * F) in place, then store it."""
     for r in prange(y.shape[0]):
         row = y[r]
@@ -58,7 +58,7 @@ def _chain_rows(y, out, pad, codes, params, alpha, store):  # type: ignore[no-un
 
 
 @njit(**PJIT)
-def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alpha):
     """:func:`pointwise_conv_chain` on Numba's threads: per task, ``block`` image rows.
 
     ``x_rows`` (rows, cols * C), ``w`` (C, F), ``y_rows`` (rows, cols * F) scratch or a
@@ -101,7 +101,7 @@ def pointwise_sgemm_chain(x_rows, w, y_rows, block, out, pad, codes, params, alp
 
 
 @njit(**PJIT)
-def pointwise_sgemm_columns_chain(x_rows, w, y_rows, parts, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def pointwise_sgemm_columns_chain(x_rows, w, y_rows, parts, out, pad, codes, params, alpha):
     """:func:`pointwise_sgemm_chain` for small images (7x7: too few rows to share out):
     each task computes every pixel for its slice of the ``F`` outputs (one ``sgemm`` with
     the full pixel count, slices of 16 columns), then the rows' epilogues are shared out."""

@@ -17,7 +17,7 @@ FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
 @njit(inline="always", **JIT)
-def _pool_pixel(x, acc, is_max, size, stride, r, c):  # type: ignore[no-untyped-def]
+def _pool_pixel(x, acc, is_max, size, stride, r, c):
     rows_in, cols_in, chans = x.shape
     if is_max:
         for k in range(chans):
@@ -49,7 +49,7 @@ def _pool_pixel(x, acc, is_max, size, stride, r, c):  # type: ignore[no-untyped-
 
 
 @njit(**PJIT)
-def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):
     """``out[interior] = chain(pool(x))``."""
     for r in prange(rows):
         pool_chain_rows(
@@ -58,7 +58,7 @@ def pool_chain(x, is_max, size, stride, rows, cols, out, pad, codes, params, alp
 
 
 @njit(**JIT)
-def pool_chain_rows(r0, r1, x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):  # type: ignore[no-untyped-def]
+def pool_chain_rows(r0, r1, x, is_max, size, stride, rows, cols, out, pad, codes, params, alpha):
     """Rows [r0, r1) of :func:`pool_chain` (one task of a frame, one thread)."""
     chans = x.shape[2]
     for r in range(r0, r1):
@@ -70,14 +70,14 @@ def pool_chain_rows(r0, r1, x, is_max, size, stride, rows, cols, out, pad, codes
 
 
 @njit(inline="always", **JIT)
-def nonfinite_bit(v, flags):  # type: ignore[no-untyped-def]
+def nonfinite_bit(v, flags):
     """The sign bit for a NaN or ±inf value: flag 1 (NaN), 2 (+inf) or 4 (-inf) of ``flags``."""
     flag = 1 if np.isnan(v) else (2 if v > 0 else 4)
     return (flags & flag) != 0
 
 
 @njit(**HOT_JIT)
-def has_nonfinite(x):  # type: ignore[no-untyped-def]
+def has_nonfinite(x):
     """True if the float32 array ``x`` holds a NaN or ±inf: an integer max over the float
     bits, which vectorises where a float test per element does not."""
     bits = x.reshape(-1).view(np.uint32)
@@ -88,7 +88,7 @@ def has_nonfinite(x):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad):  # type: ignore[no-untyped-def]
+def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad):
     """Pool (or read) then binarise into channel-packed words, without float output.
 
     Channel k's bit is set iff the float value that ELL would compute after the following
@@ -106,7 +106,7 @@ def pool_to_bits(x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials,
 @njit(**JIT)
 def pool_to_bits_rows(
     r0, r1, x, do_pool, is_max, size, stride, rows, cols, lo, hi, specials, bits, pad
-):  # type: ignore[no-untyped-def]
+):
     """Rows [r0, r1) of :func:`pool_to_bits` (one task of a frame, one thread)."""
     chans = x.shape[2]
     words = bits.shape[2]

@@ -8,7 +8,7 @@ from numba import njit
 
 
 @njit(**JIT)
-def softmax(x, out, pad):  # type: ignore[no-untyped-def]
+def softmax(x, out, pad):
     """Softmax over the whole tensor: max, ``exp(x - max)``, sequential sum, divide."""
     rows, cols, chans = x.shape
     m = x[0, 0, 0]
@@ -30,6 +30,6 @@ def softmax(x, out, pad):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def softmax_rows(r0, r1, x, out, pad):  # type: ignore[no-untyped-def]
+def softmax_rows(r0, r1, x, out, pad):
     """:func:`softmax` as a frame's single task (``[r0, r1)`` is always ``[0, 1)``)."""
     softmax(x, out, pad)

@@ -73,19 +73,19 @@ def padded_bounds(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 @njit(**FMA_HOT_JIT)
-def _tap(v, w, a0, a1, a2, a3):  # type: ignore[no-untyped-def]
+def _tap(v, w, a0, a1, a2, a3):
     """One input value times a tap's four weights (a tuple), added to four sums."""
     return a0 + v * w[0], a1 + v * w[1], a2 + v * w[2], a3 + v * w[3]
 
 
 @njit(**HOT_JIT)
-def _four(w, t):  # type: ignore[no-untyped-def]
+def _four(w, t):
     """Tap ``t``'s four weights as a tuple (kept in registers across the column loop)."""
     return w[t, 0], w[t, 1], w[t, 2], w[t, 3]
 
 
 @njit(**HOT_JIT)
-def _test_bits(a0, a1, a2, a3, lo, hi):  # type: ignore[no-untyped-def]
+def _test_bits(a0, a1, a2, a3, lo, hi):
     """Bit k: ``lo[k] <= a_k <= hi[k]``."""
     m = np.uint32((a0 >= lo[0]) & (a0 <= hi[0]))
     m |= np.uint32((a1 >= lo[1]) & (a1 <= hi[1])) << np.uint32(1)
@@ -95,7 +95,7 @@ def _test_bits(a0, a1, a2, a3, lo, hi):  # type: ignore[no-untyped-def]
 
 
 @njit(**FMA_JIT)
-def _fused_row(planes, s0, s1, s2, w, inner, outer, cols, out, shift):  # type: ignore[no-untyped-def]
+def _fused_row(planes, s0, s1, s2, w, inner, outer, cols, out, shift):
     """One convolution row for four filters (``w`` is (27, 4)), OR-ed into ``out[c]``: bits
     ``shift``..``shift + 3`` test the fused sums against the intervals ``inner`` (lo + err,
     hi - err), where they pass the reference sums pass; bits 16-19 are set where they fail
@@ -171,7 +171,7 @@ def _fused_row(planes, s0, s1, s2, w, inner, outer, cols, out, shift):  # type: 
 
 
 @njit(**JIT)
-def _reference_column(planes, s0, s1, s2, taps, lo, hi, c):  # type: ignore[no-untyped-def]
+def _reference_column(planes, s0, s1, s2, taps, lo, hi, c):
     """The test bits of column ``c`` from sums in the reference order (no fused ops)."""
     word = np.uint32(0)
     for f in range(taps.shape[1]):
@@ -189,21 +189,21 @@ def _reference_column(planes, s0, s1, s2, taps, lo, hi, c):  # type: ignore[no-u
 
 
 @njit(**JIT)
-def _up(v):  # type: ignore[no-untyped-def]
+def _up(v):
     """The smallest float32 >= the float64 ``v``."""
     f = np.float32(v)
     return np.nextafter(f, np.float32(np.inf)) if np.float64(f) < v else f
 
 
 @njit(**JIT)
-def _down(v):  # type: ignore[no-untyped-def]
+def _down(v):
     """The largest float32 <= the float64 ``v``."""
     f = np.float32(v)
     return np.nextafter(f, np.float32(-np.inf)) if np.float64(f) > v else f
 
 
 @njit(**JIT)
-def _edges(lo, hi, total, top):  # type: ignore[no-untyped-def]
+def _edges(lo, hi, total, top):
     """(lo + err, hi - err, lo - err, hi + err) rounded outwards to float32, ``err`` the
     bound on |fused sum - reference sum| for weights of ``sum |w| = total``."""
     e = np.float64(ERROR_FACTOR) * np.float64(total) * np.float64(top) + np.float64(TINY)
@@ -212,7 +212,7 @@ def _edges(lo, hi, total, top):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def _fused_hits(planes, s0, s1, s2, grouped, taps, sums, top, lo, hi, codes, hits):  # type: ignore[no-untyped-def]
+def _fused_hits(planes, s0, s1, s2, grouped, taps, sums, top, lo, hi, codes, hits):
     """``hits[c]`` bit f = the reference test of one convolution row whose inputs are finite
     and at most ``top`` in magnitude: from the fused sums where they decide it, from sums in
     the reference order in the columns where they do not. ``codes`` is (halves, cols): 16
@@ -244,7 +244,7 @@ def _fused_hits(planes, s0, s1, s2, grouped, taps, sums, top, lo, hi, codes, hit
 
 
 @njit(**JIT)
-def _load_row(x, pr, in_pad, ring, codes, params, alpha, line, plane):  # type: ignore[no-untyped-def]
+def _load_row(x, pr, in_pad, ring, codes, params, alpha, line, plane):
     """Padded input row ``pr`` after the input chain into ``plane`` (3, width); returns its
     largest |value| (NaN when a value is NaN: an integer max over the float bits)."""
     width = plane.shape[1]
@@ -296,7 +296,7 @@ def stem_pool_bits(
     specials,
     bits,
     pad,
-):  # type: ignore[no-untyped-def]
+):
     """Packed bits of ``sign(maxpool(chain(conv3x3(input_chain(x)))))`` (see the module
     docstring). ``x`` is the raw (rows, cols, 3) input; the chain's output is read with a
     ring of ``in_pad`` cells holding ``ring``; ``lo``/``hi`` are padded to whole groups
@@ -353,7 +353,7 @@ def stem_pool_bits_rows(
     specials,
     bits,
     pad,
-):  # type: ignore[no-untyped-def]
+):
     """Rows [r0, r1) of :func:`stem_pool_bits` (one task of a frame, one thread)."""
     width = x.shape[1] + 2 * in_pad
     filters = taps.shape[1]

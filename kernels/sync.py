@@ -48,19 +48,19 @@ _FUTEX_WAIT_PRIVATE = 128
 _FUTEX_WAKE_PRIVATE = 129
 
 
-def _element_pointer(context, builder, arrty, arr, idx):  # type: ignore[no-untyped-def]
+def _element_pointer(context, builder, arrty, arr, idx):
     ary = context.make_array(arrty)(context, builder, arr)
     return cgutils.get_item_pointer(context, builder, arrty, ary, [idx])
 
 
 @intrinsic
-def atomic_add(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
+def atomic_add(typingctx, arr, idx, val):
     """``arr[idx] += val`` atomically (sequentially consistent); returns the old value."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
         return None
     sig = types.int64(arr, types.intp, types.int64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         a, i, v = args
         ptr = _element_pointer(context, builder, signature.args[0], a, i)
         return builder.atomic_rmw("add", ptr, v, "seq_cst")
@@ -69,13 +69,13 @@ def atomic_add(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def atomic_load(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+def atomic_load(typingctx, arr, idx):
     """``arr[idx]`` read atomically with acquire ordering (never hoisted out of a loop)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
         return None
     sig = types.int64(arr, types.intp)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         a, i = args
         ptr = _element_pointer(context, builder, signature.args[0], a, i)
         return builder.load_atomic(ptr, "acquire", 8)
@@ -84,11 +84,11 @@ def atomic_load(typingctx, arr, idx):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def spin_hint(typingctx):  # type: ignore[no-untyped-def]
+def spin_hint(typingctx):
     """One busy-wait hint: ``pause`` on x86, ``yield`` on aarch64, nothing elsewhere."""
     sig = types.void()
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         void = cgutils.ir.VoidType()
         if _MACHINE in ("x86_64", "amd64", "i386", "i686"):
             fnty = cgutils.ir.FunctionType(void, [])
@@ -104,7 +104,7 @@ def spin_hint(typingctx):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-def _syscall(builder, args):  # type: ignore[no-untyped-def]
+def _syscall(builder, args):
     """libc ``syscall(args...)`` (all i64)."""
     i64 = cgutils.ir.IntType(64)
     fnty = cgutils.ir.FunctionType(i64, [i64], var_arg=True)
@@ -113,14 +113,14 @@ def _syscall(builder, args):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def futex_wait(typingctx, arr, idx, seen, timeout_ns):  # type: ignore[no-untyped-def]
+def futex_wait(typingctx, arr, idx, seen, timeout_ns):
     """Sleep while the low 32 bits of ``arr[idx]`` equal those of ``seen``, at most
     ``timeout_ns`` (a futex wait); ``sched_yield`` where there is no futex."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
         return None
     sig = types.void(arr, types.intp, types.int64, types.int64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         a, i, seen_v, timeout_v = args
         i64 = cgutils.ir.IntType(64)
         if _SYS_FUTEX is None:
@@ -153,14 +153,14 @@ def futex_wait(typingctx, arr, idx, seen, timeout_ns):  # type: ignore[no-untype
 
 
 @intrinsic
-def futex_wake(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+def futex_wake(typingctx, arr, idx):
     """Wake every thread asleep in :func:`futex_wait` on ``arr[idx]`` (nothing without a
     futex)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
         return None
     sig = types.void(arr, types.intp)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         if _SYS_FUTEX is None:
             return context.get_dummy_value()
         a, i = args
@@ -184,12 +184,12 @@ def futex_wake(typingctx, arr, idx):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def monotonic_ns(typingctx):  # type: ignore[no-untyped-def]
+def monotonic_ns(typingctx):
     """``clock_gettime(CLOCK_MONOTONIC)`` in ns (a vDSO call, no system call); 0 where
     there is no futex (the platforms this is not written for)."""
     sig = types.int64()
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         i64 = cgutils.ir.IntType(64)
         if _SYS_FUTEX is None:
             return cgutils.ir.Constant(i64, 0)
@@ -207,7 +207,7 @@ def monotonic_ns(typingctx):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def wait_for(counters, idx, target):  # type: ignore[no-untyped-def]
+def wait_for(counters, idx, target):
     """Wait until ``counters[idx] >= target``: a spin of :data:`SPIN_NS`, then asleep on
     the counter.
 
@@ -238,7 +238,7 @@ def wait_for(counters, idx, target):  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def count_done(counters, idx):  # type: ignore[no-untyped-def]
+def count_done(counters, idx):
     """``counters[idx] += 1`` for a finished task, waking the threads asleep in
     :func:`wait_for` on it (``counters[idx + 1]`` of them)."""
     atomic_add(counters, idx, 1)
@@ -247,7 +247,7 @@ def count_done(counters, idx):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def call_compiled(typingctx, address, lo, hi, args):  # type: ignore[no-untyped-def]
+def call_compiled(typingctx, address, lo, hi, args):
     """``f(lo, hi, *args)`` for the Numba-compiled function ``f`` at ``address`` (its native
     entry point, compiled for exactly these types), discarding its result.
 
@@ -259,7 +259,7 @@ def call_compiled(typingctx, address, lo, hi, args):  # type: ignore[no-untyped-
         return None
     sig = types.void(address, types.int64, types.int64, args)
 
-    def codegen(context, builder, signature, llargs):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, llargs):
         addr, lo_v, hi_v, tup = llargs
         argtys = [types.int64, types.int64, *signature.args[3]]
         call_conv = context.call_conv

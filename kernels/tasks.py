@@ -79,7 +79,7 @@ def pack(args: tuple) -> tuple[np.ndarray, list[int]]:
 
 
 @intrinsic(prefer_literal=True)
-def _call_packed(typingctx, part, lo, hi, blob, key):  # type: ignore[no-untyped-def]
+def _call_packed(typingctx, part, lo, hi, blob, key):
     """``part(lo, hi, *args)`` with ``args`` unpacked from the buffer at ``blob``, their
     types those registered under the literal ``key``."""
     if not isinstance(key, types.IntegerLiteral) or key.literal_value not in LAYOUTS:
@@ -87,7 +87,7 @@ def _call_packed(typingctx, part, lo, hi, blob, key):  # type: ignore[no-untyped
     argtys = LAYOUTS[key.literal_value]
     sig = types.void(part, lo, hi, blob, key)
 
-    def codegen(context, builder, signature, llargs):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, llargs):
         addr, lo_v, hi_v, blob_v, _ = llargs
         base = builder.inttoptr(blob_v, cgutils.ir.IntType(64).as_pointer())
         values = [lo_v, hi_v]
@@ -116,7 +116,7 @@ def _call_packed(typingctx, part, lo, hi, blob, key):  # type: ignore[no-untyped
 
 
 @njit(**JIT)
-def run_task(lo, hi, part, blob, key):  # type: ignore[no-untyped-def]
+def run_task(lo, hi, part, blob, key):
     """Trampoline: ``part(lo, hi, *unpack(blob))``; compiled per literal ``key``."""
     _call_packed(part, lo, hi, blob, key)
 
@@ -139,7 +139,7 @@ def task_addresses(part, args: tuple) -> tuple[int, int, int]:
 
 
 @njit(**PJIT)
-def run_frame(team, sync, tasks, tramps, parts, blobs):  # type: ignore[no-untyped-def]
+def run_frame(team, sync, tasks, tramps, parts, blobs):
     """Every step's tasks, step after step, on a team of ``team`` threads in one region.
 
     ``tasks[s]`` is (units, tasks) of step ``s``: task ``t`` covers units

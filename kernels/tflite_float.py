@@ -31,11 +31,11 @@ def activate(x: np.ndarray, code: int) -> np.ndarray:
 
 
 @intrinsic
-def fma32(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+def fma32(typingctx, a, b, c):
     """LLVM's ``fma.f32``: a·b + c rounded once (one instruction where the CPU has FMA)."""
     sig = types.float32(types.float32, types.float32, types.float32)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         f32 = cgutils.ir.FloatType()
         fn = cgutils.get_or_insert_function(
             builder.module, cgutils.ir.FunctionType(f32, [f32, f32, f32]), "llvm.fma.f32"
@@ -56,12 +56,12 @@ def same_padding(size: int, k: int, stride: int, dilation: int, same: bool) -> t
 
 
 @njit(**HOT_JIT)
-def _tap_value(x, y, xx, c, inside):  # type: ignore[no-untyped-def]
+def _tap_value(x, y, xx, c, inside):
     return x[y, xx, c] if inside else np.float32(0.0)
 
 
 @njit(**PJIT)
-def conv2d(x, w, bias, geometry, out):  # type: ignore[no-untyped-def]
+def conv2d(x, w, bias, geometry, out):
     """Convolution as TFLite's kernels round it: the accumulator starts at the bias and
     takes one fused multiply-add per tap in (ky, kx, c) order (bit-exact to LCE's default
     and XNNPACK convolutions). ``w`` is (kh*kw*C, filters) in (ky, kx, c) order; a tap
@@ -117,7 +117,7 @@ def conv2d(x, w, bias, geometry, out):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def dense(x, w, bias, out):  # type: ignore[no-untyped-def]
+def dense(x, w, bias, out):
     """Fully connected: ``out = bias + Σ_k x[k]·w[k]`` with one fused multiply-add per
     input in order, as :func:`conv2d`. ``w`` is (inputs, units); blocks of units run in
     parallel."""
@@ -138,7 +138,7 @@ def dense(x, w, bias, out):  # type: ignore[no-untyped-def]
 
 
 @njit(**PJIT)
-def depthwise(x, w, bias, geometry, multiplier, out):  # type: ignore[no-untyped-def]
+def depthwise(x, w, bias, geometry, multiplier, out):
     """Depthwise conv; ``w`` is (kh, kw, C*multiplier), output channel c*m + j reads c.
 
     Rounded as TFLite's default kernel does: the accumulator starts at the bias, then one
@@ -172,7 +172,7 @@ def depthwise(x, w, bias, geometry, multiplier, out):  # type: ignore[no-untyped
 
 
 @njit(**PJIT)
-def pool(x, is_max, fh, fw, sh, sw, pad_top, pad_left, out):  # type: ignore[no-untyped-def]
+def pool(x, is_max, fh, fw, sh, sw, pad_top, pad_left, out):
     """Max or average pooling over in-bounds positions (TFLite's 'same' semantics)."""
     rows, cols, chans = x.shape
     out_rows, out_cols, _ = out.shape

@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "larq"
 MODEL = DATA / "float_ops.tflite"  # 31x29x3 input, 10 classes
 
 
-def _config(tmp_path: Path, **extra):  # type: ignore[no-untyped-def]
+def _config(tmp_path: Path, **extra):
     data = {
         "model": str(MODEL),
         "cameras": [{"name": "stills", "source": str(tmp_path / "images"), "max_fps": 40}],
@@ -79,7 +79,7 @@ def test_labels_that_do_not_fit_the_model_are_a_model_error(tmp_path: Path) -> N
         ("labels: [a, b]\n", "labels", ["path of a text file"]),
     ],
 )
-def test_bad_options_are_config_errors(tmp_path: Path, text: str, key: str, words) -> None:  # type: ignore[no-untyped-def]
+def test_bad_options_are_config_errors(tmp_path: Path, text: str, key: str, words) -> None:
     (tmp_path / "images").mkdir()
     document = f"model: {MODEL}\ncameras:\n  - name: c\n    source: images\n" + text
     with pytest.raises(ConfigError) as info:

@@ -88,7 +88,7 @@ def test_any_team_size_gives_the_same_bits(team: int) -> None:
 
 
 @njit
-def _probe_rows(lo, hi, flag, n, f32, f64, a1, a2, a3, strided, out):  # type: ignore[no-untyped-def]
+def _probe_rows(lo, hi, flag, n, f32, f64, a1, a2, a3, strided, out):
     for r in range(lo, hi):
         s = np.float64(a1[r]) + a2[r, 1] + a3[r, 0, 2] + strided[r] + f32 + f64 + n
         out[r] = s if flag else -s
@@ -125,7 +125,7 @@ DONE = tasks.STRIDE  # the done counter; the word after it counts its sleepers
 
 
 @njit(parallel=True)
-def _count_claims(counters, n, seen):  # type: ignore[no-untyped-def]
+def _count_claims(counters, n, seen):
     for _ in prange(numba.get_num_threads()):
         while True:
             i = atomic_add(counters, 0, 1)
@@ -149,7 +149,7 @@ def test_atomic_claims_hand_out_each_index_once() -> None:
 
 
 @njit
-def _work(n):  # type: ignore[no-untyped-def]
+def _work(n):
     acc = 0.0
     for i in range(n):
         acc += np.sqrt(np.float64(i))
@@ -157,7 +157,7 @@ def _work(n):  # type: ignore[no-untyped-def]
 
 
 @njit(parallel=True)
-def _slow_finisher(counters, work, out):  # type: ignore[no-untyped-def]
+def _slow_finisher(counters, work, out):
     for t in prange(2):
         if t == 0:
             out[0] = _work(work)  # long enough for the other thread to fall asleep
@@ -193,7 +193,7 @@ def test_a_sleeping_waiter_is_woken_by_the_counter() -> None:
 
 
 @njit
-def _clock():  # type: ignore[no-untyped-def]
+def _clock():
     return monotonic_ns()
 
 
@@ -208,7 +208,7 @@ def test_monotonic_clock_is_the_system_one() -> None:
 
 
 @njit
-def _futex_wait(counters, seen, timeout_ns):  # type: ignore[no-untyped-def]
+def _futex_wait(counters, seen, timeout_ns):
     futex_wait(counters, 0, seen, timeout_ns)
 
 

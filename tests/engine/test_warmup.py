@@ -96,11 +96,11 @@ def test_compile_watch_names_the_kernel_and_its_helper_while_they_compile() -> N
     watch()
 
     @njit(cache=False)
-    def helper(x):  # type: ignore[no-untyped-def]
+    def helper(x):
         return x + 1
 
     @njit(cache=False)
-    def outer(x):  # type: ignore[no-untyped-def]
+    def outer(x):
         return helper(x) * 2
 
     seen = []

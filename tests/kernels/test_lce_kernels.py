@@ -48,7 +48,7 @@ CASES = [
 ]
 
 
-def _case(rows, cols, chans, filters, k, stride, dilation, same, seed=0):  # type: ignore[no-untyped-def]
+def _case(rows, cols, chans, filters, k, stride, dilation, same, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, cols, chans)).astype(np.float32)
     bits = lce.pack_reference(x)
@@ -61,7 +61,7 @@ def _case(rows, cols, chans, filters, k, stride, dilation, same, seed=0):  # typ
     return x, w, bits, wbits, wt, geometry, (out_h, out_w)
 
 
-def _float_conv_reference(x, w, geometry, out_hw, pad_value):  # type: ignore[no-untyped-def]
+def _float_conv_reference(x, w, geometry, out_hw, pad_value):
     """Plain ±1 convolution in int64, padding with ``pad_value`` (0 or +1)."""
     kh, kw, sh, sw, dh, dw, top, left = (int(v) for v in geometry)
     xs = np.where(x < 0, -1, 1).astype(np.int64)
@@ -80,7 +80,7 @@ def _float_conv_reference(x, w, geometry, out_hw, pad_value):  # type: ignore[no
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bconv_accumulators_and_transforms_exact(case) -> None:  # type: ignore[no-untyped-def]
+def test_bconv_accumulators_and_transforms_exact(case) -> None:
     x, w, bits, wbits, wt, geometry, out_hw = _case(*case)
     filters, chans, k = case[3], case[2], case[4][0] * case[4][1] * case[2]
     acc = lce.bconv_reference(bits, wbits, geometry, out_hw)
@@ -107,7 +107,7 @@ def test_bconv_accumulators_and_transforms_exact(case) -> None:  # type: ignore[
 
 
 @pytest.mark.parametrize("activation,nominal", [(1, (0, None)), (3, (0, 6)), (2, (-1, 1))])
-def test_fused_activation_clamps_the_integer_result(activation, nominal) -> None:  # type: ignore[no-untyped-def]
+def test_fused_activation_clamps_the_integer_result(activation, nominal) -> None:
     k = 27
     mul, bias, lo, hi = output_transform(
         np.ones(1, np.float32), np.zeros(1, np.float32), k, activation
@@ -139,7 +139,7 @@ def test_bmaxpool_is_and_of_bits(pool: int, stride: int, same: bool) -> None:
     np.testing.assert_array_equal(out, lce.pack_reference(expected))
 
 
-def _conv_fma_reference(x, w, bias, geometry, out_hw):  # type: ignore[no-untyped-def]
+def _conv_fma_reference(x, w, bias, geometry, out_hw):
     """Bias first, then one fused multiply-add per tap in (ky, kx, c) order (a·b is exact in
     float64, so float64 a·b + c rounded to float32 is the fma here)."""
     kh, kw, sh, sw, dh, dw, top, left = (int(v) for v in geometry)
@@ -163,7 +163,7 @@ def _conv_fma_reference(x, w, bias, geometry, out_hw):  # type: ignore[no-untype
     ("shape", "filters", "k", "stride", "same"),
     [((13, 11, 3), 16, 3, 2, True), ((9, 7, 5), 6, 1, 1, False), ((10, 9, 4), 12, 3, 1, True)],
 )
-def test_float_conv_rounds_like_tflite(shape, filters, k, stride, same) -> None:  # type: ignore[no-untyped-def]
+def test_float_conv_rounds_like_tflite(shape, filters, k, stride, same) -> None:
     from edgebnn.kernels import tflite_float
 
     rng = np.random.default_rng(k * 10 + filters)

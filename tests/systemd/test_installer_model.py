@@ -30,7 +30,7 @@ class Server:
         requested: list[str] = []
 
         class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kw):  # type: ignore[no-untyped-def]
+            def __init__(self, *args, **kw):
                 super().__init__(*args, directory=str(root), **kw)
 
             def do_GET(self) -> None:
