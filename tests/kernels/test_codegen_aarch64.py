@@ -14,11 +14,12 @@ Expected, as the kernels are written:
   so only ``.16b`` shows the loop vectorised.
 - the packed GEMM tile (``pointwise: blas`` networks): ``fmla vN.4s``, fused multiply-add
   on four floats (``llvm.fmuladd`` in its IR).
-- the float convolution's row loop (``_conv_row``, the stem of the binarized networks):
-  four-float vector code,
-  ``fmul vN.4s`` and ``fadd vN.4s`` or ``fmla vN.4s``. Numba compiles without fast-math, so
-  ``x * w + acc`` is rounded twice (no contraction to FMA): the stem's output feeds a
-  binarization and stays as close to the reference as before.
+- the float convolution's row loop (``_conv_row``: float convolutions other than the RGB
+  3x3 stem): four-float vector code, ``fmul vN.4s`` and ``fadd vN.4s`` or ``fmla vN.4s``.
+  It compiles without fast-math, so ``x * w + acc`` is rounded twice, as the reference.
+- the RGB 3x3 stem's row (``_fused_row``, the first layer of the binarized networks):
+  vector ``fmla`` (two lanes, ``vN.2s``, for the Cortex-A53). It contracts to fused multiply-adds on purpose and keeps the reference's
+  sign bits by testing each sum against an error bound (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ PROBE = r"""
 import json, sys
 import numba
 from numba import types
-from edgebnn.kernels import binary, conv_blocked, microkernel
+from edgebnn.kernels import binary, conv_blocked, microkernel, stem
 
-i64, u64, f32 = types.int64, types.uint64, types.float32
+i64, u64, u32, f32 = types.int64, types.uint64, types.uint32, types.float32
+bounds = types.UniTuple(types.UniTuple(f32, 4), 2)
 def arr(dtype, ndim):
     return types.Array(dtype, ndim, "C")
 kernels = {
@@ -46,6 +48,8 @@ kernels = {
     "_conv_row": (conv_blocked._conv_row,
                   (arr(f32, 3), arr(f32, 2), i64, i64, i64, arr(f32, 3), arr(f32, 2))),
     "tile": (microkernel.tile, (i64, i64, u64, i64, i64, i64, i64, i64)),
+    "_fused_row": (stem._fused_row, (arr(f32, 3), i64, i64, i64, arr(f32, 2), bounds, bounds,
+                   i64, arr(u32, 1), u32)),
 }
 asm = {}
 for name, (dispatcher, signature) in kernels.items():
@@ -89,3 +93,10 @@ def test_float_convolutions_are_vectorised(cortex_a53_asm: dict[str, str]) -> No
     fused = _count(r"\bfmla\s+v\d+\.4s", asm)
     separate = min(_count(r"\bfmul\s+v\d+\.4s", asm), _count(r"\bfadd\s+v\d+\.4s", asm))
     assert fused + separate > 0
+
+
+def test_stem_row_uses_vector_fma(cortex_a53_asm: dict[str, str]) -> None:
+    # The RGB 3x3 stem of the binarized networks: vector fused multiply-adds (its exact sign
+    # bits come from the error bound it tests, see docs/performance.md). For the Cortex-A53
+    # LLVM vectorises this loop two floats wide (fmla v.2s), not four.
+    assert _count(r"\bfmla\s+v\d+\.[24]s", cortex_a53_asm["_fused_row"]) >= 8
