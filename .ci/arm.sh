@@ -5,7 +5,7 @@
 #         subset covering every kernel family and both model formats, the aarch64 code
 #         generation checks for the Pi 3's Cortex-A53, and a daemon smoke run (edgebnn run
 #         on the bundled photos, predictions received by `edgebnn subscribe`).
-#   armhf (32-bit Raspberry Pi OS): bookworm's own python3-numba 0.56 / numpy /
+#   armhf (32-bit Raspberry Pi OS): bookworm's own python3-numba 0.56 / numpy / opencv /
 #         zmq, serial kernels, the same engine subset, with the CPU left as LLVM reports
 #         it under emulation (`generic`): the package must choose a baseline itself.
 # Usage: .ci/arm.sh [--prepare] [arm64|armhf ...]   (default: both, one after the other)
@@ -191,9 +191,10 @@ print(\"arm64:\", platform.machine(), \"python\", sys.version.split()[0], \"numb
 }
 
 run_armhf() {
-    # No python3-opencv: the engine subset never reads a frame (and OpenCV's libraries are
-    # the longest part of the emulated package set-up).
-    sysroot armhf python3-numba python3-numpy python3-zmq python3-yaml \
+    # python3-opencv is the longest part of the emulated package set-up; the engine subset
+    # does not read frames, but the daemon on 32-bit Raspberry Pi OS needs it: it is installed
+    # and imported here.
+    sysroot armhf python3-numba python3-numpy python3-opencv python3-zmq python3-yaml \
         python3-pytest python3-hypothesis python3-venv python3-setuptools python3-wheel
     local root=$cache/bookworm-armhf py=/opt/edgebnn/bin/python
     if ! installed "$root"; then
@@ -202,8 +203,8 @@ run_armhf() {
             $py -m pip install -q --no-compile --no-deps --no-build-isolation -e /src"
         mark_installed "$root"
     fi
-    in_root "$root" sh -ec "$py -c 'import numba, numpy, zmq, platform, sys, struct
-print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"pyzmq\", zmq.__version__)
+    in_root "$root" sh -ec "$py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
+print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)
 assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
     [ $prepare_only = 0 ] || return 0
     log "armhf: tests (serial kernels, CPU left generic)"
