@@ -13,6 +13,7 @@ kernel's part. The frame kernel itself (:func:`run_frame`) is compiled once for 
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numba
 import numpy as np
@@ -39,9 +40,17 @@ def _slots(ty: types.Type) -> int | None:
     return None
 
 
+#: The packed layout gives every field of an argument (an array's pointers and intp sizes
+#: included) one int64 word, which matches Numba's structures only where pointers and intp
+#: are 64-bit. Elsewhere (32-bit ARM, whose kernels are serial anyway) nothing is packed and
+#: every step runs as its own call.
+WORDS_MATCH_NUMBA = types.intp.bitwidth == 64 and struct.calcsize("P") == 8
+
+
 def packable(args: tuple) -> bool:
-    """True if every argument can be packed (arrays, integers, booleans, floats)."""
-    return all(_slots(numba.typeof(a)) is not None for a in args)
+    """True if every argument can be packed (arrays, integers, booleans, floats) on this
+    platform."""
+    return WORDS_MATCH_NUMBA and all(_slots(numba.typeof(a)) is not None for a in args)
 
 
 def layout_key(args: tuple) -> int:

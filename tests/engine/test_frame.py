@@ -225,3 +225,21 @@ def test_futex_wait_sleeps_only_while_the_counter_holds_the_value_seen() -> None
     t = time.perf_counter()
     _futex_wait(counters, 5, 30_000_000)  # unchanged: sleeps until the timeout
     assert time.perf_counter() - t >= 0.02
+
+
+def test_without_packing_every_step_runs_as_its_own_call(monkeypatch) -> None:
+    """Where the packed words do not match Numba's structures (32-bit pointers and intp),
+    nothing is packed: the frame is only single calls, and the answers are the same."""
+    from edgebnn.engine.d_series import d_series
+    from edgebnn.engine.reference import forward_ref
+
+    net = d_series(64, "NCMNBMNBMNC1A", seed=3)
+    x = np.random.default_rng(3).uniform(0, 255, net.input_shape).astype(np.float32)
+    packed = net.forward(x).copy()
+    monkeypatch.setattr(tasks, "WORDS_MATCH_NUMBA", False)
+    unpacked_net = d_series(64, "NCMNBMNBMNC1A", seed=3)
+    unpacked = unpacked_net.forward(x)
+    runner = unpacked_net._plan._frames
+    assert runner is not None and not any(isinstance(g, Region) for g in runner.groups)
+    np.testing.assert_array_equal(unpacked, packed)
+    np.testing.assert_allclose(unpacked, forward_ref(unpacked_net, x), atol=1e-5)
