@@ -156,7 +156,7 @@ YAML
         \$bin/edgebnn run --config /tmp/smoke.yaml --frames 6 || exit 1
         wait \$sub || { cat /tmp/smoke.out; exit 1; }
         cat /tmp/smoke.out
-        test \$(grep -c '^samples' /tmp/smoke.out) -ge 4"
+        test \$(grep -cE '^[0-9:]+ +samples +#' /tmp/smoke.out) -ge 4"
 }
 
 # PyPI's aarch64 wheels for edgebnn's dependencies, fetched by the host's pip (its index,
