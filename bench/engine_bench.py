@@ -170,7 +170,7 @@ def run_engine_benchmark(
         paced_head = f"  paced {paced_ms[0]:g} ms" if paced_ms else ""
         print(
             f"\nper step, each launched as its own parallel kernel ({max(threads)} threads, "
-            f"median of {runs}, before the peer ran):\n  back-to-back{paced_head}"
+            f"median of {runs}, before ONNX Runtime or LCE ran):\n  back-to-back{paced_head}"
         )
         for label, ms, paced_step in steps:
             column = f"  {paced_step:9.3f} ms" if paced_ms else ""
