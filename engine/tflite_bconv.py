@@ -10,7 +10,7 @@ fused_activation_function. The arithmetic is LCE's, see :mod:`edgebnn.kernels.lc
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.engine.tflite_context import SAME, Context, Run, conv_geometry
+from edgebnn.engine.tflite_context import ACT_CLAMPS, SAME, Context, Run, conv_geometry
 from edgebnn.engine.tflite_graph import Operator
 from edgebnn.kernels import lce
 
@@ -126,10 +126,48 @@ def plan_bconv(ctx: Context, op: Operator) -> Run:
     if zero_same:
         correction = zero_padding_correction(filters_u64, chans, geometry, (rows, cols),
                                              (out_h, out_w), mul)  # fmt: skip
-    out = ctx.output(op, (out_h, out_w, filters))
+    shape = (out_h, out_w, filters)
+    fused = _fuse_add_quantize(ctx, op, shape)
+    if fused is None:
+        out, sum_dst, res_src, add_lo, add_hi = ctx.output(op, shape), dst, -1, -np.inf, np.inf
+        bits_dst, packed_out = -1, lce.NO_BITS
+    else:
+        (out, sum_dst, res_src, add_lo, add_hi), (bits_dst, packed_out) = fused
+    add_lo, add_hi = np.float32(add_lo), np.float32(add_hi)
 
     def run_float(values: list) -> None:
-        lce.bconv_float(values[src], weights, geometry, lo, hi, mul, fused_bias, correction, out)
-        values[dst] = out
+        res = lce.NO_FLOATS if res_src < 0 else values[res_src]
+        lce.bconv_float_fused(values[src], weights, geometry, lo, hi, mul, fused_bias,
+                              correction, res, add_lo, add_hi, out, packed_out)  # fmt: skip
+        values[sum_dst] = out
+        if bits_dst >= 0:
+            values[bits_dst] = packed_out
 
     return run_float
+
+
+def _fuse_add_quantize(ctx: Context, op: Operator, shape: tuple[int, int, int]):
+    """If the convolution's only reader is an ADD of a residual computed before it (same
+    shape), the step computes the sum (the ADD's output, its buffer allocated here) and, if
+    an LceQuantize reads the sum, its bits too; those operators become part of this step.
+
+    Returns ((sum buffer, sum tensor, residual tensor, clamp lo, clamp hi), (bits tensor or
+    -1, packed buffer)) or None."""
+    add = ctx.only_reader(op.outputs[0])
+    if add is None or add.name != "ADD" or len(add.inputs) != 2 or len(add.outputs) != 1:
+        return None
+    activation = int(add.options.get("fused_activation_function", 0))
+    if activation not in ACT_CLAMPS or add.inputs[0] == add.inputs[1]:
+        return None
+    residual = add.inputs[1] if add.inputs[0] == op.outputs[0] else add.inputs[0]
+    tensor = ctx.graph.tensors[residual]
+    if tensor.data is not None or residual in ctx.packed or ctx.shapes.get(residual) != shape:
+        return None
+    if ctx.graph.tensors[add.outputs[0]].type_name != "float32":
+        return None
+    ctx.shapes[op.outputs[0]] = shape
+    total = ctx.output(add, shape)  # checked against the file's shape
+    ctx.fused[add.index] = op.index
+    lo, hi = ACT_CLAMPS[activation]
+    bits_dst, packed = ctx.fuse_quantize(op, add.outputs[0], shape)
+    return (total, add.outputs[0], residual, lo, hi), (bits_dst, packed)

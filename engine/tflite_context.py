@@ -16,6 +16,10 @@ Run = Callable[[list], None]
 #: TFLite ``Padding`` (builtin options and LCE's custom options alike).
 SAME, VALID = 0, 1
 
+#: The clamp of a fused activation a float kernel applies itself (NONE, RELU, RELU_N1_TO_1,
+#: RELU6); TANH (4) is applied after the kernel.
+ACT_CLAMPS = {0: (-np.inf, np.inf), 1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}
+
 
 @dataclass
 class Context:
@@ -24,6 +28,38 @@ class Context:
     graph: Graph
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
     packed: dict[int, int] = field(default_factory=dict)  # tensor -> unpacked channels
+    fused: dict[int, int] = field(default_factory=dict)  # operator -> the step computing it
+    _readers: dict[int, list[Operator]] | None = None
+
+    def readers(self, tensor: int) -> list[Operator]:
+        """The operators that read ``tensor``, in order."""
+        if self._readers is None:
+            self._readers = {}
+            for op in self.graph.operators:
+                for i in dict.fromkeys(op.inputs):
+                    self._readers.setdefault(i, []).append(op)
+        return self._readers.get(tensor, [])
+
+    def fuse_quantize(
+        self, op: Operator, tensor: int, shape: tuple[int, ...]
+    ) -> tuple[int, np.ndarray]:
+        """If an LceQuantize reads ``tensor`` (float, ``shape``), the step of ``op`` packs its
+        bits too: (the bits tensor, its buffer); else (-1, an empty buffer)."""
+        quantize = next((r for r in self.readers(tensor) if r.name == "LceQuantize"), None)
+        if quantize is None or not quantize.outputs or len(shape) != 3:
+            return -1, np.zeros((0, 0, 0), np.uint64)
+        bits = quantize.outputs[0]
+        packed = np.zeros((*shape[:2], -(-shape[2] // 64)), np.uint64)
+        self.shapes[bits], self.packed[bits] = packed.shape, shape[2]
+        self.fused[quantize.index] = op.index
+        return bits, packed
+
+    def only_reader(self, tensor: int) -> Operator | None:
+        """The one operator reading ``tensor`` if it has exactly one and is not an output."""
+        readers = self.readers(tensor)
+        if len(readers) != 1 or tensor in self.graph.outputs:
+            return None
+        return readers[0]
 
     def fail(self, op: Operator, message: str) -> ModelError:
         return ModelError(message, path=self.graph.path, layer=op.index, layer_type=op.name)

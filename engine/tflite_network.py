@@ -69,6 +69,11 @@ class Step:
     run: Callable[[list], None]
     output_shape: tuple[int, ...]
     bits: bool = False
+    fused_into: int | None = None  # computed by the step of this operator index
+
+
+def _computed_earlier(values: list) -> None:
+    """The run of an operator that an earlier step computes (see ``Step.fused_into``)."""
 
 
 def supported_operators() -> list[str]:
@@ -138,11 +143,13 @@ class TfliteNetwork:
                     path=g.path, layer=op.index, layer_type=op.name,
                 )  # fmt: skip
             self._check_operands(op)
-            run = builder(ctx, op)
+            fused_into = ctx.fused.get(op.index)
+            run = _computed_earlier if fused_into is not None else builder(ctx, op)
             shape = ctx.shapes[op.outputs[0]]
             if op.outputs[0] in ctx.packed:  # shown as (rows, cols, channels) of bits
                 shape = (*shape[:-1], ctx.packed[op.outputs[0]])
-            steps.append(Step(op.index, op.name, run, shape, op.outputs[0] in ctx.packed))
+            bits = op.outputs[0] in ctx.packed
+            steps.append(Step(op.index, op.name, run, shape, bits, fused_into))
         out = g.outputs[0]
         if out not in ctx.shapes:
             raise ModelError("no operator computes the output", path=g.path)
@@ -163,8 +170,10 @@ class TfliteNetwork:
         lines = [f"{self.name}: input {'x'.join(map(str, self.input_shape))} (TFLite)"]
         for step in self.steps:
             shape = "x".join(map(str, step.output_shape))
+            fused = "" if step.fused_into is None else f" (in step {step.fused_into})"
             lines.append(
                 f"  {step.index:3d} {step.name:<18} -> {shape}{' bits' if step.bits else ''}"
+                + fused
             )
         return "\n".join(lines)
 
@@ -203,7 +212,8 @@ class TfliteNetwork:
 
     # -- running -----------------------------------------------------------------------------
     def run_all(self, x: np.ndarray) -> list:
-        """Run and return every tensor's value (bit-packed tensors as uint64 words)."""
+        """Run and return every tensor's value (bit-packed tensors as uint64 words; None for
+        a convolution's output that a fused step adds to its residual at once)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape != self.input_shape:
             if x.ndim == 1 and x.size == int(np.prod(self.input_shape)):

@@ -9,9 +9,16 @@ Shapes are static: the outputs are allocated once and reused on every frame.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.engine.tflite_context import Context, Run, conv_geometry, fused_activation, rank3
+from edgebnn.engine.tflite_context import (
+    ACT_CLAMPS,
+    Context,
+    Run,
+    conv_geometry,
+    fused_activation,
+    rank3,
+)
 from edgebnn.engine.tflite_graph import Operator
-from edgebnn.kernels import lce, tflite_float
+from edgebnn.kernels import lce, tflite_conv, tflite_float
 from edgebnn.kernels.tflite_float import activate
 
 
@@ -87,11 +94,18 @@ def build_conv_2d(ctx: Context, op: Operator) -> Run:
     act = fused_activation(ctx, op)
     out = ctx.output(op, (out_h, out_w, filters))
     taps = np.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(kh * kw * chans, filters))
+    panels, _ = tflite_conv.pack_panels(taps)
+    bias = tflite_conv.pad_bias(bias)
+    lo, hi = (np.float32(v) for v in ACT_CLAMPS.get(act, (-np.inf, np.inf)))
+    bits_dst, packed = ctx.fuse_quantize(op, dst, out.shape) if act != 4 else (-1, lce.NO_BITS)
 
     def run(values: list) -> None:
-        tflite_float.conv2d(values[src], taps, bias, g, out)
-        activate(out, act)
+        tflite_conv.conv2d(values[src], panels, bias, g, lo, hi, out, packed)
+        if act not in ACT_CLAMPS:
+            activate(out, act)
         values[dst] = out
+        if bits_dst >= 0:
+            values[bits_dst] = packed
 
     return run
 

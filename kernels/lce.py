@@ -18,7 +18,7 @@ padding": +1). Then, as LCE's output transform does,
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import HOT_JIT, PJIT, popcount64, prange
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, popcount64, prange
 from numba import njit
 
 #: Bits per packed word in edgebnn's layout.
@@ -61,20 +61,31 @@ def pack_reference(x: np.ndarray) -> np.ndarray:
     return (padded.reshape(*lead, n, WORD_BITS) << shifts).sum(axis=-1, dtype=np.uint64)
 
 
+@njit(**HOT_JIT)
+def pack_pixel(src, dst):
+    """One pixel's floats -> its packed words (bit set iff x < 0), as :func:`quantize`."""
+    chans = src.shape[0]
+    for w in range(dst.shape[0]):
+        word = np.uint64(0)
+        for k in range(w * 64, min(chans, (w + 1) * 64)):
+            if src[k] < np.float32(0.0):
+                word |= np.uint64(1) << np.uint64(k - w * 64)
+        dst[w] = word
+
+
+@njit(**JIT)
+def quantize_rows(r0, r1, x, bits):
+    """Rows [r0, r1) of :func:`quantize`."""
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            pack_pixel(x[r, c], bits[r, c])
+
+
 @njit(**PJIT)
 def quantize(x, bits):
     """LceQuantize: (H, W, C) float32 -> (H, W, words) uint64, bit set iff x < 0."""
-    rows, cols, chans = x.shape
-    words = bits.shape[2]
-    for r in prange(rows):
-        for c in range(cols):
-            for w in range(words):
-                word = np.uint64(0)
-                top = min(chans, (w + 1) * 64)
-                for k in range(w * 64, top):
-                    if x[r, c, k] < np.float32(0.0):
-                        word |= np.uint64(1) << np.uint64(k - w * 64)
-                bits[r, c, w] = word
+    for r in prange(x.shape[0]):
+        quantize_rows(r, r + 1, x, bits)
 
 
 @njit(**PJIT)
@@ -168,18 +179,32 @@ def _store_float(acc, clamp_lo, clamp_hi, mul, bias, dst):
         dst[o] = np.float32(np.int32(v)) * mul[o] + bias[o]
 
 
-@njit(**PJIT)
-def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, out):
-    """LceBconv2d with float output. ``geometry`` = (kh, kw, sh, sw, dh, dw, pad_top,
-    pad_left); ``correction`` is (out_rows, out_cols, filters) or empty (0, 0, 0)."""
+@njit(**HOT_JIT)
+def _add_clamp(dst, residual, lo, hi):
+    """TFLite's ADD with a fused clamp, in place: dst = clamp(dst + residual) (NaN kept)."""
+    for o in range(dst.shape[0]):
+        v = dst[o] + residual[o]
+        if v < lo:  # noqa: PLR1730 (NaN stays NaN, as NumPy's clip)
+            v = lo
+        if v > hi:  # noqa: PLR1730
+            v = hi
+        dst[o] = v
+
+
+@njit(**JIT)
+def bconv_float_rows(r0, r1, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction,
+                     residual, add_lo, add_hi, out, packed):  # fmt: skip
+    """Output rows [r0, r1) of :func:`bconv_float_fused`."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
-    out_rows, out_cols, filters = out.shape
+    out_cols, filters = out.shape[1], out.shape[2]
     depth = wt.shape[0]
     corrected = correction.shape[0] > 0
-    for oy in prange(out_rows):
-        # separate allocations: LLVM then knows they do not alias, and vectorises
-        p0, p1 = np.empty(depth, np.uint64), np.empty(depth, np.uint64)
-        a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
+    add = residual.shape[0] > 0
+    pack = packed.shape[0] > 0
+    # separate allocations: LLVM then knows they do not alias, and vectorises
+    p0, p1 = np.empty(depth, np.uint64), np.empty(depth, np.uint64)
+    a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
+    for oy in range(r0, r1):
         for ox0 in range(0, out_cols, 2):
             n = min(2, out_cols - ox0)
             _gather(bits, oy, ox0, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
@@ -189,22 +214,53 @@ def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, o
             _store_float(a0, clamp_lo, clamp_hi, mul, bias, out[oy, ox0])
             if n == 2:
                 _store_float(a1, clamp_lo, clamp_hi, mul, bias, out[oy, ox0 + 1])
-            if corrected:
-                for p in range(n):
+            for p in range(n):
+                if corrected:
                     for o in range(filters):
                         out[oy, ox0 + p, o] += correction[oy, ox0 + p, o]
+                if add:
+                    _add_clamp(out[oy, ox0 + p], residual[oy, ox0 + p], add_lo, add_hi)
+                if pack:
+                    pack_pixel(out[oy, ox0 + p], packed[oy, ox0 + p])
 
 
 @njit(**PJIT)
-def bconv_bits(bits, wt, geometry, thresholds, out):
-    """LceBconv2d with bitpacked output: bit o set iff acc[o] > thresholds[o]."""
+def bconv_float_fused(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction,
+                      residual, add_lo, add_hi, out, packed):  # fmt: skip
+    """LceBconv2d with float output, optionally followed by the ADD of a residual (with
+    the ADD's fused clamp ``[add_lo, add_hi]``) and the LceQuantize of the sum: the three
+    operators of a QuickNet block in one pass, each value rounded as the operators round
+    it. ``residual`` (out's shape) and ``packed`` (out_rows, out_cols, words) may be empty
+    (0, 0, 0): no ADD, no packed output."""
+    for oy in prange(out.shape[0]):
+        bconv_float_rows(oy, oy + 1, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias,
+                         correction, residual, add_lo, add_hi, out, packed)  # fmt: skip
+
+
+#: An empty float tensor: "no residual / no correction".
+NO_FLOATS = np.zeros((0, 0, 0), np.float32)
+#: An empty packed tensor: "no packed output".
+NO_BITS = np.zeros((0, 0, 0), np.uint64)
+
+
+def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, out) -> None:
+    """LceBconv2d with float output. ``geometry`` = (kh, kw, sh, sw, dh, dw, pad_top,
+    pad_left); ``correction`` is (out_rows, out_cols, filters) or empty (0, 0, 0)."""
+    inf = np.float32(np.inf)
+    bconv_float_fused(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction,
+                      NO_FLOATS, -inf, inf, out, NO_BITS)  # fmt: skip
+
+
+@njit(**JIT)
+def bconv_bits_rows(r0, r1, bits, wt, geometry, thresholds, out):
+    """Output rows [r0, r1) of :func:`bconv_bits`."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
-    out_rows, out_cols, out_words = out.shape
+    out_cols, out_words = out.shape[1], out.shape[2]
     depth, filters = wt.shape
-    for oy in prange(out_rows):
-        # separate allocations: LLVM then knows they do not alias, and vectorises
-        p0, p1 = np.empty(depth, np.uint64), np.empty(depth, np.uint64)
-        a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
+    # separate allocations: LLVM then knows they do not alias, and vectorises
+    p0, p1 = np.empty(depth, np.uint64), np.empty(depth, np.uint64)
+    a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
+    for oy in range(r0, r1):
         for ox0 in range(0, out_cols, 2):
             n = min(2, out_cols - ox0)
             _gather(bits, oy, ox0, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
@@ -219,6 +275,13 @@ def bconv_bits(bits, wt, geometry, thresholds, out):
                         if acc[o] > thresholds[o]:
                             word |= np.uint64(1) << np.uint64(o - w * 64)
                     out[oy, ox0 + p, w] = word
+
+
+@njit(**PJIT)
+def bconv_bits(bits, wt, geometry, thresholds, out):
+    """LceBconv2d with bitpacked output: bit o set iff acc[o] > thresholds[o]."""
+    for oy in prange(out.shape[0]):
+        bconv_bits_rows(oy, oy + 1, bits, wt, geometry, thresholds, out)
 
 
 def bconv_reference(

@@ -160,20 +160,57 @@ def _conv_fma_reference(x, w, bias, geometry, out_hw):
 
 
 @pytest.mark.parametrize(
-    ("shape", "filters", "k", "stride", "same"),
-    [((13, 11, 3), 16, 3, 2, True), ((9, 7, 5), 6, 1, 1, False), ((10, 9, 4), 12, 3, 1, True)],
+    ("shape", "filters", "k", "stride", "dilation", "same"),
+    [
+        ((13, 11, 3), 16, 3, 2, 1, True),
+        ((9, 7, 5), 6, 1, 1, 1, False),
+        ((10, 9, 4), 12, 3, 1, 1, True),
+        ((6, 5, 20), 40, 1, 1, 1, True),  # three panels, the last partial; 1x1 read in place
+        ((5, 7, 9), 33, 1, 2, 1, True),
+        ((11, 10, 3), 18, 3, 1, 2, True),
+    ],
 )
-def test_float_conv_rounds_like_tflite(shape, filters, k, stride, same) -> None:
-    from edgebnn.kernels import tflite_float
+def test_float_conv_rounds_like_tflite(shape, filters, k, stride, dilation, same) -> None:
+    from edgebnn.kernels import tflite_conv, tflite_float
 
     rng = np.random.default_rng(k * 10 + filters)
     x = rng.normal(size=shape).astype(np.float32)
     w = rng.normal(size=(k * k * shape[2], filters)).astype(np.float32)
     bias = rng.normal(size=filters).astype(np.float32)
-    out_h, top = same_padding(shape[0], k, stride, 1, same)
-    out_w, left = same_padding(shape[1], k, stride, 1, same)
-    geometry = np.array([k, k, stride, stride, 1, 1, top, left], np.int64)
+    out_h, top = same_padding(shape[0], k, stride, dilation, same)
+    out_w, left = same_padding(shape[1], k, stride, dilation, same)
+    geometry = np.array([k, k, stride, stride, dilation, dilation, top, left], np.int64)
+    expected = _conv_fma_reference(x, w, bias, geometry, (out_h, out_w))
     out = np.zeros((out_h, out_w, filters), np.float32)
     tflite_float.conv2d(x, w, bias, geometry, out)
-    expected = _conv_fma_reference(x, w, bias, geometry, (out_h, out_w))
     np.testing.assert_array_equal(out, expected)
+    # the register-blocked kernel: the same roundings, the clamp and the sign bits fused
+    panels, _ = tflite_conv.pack_panels(w)
+    padded_bias = tflite_conv.pad_bias(bias)
+    packed = np.zeros((out_h, out_w, lce.words_for(filters)), np.uint64)
+    for lo, hi in [(-np.inf, np.inf), (0.0, 6.0)]:
+        out[:] = np.nan
+        tflite_conv.conv2d(x, panels, padded_bias, geometry, np.float32(lo), np.float32(hi),
+                           out, packed)  # fmt: skip
+        clamped = np.clip(expected, lo, hi)
+        np.testing.assert_array_equal(out, clamped)
+        np.testing.assert_array_equal(packed, lce.pack_reference(clamped))
+
+
+def test_bconv_with_residual_add_and_quantize_fused() -> None:
+    _, _, bits, _, wt, geometry, out_hw = _case(*CASES[0])
+    filters, k = CASES[0][3], CASES[0][4][0] * CASES[0][4][1] * CASES[0][2]
+    rng = np.random.default_rng(5)
+    m = rng.uniform(-2, 2, filters).astype(np.float32)
+    b = rng.uniform(-1, 1, filters).astype(np.float32)
+    mul, bias, lo, hi = output_transform(m, b, k, 1)
+    y = np.zeros((*out_hw, filters), np.float32)
+    lce.bconv_float(bits, wt, geometry, lo, hi, mul, bias, lce.NO_FLOATS, y)
+    residual = rng.normal(size=y.shape).astype(np.float32) * np.float32(4.0)
+    total = np.zeros_like(y)
+    packed = np.zeros((*out_hw, lce.words_for(filters)), np.uint64)
+    lce.bconv_float_fused(bits, wt, geometry, lo, hi, mul, bias, lce.NO_FLOATS, residual,
+                          np.float32(0.0), np.float32(6.0), total, packed)  # fmt: skip
+    expected = np.clip(y + residual, 0.0, 6.0)
+    np.testing.assert_array_equal(total, expected)
+    np.testing.assert_array_equal(packed, lce.pack_reference(expected))
