@@ -38,6 +38,10 @@ class TaskForm:
     per_thread: int
 
 
+#: Tasks per thread of a fused MBConv step (:mod:`edgebnn.kernels.mbconv`).
+MBCONV_TASKS = 3
+
+
 def _packable(args: tuple) -> bool:
     from edgebnn.kernels.tasks import packable as check
 
@@ -60,10 +64,10 @@ def _forms() -> dict[Callable, TaskForm]:
     )
 
     return {
-        # Bands with one line-buffer slot each: one task per band at most.
-        mbconv.mbconv_chain: TaskForm(
-            mbconv.mbconv_chain_rows, lambda a: min(a[29].shape[0], a[32]), 1
-        ),
+        # Bands of output rows, each on a line-buffer slot it claims (boundary rows are
+        # computed by both bands: few tasks, but more than one per thread, so that a late
+        # thread holds up one band, not half the block).
+        mbconv.mbconv_chain: TaskForm(mbconv.mbconv_chain_rows, lambda a: a[32], MBCONV_TASKS),
         gemm.pointwise_packed: TaskForm(gemm.pointwise_packed_rows, lambda a: a[9].shape[0], 4),
         depthwise.depthwise_rows_chain: TaskForm(
             depthwise.depthwise_rows_chain_rows, lambda a: a[5], 4

@@ -232,7 +232,7 @@ def mbconv_step(g: PlanGraph, node: int, chain: list[int]) -> int | None:
     f_out = wp.shape[1]
     padded_cols = cols_in + 2 * ring.size if expand else x.shape[1]
     set_blas_threads(1)
-    lines, tags, drows = (
+    lines, tags, drows, busy = (
         aligned(b) for b in mbconv.line_buffers(numba_threads(), k, padded_cols, hidden, cols)
     )
 
@@ -270,6 +270,7 @@ def mbconv_step(g: PlanGraph, node: int, chain: list[int]) -> int | None:
         cols,
         out,
         pad,
+        busy,
     )
     first = node
     nodes = tuple(range(first, last + 1))

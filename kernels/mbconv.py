@@ -9,6 +9,11 @@ window needs it, and the depthwise row goes straight into the project ``sgemm`` 
 epilogue (chain, residual add, the add's chain). Only the block's input and output touch
 memory. Rows shared by two bands are computed by both (a few rows per step).
 
+A band is any range of output rows: a frame splits a block into a few bands per thread,
+claimed one at a time, so a thread that starts late or is descheduled holds up no more
+than one band. Line buffers belong to *slots* (as many as threads can run at once), not
+to bands: a band claims a free slot for its duration (an atomic flag per slot).
+
 Arithmetic is the layer-by-layer plan's: the same ``sgemm`` per pixel (BLAS order, as
 :mod:`.pointwise`), the depthwise summed per (pixel, channel) in (kernel row, kernel column)
 order from tap ``lead`` on, every chain op rounded to float32 on its own.
@@ -23,23 +28,43 @@ from edgebnn.kernels.depthwise import depthwise_row
 from edgebnn.kernels.elementwise import apply_chain_call
 from edgebnn.kernels.epilogue import chain_into
 from edgebnn.kernels.im2col import gather_im2col_row
+from edgebnn.kernels.sync import atomic_add, spin_hint
 from numba import njit
 
 #: How :func:`mbconv_chain` makes its depthwise input rows.
 COPY, POINTWISE, STEM = 0, 1, 2
 
 
+#: Slot flags are this many int64 apart (64 bytes: no false sharing between threads).
+FLAG_STRIDE = 8
+
+
 def line_buffers(
     slots: int, k: int, padded_cols: int, hidden: int, cols_out: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scratch for :func:`mbconv_chain`: (lines, tags, depthwise rows), one set per thread slot.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scratch for :func:`mbconv_chain`: (lines, tags, depthwise rows, slot flags), one set
+    per slot (``slots``: at least the most threads that run the block at once).
 
     ``lines`` is zero-filled once: its ring columns are never written and stay zero.
     """
     lines = np.zeros((slots, k, padded_cols * hidden), np.float32)
     tags = np.full((slots, k), -1, np.int64)
     drows = np.zeros((slots, cols_out * hidden), np.float32)
-    return lines, tags, drows
+    busy = np.zeros(slots * FLAG_STRIDE, np.int64)
+    return lines, tags, drows, busy
+
+
+@njit(**JIT)
+def claim_slot(busy):
+    """A free slot's index, marked busy (spins while every slot is taken, which only a
+    caller running more threads than slots can cause)."""
+    slots = busy.shape[0] // FLAG_STRIDE
+    while True:
+        for s in range(slots):
+            if atomic_add(busy, s * FLAG_STRIDE, 1) == 0:
+                return s
+            atomic_add(busy, s * FLAG_STRIDE, -1)
+        spin_hint()
 
 
 @njit(**PJIT)
@@ -80,6 +105,7 @@ def mbconv_chain(
     cols_out,
     out,
     pad,
+    busy,
 ):
     """``out[interior] = block(x)`` for one MBConv block, row bands on Numba's threads.
 
@@ -93,13 +119,14 @@ def mbconv_chain(
     (k, k, hidden) with its first ``lead`` rows and columns zero (skipped), 3x3 or 5x5
     after them, ``wt`` its :func:`~edgebnn.kernels.depthwise.tile_taps`; ``wp``
     (hidden, F). With ``has_res`` the un-padded ``res`` (rows_out, cols_out, F) is added
-    after the project chain, then the add's chain runs. ``lines``/``tags``/``drows`` come
-    from :func:`line_buffers` (one slot per thread).
+    after the project chain, then the add's chain runs. ``lines``/``tags``/``drows``/``busy``
+    come from :func:`line_buffers` (one band per slot here).
     """
-    for t in prange(min(lines.shape[0], rows_out)):
+    bands = min(lines.shape[0], rows_out)
+    for t in prange(bands):
         mbconv_chain_rows(
-            t,
-            t + 1,
+            t * rows_out // bands,
+            (t + 1) * rows_out // bands,
             x,
             expand,
             we,
@@ -136,13 +163,14 @@ def mbconv_chain(
             cols_out,
             out,
             pad,
+            busy,
         )
 
 
 @njit(**JIT)
 def mbconv_chain_rows(
-    t0,
-    t1,
+    r0,
+    r1,
     x,
     expand,
     we,
@@ -179,8 +207,10 @@ def mbconv_chain_rows(
     cols_out,
     out,
     pad,
+    busy,
 ):
-    """Iterations [t0, t1) of :func:`mbconv_chain`'s parallel loop (one task of a frame)."""
+    """Output rows [r0, r1) of :func:`mbconv_chain` (one band: a task of a frame), on the
+    line buffers of a slot it claims for the band's duration."""
     k = wd.shape[0]
     hidden = wd.shape[2]
     f_out = wp.shape[1]
@@ -188,10 +218,8 @@ def mbconv_chain_rows(
     kin = we.shape[0]
     row_len = lines.shape[2]
     five = k - lead == 5
-    bands = min(lines.shape[0], rows_out)
-    for t in range(t0, t1):
-        r0 = t * rows_out // bands
-        r1 = (t + 1) * rows_out // bands
+    if r1 > r0:
+        t = claim_slot(busy)
         for s in range(k):
             tags[t, s] = -1
         drow = drows[t]
@@ -269,3 +297,4 @@ def mbconv_chain_rows(
                 for e in range(dst.shape[0]):
                     dst[e] = dst[e] + rr[e]
                 apply_chain_call(dst, r, a_codes, a_params, a_alpha)
+        atomic_add(busy, t * FLAG_STRIDE, -1)

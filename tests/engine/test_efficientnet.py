@@ -146,3 +146,38 @@ def test_strict_weights(state) -> None:
     broken["_blocks.99._bn0.weight"] = np.zeros(3, np.float32)
     with pytest.raises(ModelError, match="unexpected weights _blocks.99"):
         build_efficientnet_lite0(broken)
+
+
+@pytest.mark.parametrize("team", [1, 2, 3, 7])
+def test_frame_gives_the_per_step_bits_whatever_the_team(logits_net, team: int) -> None:
+    """The fused MBConv steps run as several row bands per thread, each on a line-buffer
+    slot it claims: any team size (more members than slots too) gives the per-step bits."""
+    from edgebnn.engine.frame import Region
+    from edgebnn.kernels import mbconv, tasks
+
+    plan = logits_net.plan
+    x = np.random.default_rng(team).normal(size=logits_net.input_shape).astype(np.float32)
+    plan._input_view[...] = x
+    for step in plan.steps:
+        step()
+    want = plan.output.copy()
+    plan.run(x)
+    runner = plan._frames
+    regions = [g for g in runner.groups if isinstance(g, Region)]
+    fused = [s for r in regions for s in r.steps if s.kernel is mbconv.mbconv_chain]
+    assert len(fused) == 6
+    assert all(len(r.tasks(2)) for r in regions)
+    plan._input_view[...] = x
+    plan.output[...] = np.nan
+    for group in runner.groups:
+        if isinstance(group, Region):
+            group.sync[:] = 0
+            table = group.tasks(team)
+            tasks.run_frame(team, group.sync, table, group.tramps, group.parts, group.blobs)
+        else:
+            group()
+    np.testing.assert_array_equal(plan.output, want)
+    if team > 1:  # several bands per thread in the fused steps
+        table = regions[0].tasks(team)
+        i = [s.kernel for s in regions[0].steps].index(mbconv.mbconv_chain)
+        assert table[i, 1] > team

@@ -215,7 +215,7 @@ def test_mbconv_matches_layer_by_layer(
     expected = p + x if residual else p
     out = np.full((rows + 2 * pad, rows + 2 * pad, cout), -7.0, np.float32)
     wd_l = conv.depthwise_weights_layout(wd)
-    lines, tags, drows = mbconv.line_buffers(slots, k, size + 2 * ring, hidden, rows)
+    lines, tags, drows, busy = mbconv.line_buffers(slots, k, size + 2 * ring, hidden, rows)
     if mode == mbconv.STEM:
         we_l = im2col.im2col_weights_layout(we, 1)
         patches = np.zeros((slots, size * we_l.shape[0]), np.float32)
@@ -259,6 +259,7 @@ def test_mbconv_matches_layer_by_layer(
         rows,
         out,
         pad,
+        busy,
     )
     # The GEMMs sum in BLAS order: float32 rounding differences only.
     np.testing.assert_allclose(
