@@ -57,10 +57,13 @@ def _forms() -> dict[Callable, TaskForm]:
         depthwise,
         elementwise,
         gemm,
+        lce,
         mbconv,
         pool,
         softmax,
         stem,
+        tflite_conv,
+        tflite_float,
     )
 
     return {
@@ -93,6 +96,19 @@ def _forms() -> dict[Callable, TaskForm]:
         ),
         pool.pool_chain: TaskForm(pool.pool_chain_rows, lambda a: a[4], 4),
         pool.pool_to_bits: TaskForm(pool.pool_to_bits_rows, lambda a: a[5], 4),
+        # TFLite models (Larq Compute Engine's binary ops): units are rows or pixels.
+        lce.quantize: TaskForm(lce.quantize_rows, lambda a: a[0].shape[0], 4),
+        lce.bconv_float_fused: TaskForm(
+            lce.bconv_float_pixels, lambda a: a[11].shape[0] * a[11].shape[1], 4
+        ),
+        lce.bconv_bits: TaskForm(lce.bconv_bits_pixels, lambda a: a[4].shape[0] * a[4].shape[1], 4),
+        tflite_conv.conv2d: TaskForm(
+            tflite_conv.conv2d_pixels, lambda a: a[6].shape[0] * a[6].shape[1], 4
+        ),
+        tflite_float.depthwise_clamped: TaskForm(
+            tflite_float.depthwise_rows, lambda a: a[7].shape[0], 4
+        ),
+        tflite_float.pool_clamped: TaskForm(tflite_float.pool_rows, lambda a: a[10].shape[0], 4),
     }
 
 

@@ -10,7 +10,15 @@ fused_activation_function. The arithmetic is LCE's, see :mod:`edgebnn.kernels.lc
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.engine.tflite_context import ACT_CLAMPS, SAME, Context, Run, conv_geometry
+from edgebnn.engine.tflite_context import (
+    ACT_CLAMPS,
+    SAME,
+    Context,
+    KernelRun,
+    Ref,
+    Run,
+    conv_geometry,
+)
 from edgebnn.engine.tflite_graph import Operator
 from edgebnn.kernels import lce
 
@@ -103,14 +111,8 @@ def plan_bconv(ctx: Context, op: Operator) -> Run:
         thresholds = ctx.const(op, 4).astype(np.int64)
         if thresholds.shape != (filters,):
             raise ctx.fail(op, f"{thresholds.shape} thresholds for {filters} filters")
-        out = np.zeros((out_h, out_w, lce.words_for(filters)), np.uint64)
-        ctx.shapes[dst], ctx.packed[dst] = out.shape, filters
-
-        def run_bits(values: list) -> None:
-            lce.bconv_bits(values[src], weights, geometry, thresholds, out)
-            values[dst] = out
-
-        return run_bits
+        out = ctx.packed_output(dst, (out_h, out_w, lce.words_for(filters)), filters)
+        return KernelRun(lce.bconv_bits, (Ref(src), weights, geometry, thresholds, out), {dst: out})
 
     activation = int(o.get("fused_activation_function", 0))
     if activation not in NOMINAL_RANGE:
@@ -133,17 +135,11 @@ def plan_bconv(ctx: Context, op: Operator) -> Run:
         bits_dst, packed_out = -1, lce.NO_BITS
     else:
         (out, sum_dst, res_src, add_lo, add_hi), (bits_dst, packed_out) = fused
-    add_lo, add_hi = np.float32(add_lo), np.float32(add_hi)
-
-    def run_float(values: list) -> None:
-        res = lce.NO_FLOATS if res_src < 0 else values[res_src]
-        lce.bconv_float_fused(values[src], weights, geometry, lo, hi, mul, fused_bias,
-                              correction, res, add_lo, add_hi, out, packed_out)  # fmt: skip
-        values[sum_dst] = out
-        if bits_dst >= 0:
-            values[bits_dst] = packed_out
-
-    return run_float
+    args = (Ref(src), weights, geometry, lo, hi, mul, fused_bias, correction,
+            lce.NO_FLOATS if res_src < 0 else Ref(res_src), np.float32(add_lo),
+            np.float32(add_hi), out, packed_out)  # fmt: skip
+    writes = {sum_dst: out} if bits_dst < 0 else {sum_dst: out, bits_dst: packed_out}
+    return KernelRun(lce.bconv_float_fused, args, writes)
 
 
 def _fuse_add_quantize(ctx: Context, op: Operator, shape: tuple[int, int, int]):

@@ -29,6 +29,7 @@ class Context:
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
     packed: dict[int, int] = field(default_factory=dict)  # tensor -> unpacked channels
     fused: dict[int, int] = field(default_factory=dict)  # operator -> the step computing it
+    buffers: dict[int, np.ndarray] = field(default_factory=dict)  # tensor -> its one buffer
     _readers: dict[int, list[Operator]] | None = None
 
     def readers(self, tensor: int) -> list[Operator]:
@@ -49,8 +50,7 @@ class Context:
         if quantize is None or not quantize.outputs or len(shape) != 3:
             return -1, np.zeros((0, 0, 0), np.uint64)
         bits = quantize.outputs[0]
-        packed = np.zeros((*shape[:2], -(-shape[2] // 64)), np.uint64)
-        self.shapes[bits], self.packed[bits] = packed.shape, shape[2]
+        packed = self.packed_output(bits, (*shape[:2], -(-shape[2] // 64)), shape[2])
         self.fused[quantize.index] = op.index
         return bits, packed
 
@@ -88,7 +88,41 @@ class Context:
         if stored and dtype is np.float32 and tuple(stored[1:]) != tuple(shape):
             raise self.fail(op, f"computes shape {list(shape)}, file says {list(stored[1:])}")
         self.shapes[op.outputs[0]] = tuple(shape)
-        return np.zeros(shape, dtype)
+        self.buffers[op.outputs[0]] = np.zeros(shape, dtype)
+        return self.buffers[op.outputs[0]]
+
+    def packed_output(self, tensor: int, shape: tuple[int, ...], channels: int) -> np.ndarray:
+        """Record a bit-packed tensor of ``channels`` channels and allocate its buffer."""
+        self.shapes[tensor], self.packed[tensor] = tuple(shape), channels
+        self.buffers[tensor] = np.zeros(shape, np.uint64)
+        return self.buffers[tensor]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A kernel argument that is the value of a tensor (bound when the step runs)."""
+
+    tensor: int
+
+
+class KernelRun:
+    """A step that is one call of a parallel kernel: ``kernel(*args)`` with the tensors'
+    values in place of each :class:`Ref`. Where every such tensor has one buffer for the
+    model's lifetime, the frame also runs it as tasks (:meth:`bind`)."""
+
+    def __init__(self, kernel: Callable, args: tuple, writes: dict[int, np.ndarray]) -> None:
+        self.kernel, self.args, self.writes = kernel, args, writes
+
+    def __call__(self, values: list) -> None:
+        self.kernel(*(values[a.tensor] if isinstance(a, Ref) else a for a in self.args))
+        for tensor, buffer in self.writes.items():
+            values[tensor] = buffer
+
+    def bind(self, buffers: dict[int, np.ndarray]) -> tuple | None:
+        """The arguments with every tensor's buffer, or None if one has none."""
+        if any(isinstance(a, Ref) and a.tensor not in buffers for a in self.args):
+            return None
+        return tuple(buffers[a.tensor] if isinstance(a, Ref) else a for a in self.args)
 
 
 def conv_geometry(ctx: Context, op: Operator, hw: tuple[int, int], k: tuple[int, int],

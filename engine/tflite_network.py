@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from edgebnn.engine import tflite_bconv, tflite_ops, tflite_tensor_ops
 from edgebnn.engine.errors import ModelError
+from edgebnn.engine.frame import Region, step_task_form
 from edgebnn.engine.network import Prediction, Preprocessing, imagenet_labels
-from edgebnn.engine.tflite_context import Context
+from edgebnn.engine.tflite_context import Context, KernelRun
 from edgebnn.engine.tflite_graph import Graph, Operator
 
 #: Operator name -> step builder.
@@ -74,6 +76,30 @@ class Step:
 
 def _computed_earlier(values: list) -> None:
     """The run of an operator that an earlier step computes (see ``Step.fused_into``)."""
+
+
+def frame_groups(steps: list[Step], buffers: dict[int, np.ndarray]) -> list:
+    """The steps as a frame runs them: runs of consecutive kernel steps that have a task
+    form become one parallel region each (one thread wake-up for all of them, tasks
+    claimed, see :mod:`edgebnn.engine.frame`); the others are called one by one."""
+    groups: list = []
+    run: list[SimpleNamespace] = []
+    for step in steps:
+        if step.fused_into is not None:
+            continue
+        task = None
+        if isinstance(step.run, KernelRun) and (args := step.run.bind(buffers)) is not None:
+            task = SimpleNamespace(kernel=step.run.kernel, args=args)
+        if task is not None and step_task_form(task) is not None:
+            run.append(task)
+            continue
+        if run:
+            groups.append(Region(run))
+            run = []
+        groups.append(step.run)
+    if run:
+        groups.append(Region(run))
+    return groups
 
 
 def supported_operators() -> list[str]:
@@ -133,6 +159,7 @@ class TfliteNetwork:
         g = self.graph
         ctx = Context(g)
         ctx.shapes[g.inputs[0]] = self.input_shape
+        ctx.buffers[g.inputs[0]] = np.zeros(self.input_shape, np.float32)
         steps = []
         for op in g.operators:
             builder = BUILDERS.get(op.name)
@@ -156,6 +183,10 @@ class TfliteNetwork:
         self.output_shape: tuple[int, ...] = ctx.shapes[out]
         self._output = out
         self._values: list = [None] * len(g.tensors)
+        for tensor, buffer in ctx.buffers.items():
+            self._values[tensor] = buffer
+        self._input = ctx.buffers[g.inputs[0]]
+        self._groups = frame_groups(steps, ctx.buffers)
         return steps
 
     def _check_operands(self, op: Operator) -> None:
@@ -221,9 +252,12 @@ class TfliteNetwork:
             else:
                 raise ValueError(f"input must have shape {self.input_shape}, got {x.shape}")
         values = self._values
-        values[self.graph.inputs[0]] = x
-        for step in self.steps:
-            step.run(values)
+        np.copyto(self._input, x)
+        for group in self._groups:
+            if isinstance(group, Region):
+                group.run()
+            else:
+                group(values)
         return values
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ import numpy as np
 from edgebnn.engine.tflite_context import (
     ACT_CLAMPS,
     Context,
+    KernelRun,
+    Ref,
     Run,
     conv_geometry,
     fused_activation,
@@ -26,14 +28,8 @@ from edgebnn.kernels.tflite_float import activate
 def build_lce_quantize(ctx: Context, op: Operator) -> Run:
     src, dst = op.inputs[0], op.outputs[0]
     rows, cols, chans = rank3(ctx, op, ctx.shape(op, src))
-    out = np.zeros((rows, cols, lce.words_for(chans)), np.uint64)
-    ctx.shapes[dst], ctx.packed[dst] = out.shape, chans
-
-    def run(values: list) -> None:
-        lce.quantize(values[src], out)
-        values[dst] = out
-
-    return run
+    out = ctx.packed_output(dst, (rows, cols, lce.words_for(chans)), chans)
+    return KernelRun(lce.quantize, (Ref(src), out), {dst: out})
 
 
 def build_lce_dequantize(ctx: Context, op: Operator) -> Run:
@@ -61,8 +57,7 @@ def build_lce_bmaxpool(ctx: Context, op: Operator) -> Run:
     out_h, out_w, g = conv_geometry(
         ctx, op, (rows, cols), k, stride, (1, 1), int(o.get("padding", 0))
     )
-    out = np.zeros((out_h, out_w, words), np.uint64)
-    ctx.shapes[dst], ctx.packed[dst] = out.shape, ctx.packed[src]
+    out = ctx.packed_output(dst, (out_h, out_w, words), ctx.packed[src])
 
     def run(values: list) -> None:
         lce.bmaxpool(values[src], k[0], k[1], stride[0], stride[1], g[6], g[7], out)
@@ -97,15 +92,21 @@ def build_conv_2d(ctx: Context, op: Operator) -> Run:
     panels, _ = tflite_conv.pack_panels(taps)
     bias = tflite_conv.pad_bias(bias)
     lo, hi = (np.float32(v) for v in ACT_CLAMPS.get(act, (-np.inf, np.inf)))
-    bits_dst, packed = ctx.fuse_quantize(op, dst, out.shape) if act != 4 else (-1, lce.NO_BITS)
+    if act not in ACT_CLAMPS:  # TANH, after the kernel
+        return _then_activate(
+            KernelRun(tflite_conv.conv2d, (Ref(src), panels, bias, g, lo, hi, out, lce.NO_BITS),
+                      {dst: out}), out, act)  # fmt: skip
+    bits_dst, packed = ctx.fuse_quantize(op, dst, out.shape)
+    writes = {dst: out} if bits_dst < 0 else {dst: out, bits_dst: packed}
+    return KernelRun(tflite_conv.conv2d, (Ref(src), panels, bias, g, lo, hi, out, packed), writes)
+
+
+def _then_activate(step: KernelRun, out: np.ndarray, act: int) -> Run:
+    """``step`` then the activation ``act`` in place on ``out`` (no task form: one call)."""
 
     def run(values: list) -> None:
-        tflite_conv.conv2d(values[src], panels, bias, g, lo, hi, out, packed)
-        if act not in ACT_CLAMPS:
-            activate(out, act)
-        values[dst] = out
-        if bits_dst >= 0:
-            values[bits_dst] = packed
+        step(values)
+        activate(out, act)
 
     return run
 
@@ -133,13 +134,10 @@ def build_depthwise_conv_2d(ctx: Context, op: Operator) -> Run:
     act = fused_activation(ctx, op)
     out = ctx.output(op, (out_h, out_w, out_chans))
     taps = np.ascontiguousarray(w[0])
-
-    def run(values: list) -> None:
-        tflite_float.depthwise(values[src], taps, bias, g, multiplier, out)
-        activate(out, act)
-        values[dst] = out
-
-    return run
+    lo, hi = (np.float32(v) for v in ACT_CLAMPS.get(act, (-np.inf, np.inf)))
+    step = KernelRun(tflite_float.depthwise_clamped,
+                     (Ref(src), taps, bias, g, multiplier, lo, hi, out), {dst: out})  # fmt: skip
+    return step if act in ACT_CLAMPS else _then_activate(step, out, act)
 
 
 def _build_pool(ctx: Context, op: Operator, is_max: bool) -> Run:
@@ -151,13 +149,10 @@ def _build_pool(ctx: Context, op: Operator, is_max: bool) -> Run:
     out_h, out_w, g = conv_geometry(ctx, op, (rows, cols), k, stride, (1, 1), int(o["padding"]))
     act = fused_activation(ctx, op)
     out = ctx.output(op, (out_h, out_w, chans))
-
-    def run(values: list) -> None:
-        tflite_float.pool(values[src], is_max, k[0], k[1], stride[0], stride[1], g[6], g[7], out)
-        activate(out, act)
-        values[dst] = out
-
-    return run
+    lo, hi = (np.float32(v) for v in ACT_CLAMPS.get(act, (-np.inf, np.inf)))
+    args = (Ref(src), is_max, k[0], k[1], stride[0], stride[1], g[6], g[7], lo, hi, out)
+    step = KernelRun(tflite_float.pool_clamped, args, {dst: out})
+    return step if act in ACT_CLAMPS else _then_activate(step, out, act)
 
 
 def build_max_pool_2d(ctx: Context, op: Operator) -> Run:

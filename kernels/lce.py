@@ -192,9 +192,9 @@ def _add_clamp(dst, residual, lo, hi):
 
 
 @njit(**JIT)
-def bconv_float_rows(r0, r1, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction,
-                     residual, add_lo, add_hi, out, packed):  # fmt: skip
-    """Output rows [r0, r1) of :func:`bconv_float_fused`."""
+def bconv_float_pixels(first, last, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias,
+                       correction, residual, add_lo, add_hi, out, packed):  # fmt: skip
+    """Output pixels [first, last) (row-major) of :func:`bconv_float_fused`."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
     out_cols, filters = out.shape[1], out.shape[2]
     depth = wt.shape[0]
@@ -204,24 +204,23 @@ def bconv_float_rows(r0, r1, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, 
     # separate allocations: LLVM then knows they do not alias, and vectorises
     p0, p1 = np.empty(depth, np.uint64), np.empty(depth, np.uint64)
     a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
-    for oy in range(r0, r1):
-        for ox0 in range(0, out_cols, 2):
-            n = min(2, out_cols - ox0)
-            _gather(bits, oy, ox0, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
-            ox1 = min(ox0 + 1, out_cols - 1)
-            _gather(bits, oy, ox1, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p1)
-            _accumulate(p0, p1, wt, a0, a1)
-            _store_float(a0, clamp_lo, clamp_hi, mul, bias, out[oy, ox0])
-            if n == 2:
-                _store_float(a1, clamp_lo, clamp_hi, mul, bias, out[oy, ox0 + 1])
-            for p in range(n):
-                if corrected:
-                    for o in range(filters):
-                        out[oy, ox0 + p, o] += correction[oy, ox0 + p, o]
-                if add:
-                    _add_clamp(out[oy, ox0 + p], residual[oy, ox0 + p], add_lo, add_hi)
-                if pack:
-                    pack_pixel(out[oy, ox0 + p], packed[oy, ox0 + p])
+    for q in range(first, last, 2):
+        n = min(2, last - q)
+        q1 = q + n - 1
+        _gather(bits, q // out_cols, q % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
+        _gather(bits, q1 // out_cols, q1 % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
+                p1)  # fmt: skip
+        _accumulate(p0, p1, wt, a0, a1)
+        for i in range(n):
+            oy, ox = (q + i) // out_cols, (q + i) % out_cols
+            _store_float(a0 if i == 0 else a1, clamp_lo, clamp_hi, mul, bias, out[oy, ox])
+            if corrected:
+                for o in range(filters):
+                    out[oy, ox, o] += correction[oy, ox, o]
+            if add:
+                _add_clamp(out[oy, ox], residual[oy, ox], add_lo, add_hi)
+            if pack:
+                pack_pixel(out[oy, ox], packed[oy, ox])
 
 
 @njit(**PJIT)
@@ -232,9 +231,12 @@ def bconv_float_fused(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correct
     operators of a QuickNet block in one pass, each value rounded as the operators round
     it. ``residual`` (out's shape) and ``packed`` (out_rows, out_cols, words) may be empty
     (0, 0, 0): no ADD, no packed output."""
-    for oy in prange(out.shape[0]):
-        bconv_float_rows(oy, oy + 1, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias,
-                         correction, residual, add_lo, add_hi, out, packed)  # fmt: skip
+    pixels = out.shape[0] * out.shape[1]
+    chunks = min(pixels, 64)
+    for t in prange(chunks):
+        bconv_float_pixels(pixels * t // chunks, pixels * (t + 1) // chunks, bits, wt, geometry,
+                           clamp_lo, clamp_hi, mul, bias, correction, residual, add_lo, add_hi,
+                           out, packed)  # fmt: skip
 
 
 #: An empty float tensor: "no residual / no correction".
@@ -252,36 +254,40 @@ def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, o
 
 
 @njit(**JIT)
-def bconv_bits_rows(r0, r1, bits, wt, geometry, thresholds, out):
-    """Output rows [r0, r1) of :func:`bconv_bits`."""
+def bconv_bits_pixels(first, last, bits, wt, geometry, thresholds, out):
+    """Output pixels [first, last) (row-major) of :func:`bconv_bits`."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
     out_cols, out_words = out.shape[1], out.shape[2]
     depth, filters = wt.shape
     # separate allocations: LLVM then knows they do not alias, and vectorises
     p0, p1 = np.empty(depth, np.uint64), np.empty(depth, np.uint64)
     a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
-    for oy in range(r0, r1):
-        for ox0 in range(0, out_cols, 2):
-            n = min(2, out_cols - ox0)
-            _gather(bits, oy, ox0, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
-            ox1 = min(ox0 + 1, out_cols - 1)
-            _gather(bits, oy, ox1, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p1)
-            _accumulate(p0, p1, wt, a0, a1)
-            for p in range(n):
-                acc = a0 if p == 0 else a1
-                for w in range(out_words):
-                    word = np.uint64(0)
-                    for o in range(w * 64, min(filters, (w + 1) * 64)):
-                        if acc[o] > thresholds[o]:
-                            word |= np.uint64(1) << np.uint64(o - w * 64)
-                    out[oy, ox0 + p, w] = word
+    for q in range(first, last, 2):
+        n = min(2, last - q)
+        q1 = q + n - 1
+        _gather(bits, q // out_cols, q % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
+        _gather(bits, q1 // out_cols, q1 % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
+                p1)  # fmt: skip
+        _accumulate(p0, p1, wt, a0, a1)
+        for i in range(n):
+            acc = a0 if i == 0 else a1
+            oy, ox = (q + i) // out_cols, (q + i) % out_cols
+            for w in range(out_words):
+                word = np.uint64(0)
+                for o in range(w * 64, min(filters, (w + 1) * 64)):
+                    if acc[o] > thresholds[o]:
+                        word |= np.uint64(1) << np.uint64(o - w * 64)
+                out[oy, ox, w] = word
 
 
 @njit(**PJIT)
 def bconv_bits(bits, wt, geometry, thresholds, out):
     """LceBconv2d with bitpacked output: bit o set iff acc[o] > thresholds[o]."""
-    for oy in prange(out.shape[0]):
-        bconv_bits_rows(oy, oy + 1, bits, wt, geometry, thresholds, out)
+    pixels = out.shape[0] * out.shape[1]
+    chunks = min(pixels, 64)
+    for t in prange(chunks):
+        bconv_bits_pixels(pixels * t // chunks, pixels * (t + 1) // chunks, bits, wt, geometry,
+                          thresholds, out)  # fmt: skip
 
 
 def bconv_reference(

@@ -8,7 +8,7 @@ Activations are (rows, cols, channels) float32 arrays without a batch axis.
 from __future__ import annotations
 
 import numpy as np
-from edgebnn.kernels._jit import HOT_JIT, PJIT, prange
+from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, prange
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -137,18 +137,28 @@ def dense(x, w, bias, out):
             out[u] = acc[u - lo]
 
 
-@njit(**PJIT)
-def depthwise(x, w, bias, geometry, multiplier, out):
-    """Depthwise conv; ``w`` is (kh, kw, C*multiplier), output channel c*m + j reads c.
+@njit(**HOT_JIT)
+def _clamp_row(row, lo, hi):
+    """A fused activation's clamp in place (NaN stays NaN, as NumPy's clip)."""
+    for o in range(row.shape[0]):
+        v = row[o]
+        if v < lo:  # noqa: PLR1730
+            v = lo
+        if v > hi:  # noqa: PLR1730
+            v = hi
+        row[o] = v
 
-    Rounded as TFLite's default kernel does: the accumulator starts at the bias, then one
-    multiply and one add (two roundings) per tap in (ky, kx) order."""
+
+@njit(**JIT)
+def depthwise_rows(r0, r1, x, w, bias, geometry, multiplier, lo, hi, out):
+    """Output rows [r0, r1) of :func:`depthwise_clamped`."""
     kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
     rows, cols, _ = x.shape
-    out_rows, out_cols, out_chans = out.shape
-    for oy in prange(out_rows):
-        acc = np.empty(out_chans, np.float32)
+    out_cols, out_chans = out.shape[1], out.shape[2]
+    clamp = lo > -np.inf or hi < np.inf
+    for oy in range(r0, r1):
         for ox in range(out_cols):
+            acc = out[oy, ox]
             for o in range(out_chans):
                 acc[o] = bias[o]
             for ky in range(kh):
@@ -159,46 +169,82 @@ def depthwise(x, w, bias, geometry, multiplier, out):
                     xx = ox * sw - pad_left + kx * dw
                     if xx < 0 or xx >= cols:
                         continue
+                    src, wk = x[y, xx], w[ky, kx]
                     if multiplier == 1:
                         for o in range(out_chans):
-                            product = x[y, xx, o] * w[ky, kx, o]
+                            product = src[o] * wk[o]
                             acc[o] = acc[o] + product
                     else:
                         for o in range(out_chans):
-                            product = x[y, xx, o // multiplier] * w[ky, kx, o]
+                            product = src[o // multiplier] * wk[o]
                             acc[o] = acc[o] + product
-            for o in range(out_chans):
-                out[oy, ox, o] = acc[o]
+            if clamp:
+                _clamp_row(acc, lo, hi)
 
 
 @njit(**PJIT)
-def pool(x, is_max, fh, fw, sh, sw, pad_top, pad_left, out):
-    """Max or average pooling over in-bounds positions (TFLite's 'same' semantics)."""
+def depthwise_clamped(x, w, bias, geometry, multiplier, lo, hi, out):
+    """Depthwise conv with a fused clamp ``[lo, hi]``; ``w`` is (kh, kw, C*multiplier),
+    output channel c*m + j reads c.
+
+    Rounded as TFLite's default kernel does: the accumulator starts at the bias, then one
+    multiply and one add (two roundings) per tap in (ky, kx) order."""
+    for oy in prange(out.shape[0]):
+        depthwise_rows(oy, oy + 1, x, w, bias, geometry, multiplier, lo, hi, out)
+
+
+def depthwise(x, w, bias, geometry, multiplier, out) -> None:
+    """:func:`depthwise_clamped` without a clamp."""
+    inf = np.float32(np.inf)
+    depthwise_clamped(x, w, bias, geometry, multiplier, -inf, inf, out)
+
+
+@njit(**JIT)
+def pool_rows(r0, r1, x, is_max, fh, fw, sh, sw, pad_top, pad_left, lo, hi, out):
+    """Output rows [r0, r1) of :func:`pool_clamped`."""
     rows, cols, chans = x.shape
-    out_rows, out_cols, _ = out.shape
-    for oy in prange(out_rows):
-        acc = np.empty(chans, np.float32)
+    out_cols = out.shape[1]
+    clamp = lo > -np.inf or hi < np.inf
+    for oy in range(r0, r1):
+        y0 = oy * sh - pad_top
+        ya, yb = max(y0, 0), min(y0 + fh, rows)
         for ox in range(out_cols):
-            y0 = oy * sh - pad_top
             x0 = ox * sw - pad_left
-            for c in range(chans):
-                acc[c] = -np.inf if is_max else np.float32(0.0)
-            count = 0
-            for ky in range(fh):
-                y = y0 + ky
-                if y < 0 or y >= rows:
-                    continue
-                for kx in range(fw):
-                    xx = x0 + kx
-                    if xx < 0 or xx >= cols:
-                        continue
-                    count += 1
-                    if is_max:
+            xa, xb = max(x0, 0), min(x0 + fw, cols)
+            acc = out[oy, ox]
+            if is_max:
+                for c in range(chans):
+                    acc[c] = -np.inf
+                for y in range(ya, yb):
+                    for xx in range(xa, xb):
+                        src = x[y, xx]
                         for c in range(chans):
-                            v = x[y, xx, c]
+                            v = src[c]
                             acc[c] = v if acc[c] < v else acc[c]  # noqa: FURB136 (std::max, NaN)
-                    else:
+            else:
+                for c in range(chans):
+                    acc[c] = np.float32(0.0)
+                for y in range(ya, yb):
+                    for xx in range(xa, xb):
+                        src = x[y, xx]
                         for c in range(chans):
-                            acc[c] += x[y, xx, c]
-            for c in range(chans):
-                out[oy, ox, c] = acc[c] if is_max else acc[c] / np.float32(max(count, 1))
+                            acc[c] += src[c]
+                count = np.float32(max((yb - ya) * (xb - xa), 1))
+                for c in range(chans):
+                    acc[c] = acc[c] / count
+            if clamp:
+                _clamp_row(acc, lo, hi)
+
+
+@njit(**PJIT)
+def pool_clamped(x, is_max, fh, fw, sh, sw, pad_top, pad_left, lo, hi, out):
+    """Max or average pooling over in-bounds positions (TFLite's 'same' semantics), then
+    a fused clamp ``[lo, hi]``."""
+    for oy in prange(out.shape[0]):
+        pool_rows(oy, oy + 1, x, is_max, fh, fw, sh, sw, pad_top, pad_left, lo, hi, out)
+
+
+def pool(x, is_max, fh, fw, sh, sw, pad_top, pad_left, out) -> None:
+    """:func:`pool_clamped` without a clamp."""
+    inf = np.float32(np.inf)
+    pool_clamped(x, is_max, fh, fw, sh, sw, pad_top, pad_left, -inf, inf, out)

@@ -84,6 +84,20 @@ def test_binary_models_are_bit_exact(name: str, networks) -> None:
             np.testing.assert_array_equal(y, lce[kernels])
 
 
+@pytest.mark.parametrize("name", ["quicknet_small", "bitpacked_chain_zero", "float_ops"])
+def test_frame_regions_compute_what_the_steps_compute(name: str, networks) -> None:
+    """A frame runs consecutive kernel steps as one parallel region of tasks; operator by
+    operator (what the benchmark's breakdown times) gives the same output, bit for bit."""
+    x, _ = next(_inputs(name))
+    y = _net(networks, name).forward(x)
+    other = edgebnn.load(DATA / f"{name}.tflite")  # buffers of its own
+    values = other.run_all(np.zeros_like(x))
+    values[other.graph.inputs[0]] = x
+    for step in other.steps:
+        step.run(values)
+    np.testing.assert_array_equal(np.asarray(values[other.graph.outputs[0]]).reshape(-1), y)
+
+
 def test_outputs_spread_over_classes() -> None:
     """The calibration worked: the Zoo models' answers are not one saturated class."""
     for name in MODELS:
