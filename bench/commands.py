@@ -97,7 +97,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.model == "efficientnet-lite0":
         from edgebnn.bench.efficientnet import run_efficientnet_benchmark
 
-        print(run_efficientnet_benchmark(threads, args.compare == "onnxruntime"))
+        print(
+            run_efficientnet_benchmark(
+                threads,
+                args.compare == "onnxruntime",
+                runs=max(1, args.runs),
+                paced_ms=paced_gaps(args.paced, args.config),
+                breakdown=not args.no_breakdown,
+            )
+        )
         return 0
     if str(args.model).lower().endswith(".tflite") or args.compare == "lce":
         from edgebnn.bench.tflite_bench import run_tflite_benchmark

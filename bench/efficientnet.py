@@ -12,6 +12,9 @@ preprocessed, with the fastest run beside it (the least disturbed by other proce
 from __future__ import annotations
 
 import functools
+import os
+import statistics
+import time
 
 import numba
 import numpy as np
@@ -110,8 +113,15 @@ def run_efficientnet_benchmark(
     compare_onnx: bool = False,
     runs: int = 30,
     warmup: int = 5,
+    paced_ms: tuple[float, ...] = (),
+    breakdown: bool = False,
 ) -> str:
-    """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime)."""
+    """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime).
+
+    ``paced_ms``: also time frames after a sleep of each gap (the threads idle between
+    frames, as between a camera's frames); ``breakdown``: each plan step launched as its
+    own kernel at the largest thread count, back to back, before ONNX Runtime runs.
+    """
     net = convert_efficientnet_lite0(softmax=False)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -133,15 +143,23 @@ def run_efficientnet_benchmark(
     lines = [
         f"EfficientNet-Lite0 224x224, ms/frame (median of {runs} after {warmup} warm-up)",
         machine_line(),
+        _load_line("before"),
     ]
     saved, saved_blas = numba.get_num_threads(), blas_threads()
     set_blas_threads(1)
+    steps: list[str] = []
     try:
+        if breakdown:
+            set_threads(max(threads_list))
+            steps = _breakdown(net, x, runs)
         for n in threads_list:
             set_threads(n)
             ours = median_ms(lambda: net.forward(x), runs, warmup)
             best = min_ms(lambda: net.forward(x), runs)
             line = f"threads={n}: edgebnn {ours:7.2f} ms (best {best:6.2f})"
+            for gap in paced_ms:
+                paced = median_ms(lambda: net.forward(x), runs, gap_s=gap / 1000.0)
+                line += f", paced {gap:g} ms {paced:6.2f}"
             if session_for is not None:
                 sess = session_for(n)
                 diff = float(np.abs(sess.run(None, {"input": x_nchw})[0][0] - net.forward(x)).max())
@@ -154,7 +172,43 @@ def run_efficientnet_benchmark(
         set_threads(saved)
         if saved_blas is not None:
             set_blas_threads(saved_blas)
+    lines.append(_load_line("after"))
+    if steps:
+        heading = f"per step, each launched as its own kernel ({max(threads_list)} threads, "
+        lines += [heading + f"median of {runs}, back to back):", *steps]
     return "\n".join(lines)
+
+
+def _load_line(when: str) -> str:
+    load = os.getloadavg()
+    return f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+
+
+def _breakdown(net, x: np.ndarray, runs: int) -> list[str]:
+    """One line per plan step (its median ms, each step launched as its own kernel on the
+    previous step's output), then their sum and the frame's median in the same pass."""
+    plan = net.plan
+    plan.run(x)
+    times: list[list[float]] = [[] for _ in plan.steps]
+    frames: list[float] = []
+    for _ in range(runs):
+        plan._input_view[...] = x
+        for i, step in enumerate(plan.steps):
+            start = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plan.run(x)
+        frames.append(time.perf_counter() - start)
+    out = []
+    total = 0.0
+    for step, t in zip(plan.steps, times, strict=True):
+        ms = 1000.0 * statistics.median(t)
+        total += ms
+        out.append(f"  {ms:7.3f} ms  {step.label}")
+    out.append(f"  {total:7.3f} ms  sum of the steps")
+    out.append(f"  {1000.0 * statistics.median(frames):7.3f} ms  whole frame (one parallel region)")
+    return out
 
 
 if __name__ == "__main__":

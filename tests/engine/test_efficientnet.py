@@ -181,3 +181,17 @@ def test_frame_gives_the_per_step_bits_whatever_the_team(logits_net, team: int) 
         table = regions[0].tasks(team)
         i = [s.kernel for s in regions[0].steps].index(mbconv.mbconv_chain)
         assert table[i, 1] > team
+
+
+def test_bench_report_has_paced_frames_and_the_step_breakdown() -> None:
+    from edgebnn.bench.efficientnet import run_efficientnet_benchmark
+
+    text = run_efficientnet_benchmark((1,), runs=2, warmup=0, paced_ms=(1.0,), breakdown=True)
+    lines = text.splitlines()
+    assert "cores" in lines[1] and lines[2].startswith("load average before: ")
+    row = next(line for line in lines if line.startswith("threads=1: edgebnn"))
+    assert float(row.split("paced 1 ms")[1].split()[0]) > 0
+    steps = lines[lines.index(next(x for x in lines if x.startswith("per step"))) + 1 :]
+    assert any("MBConv[stem," in x for x in steps) and any("[packed GEMM]" in x for x in steps)
+    assert float(steps[-2].split()[0]) > 0 and steps[-2].endswith("sum of the steps")
+    assert steps[-1].endswith("whole frame (one parallel region)")
