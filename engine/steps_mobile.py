@@ -25,6 +25,11 @@ from edgebnn.kernels.threads import numba_threads, set_blas_threads
 MBCONV_MIN_COLS = 28
 
 
+#: A packed pointwise GEMM is split into this many ranges (of panels or pixels) per thread
+#: Numba may use: a thread that starts late or is descheduled then holds up an eighth of
+#: the step at 2 threads, not half of it (a frame claims the ranges one at a time).
+PACKED_RANGES_PER_THREAD = 4
+
 #: Row-block GEMMs are split into at least this many tasks (one per thread Numba may use).
 GEMM_TASKS = numba_threads()
 
@@ -332,8 +337,8 @@ def packed_pointwise_step(g: PlanGraph, node: int, chain: list[int]) -> int | No
         return None  # the kernel follows raw pointers; a reshape would copy, not alias
     a = x.reshape(rows * cols, x.shape[2])
     w = pointwise.pointwise_weights_layout(layer.weights)
-    threads = numba_threads()
-    blocks, ptrs = gemm.scratch(threads)
+    ranges = numba_threads() * PACKED_RANGES_PER_THREAD
+    blocks, ptrs = gemm.scratch(ranges)
     args = (
         a,
         gemm.pack_weights(w),
@@ -344,7 +349,7 @@ def packed_pointwise_step(g: PlanGraph, node: int, chain: list[int]) -> int | No
         pad,
         cols,
         res,
-        gemm.thread_ranges(rows * cols, filters, threads),
+        gemm.thread_ranges(rows * cols, filters, ranges),
         blocks,
         ptrs,
     )

@@ -72,7 +72,16 @@ def test_pointwise_packed_matches_reference(
 
 
 @pytest.mark.parametrize(
-    ("pixels", "filters", "threads"), [(196, 480, 2), (196, 80, 2), (49, 192, 2), (5, 16, 4)]
+    ("pixels", "filters", "threads"),
+    [
+        (196, 480, 2),
+        (196, 80, 2),
+        (49, 192, 2),
+        (5, 16, 4),
+        (49, 192, 8),
+        (1, 1000, 8),
+        (49, 1152, 8),
+    ],
 )
 def test_thread_ranges_cover_everything_once(pixels: int, filters: int, threads: int) -> None:
     panels = -(-filters // PANEL)
