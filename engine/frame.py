@@ -79,6 +79,9 @@ def _forms() -> dict[Callable, TaskForm]:
         elementwise.add_chain: TaskForm(elementwise.add_chain_rows, lambda a: a[0].shape[0], 4),
         softmax.softmax: TaskForm(softmax.softmax_rows, lambda a: 1, 1),
         conv.conv2d_chain: TaskForm(conv.conv2d_chain_rows, lambda a: a[3], 4),
+        conv.conv1x1_filters_chain: TaskForm(
+            conv.conv1x1_filters_chain_rows, lambda a: a[1].shape[0], 4
+        ),
         conv_blocked.conv2d_columns_chain: TaskForm(
             conv_blocked.conv2d_columns_chain_rows, lambda a: a[3], 4
         ),

@@ -47,7 +47,8 @@ def elementwise_step(g: PlanGraph, node: int, chain: list[int]) -> None:
 
 def conv_step(g: PlanGraph, node: int, chain: list[int]) -> None:
     """A real-valued convolution: depthwise and BLAS-shaped ones by :func:`mobile_conv`,
-    else the generic kernel (vectorised along columns for few filters and long rows)."""
+    1x1 ones over a few pixels split by filters (a classifier head), else the generic
+    kernel (vectorised along columns for few filters and long rows)."""
     layer = g.layer_as(node, ConvolutionalLayer)
     ep = epilogue(g, node, chain)
     rows, cols, _ = layer.interior_shape
@@ -55,6 +56,13 @@ def conv_step(g: PlanGraph, node: int, chain: list[int]) -> None:
     mobile = mobile_conv(g, layer, x, rows, cols, *ep.args)
     if mobile is not None:
         g.add(ep.nodes, ep.label, *mobile)
+        return
+    filters, k = layer.weights.shape[:2]
+    one_by_one = k == 1 and layer.stride == 1 and x.shape[:2] == (rows, cols)
+    if one_by_one and rows * cols <= 16 and filters >= 2 * conv.FILTER_BLOCK:
+        wb = aligned(conv.filter_blocks_layout(layer.weights))
+        args = (x, wb, filters, rows, cols, *ep.args)
+        g.add(ep.nodes, ep.label, conv.conv1x1_filters_chain, args)
         return
     w = aligned(conv.conv_weights_layout(layer.weights))
     few = layer.weights.shape[0] <= 32 and cols >= 32

@@ -72,6 +72,17 @@ def _gather_row(bits, chans, k, stride, r, cols, patches):
     """Receptive fields of output row ``r`` in ELL's volume order: ``patches[c, :]``."""
     words = bits.shape[2]
     blocks = patches.shape[1]
+    if chans == 64 * words:  # whole words: the field is the k x k pixels' words in order
+        for i in range(k):
+            for j in range(k):
+                src = bits[r * stride + i]
+                for c in range(cols):
+                    pix = src[c * stride + j]
+                    dst = patches[c]
+                    base = (i * k + j) * words
+                    for w in range(words):
+                        dst[base + w] = pix[w]
+        return
     for c in range(cols):
         for b in range(blocks):
             patches[c, b] = np.uint64(0)

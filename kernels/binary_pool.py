@@ -351,6 +351,7 @@ def binary_conv_pool_counts_rows(
         acc = np.empty(conv_cols * filters, np.int64)
         on = np.empty(conv_cols * filters, np.uint8)
         slots = np.empty((size, width, words), np.uint64)
+        rowor = np.empty(width * words, np.uint64)
         done = p0 * pool_stride  # padded rows below this one are in the slots (or skipped)
         for pr in range(p0, p1):
             q_lo = pr * pool_stride
@@ -368,15 +369,18 @@ def binary_conv_pool_counts_rows(
                         on[e] = np.uint8(acc[e] <= lim[e])
                     _pack_tests(on, filters, slot[upad : upad + conv_cols])
             done = q_lo + size
+            # The window's rows ORed first (one long loop), then its columns.
+            rowor[:] = slots[q_lo % size].reshape(-1)
+            for i in range(1, size):
+                other = slots[(q_lo + i) % size].reshape(-1)
+                for e in range(width * words):
+                    rowor[e] |= other[e]
+            dst = out_bits[pr + out_pad]
             for c in range(cols):
+                c0 = c * pool_stride
+                last = min(width, c0 + size)
                 for w in range(words):
                     pooled = np.uint64(0)
-                    for i in range(size):
-                        slot = slots[(q_lo + i) % size]
-                        for j in range(size):
-                            cc = c * pool_stride + j
-                            if cc < width:
-                                pooled |= slot[cc, w]
-                    out_bits[pr + out_pad, c + out_pad, w] = ((pooled ^ flip[w]) & keep[w]) | force[
-                        w
-                    ]
+                    for cc in range(c0, last):
+                        pooled |= rowor[cc * words + w]
+                    dst[c + out_pad, w] = ((pooled ^ flip[w]) & keep[w]) | force[w]

@@ -185,7 +185,7 @@ def test_zero_padding_mask_ignores_ring_values(windows: bool) -> None:
     np.testing.assert_array_equal(out, masked)
 
 
-@pytest.mark.parametrize("chans", CHANNELS)
+@pytest.mark.parametrize("chans", (*CHANNELS, 128))
 @pytest.mark.parametrize("stride", (1, 2))
 def test_gathered_patches_are_ell_volume_order(chans: int, stride: int) -> None:
     """Each patch holds bit v = (i*k + j)*C + ch of its window, LSB first (spec 4.7)."""

@@ -166,3 +166,31 @@ def test_softmax_fc_add() -> None:
     got, want = net.forward(x), forward_ref(net, x)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
     assert abs(got.sum() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("filters", (128, 200, 1000))
+@pytest.mark.parametrize("size", (1, 2, 4))
+def test_conv1x1_head_by_filters_bit_exact(filters: int, size: int) -> None:
+    """A classifier-style 1x1 convolution (few pixels, many filters) runs split by filter
+    blocks (the last one partial), with a chain and an output ring: the reference's bits."""
+    from edgebnn.kernels.conv import conv1x1_filters_chain
+
+    rng = np.random.default_rng(filters + size)
+    chans = 130
+    inp = InputLayer((size, size, chans))
+    w = rng.normal(size=(filters, 1, 1, chans)).astype(np.float32)
+    shape = (size, size, filters)
+    ringed = (size + 2, size + 2, filters)
+    conv = ConvolutionalLayer(shape, weights=w)
+    alpha = rng.uniform(0, 1, size=shape).astype(np.float32)
+    layers = [
+        conv,
+        BiasLayer(shape, bias=rng.normal(size=filters)),
+        ActivationLayer(
+            ringed, output_padding=Padding(PaddingScheme.ZEROS, 1), function="prelu", alpha=alpha
+        ),
+    ]
+    net = Network(inp, layers)
+    assert any(s.kernel is conv1x1_filters_chain for s in net.plan.steps)
+    x = _x(rng, net.input_shape)
+    np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
