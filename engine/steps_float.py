@@ -59,7 +59,7 @@ def conv_step(g: PlanGraph, node: int, chain: list[int]) -> None:
         return
     filters, k = layer.weights.shape[:2]
     one_by_one = k == 1 and layer.stride == 1 and x.shape[:2] == (rows, cols)
-    if one_by_one and rows * cols <= 16 and filters >= 2 * conv.FILTER_BLOCK:
+    if one_by_one and rows * cols <= 16 and filters > conv.FILTER_BLOCK:
         wb = aligned(conv.filter_blocks_layout(layer.weights))
         args = (x, wb, filters, rows, cols, *ep.args)
         g.add(ep.nodes, ep.label, conv.conv1x1_filters_chain, args)

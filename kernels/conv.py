@@ -53,8 +53,8 @@ def conv2d_chain_rows(r0, r1, x, w, stride, rows, cols, out, pad, codes, params,
         store_row(row, out, r, pad)
 
 
-#: Filters per block of :func:`conv1x1_filters_chain` (a 256-byte weight run per channel).
-FILTER_BLOCK = 64
+#: Filters per block of :func:`conv1x1_filters_chain` (a 512-byte weight run per channel).
+FILTER_BLOCK = 128
 
 
 def filter_blocks_layout(weights: np.ndarray) -> np.ndarray:
