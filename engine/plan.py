@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from edgebnn.engine import steps_binary, steps_float, steps_mobile
+from edgebnn.engine.buffer_reuse import share_buffers
 from edgebnn.engine.frame import FrameRunner
 from edgebnn.engine.layers import (
     ActivationLayer,
@@ -97,6 +98,14 @@ class Plan:
     def __init__(self, network: Any) -> None:
         graph = PlanGraph(network)
         build_steps(graph)
+        if graph.blas_pointwise:
+            # Mobile networks: 12 MB of layer outputs would crowd the weights out of the
+            # cache; tensors whose lifetimes do not overlap share memory.
+            keep = {0, len(graph.nodes) - 1}
+            ringless = {n for n, layer in enumerate(graph.nodes) if not layer.output_padding.size}
+            graph.steps, graph.buffers, _ = share_buffers(
+                graph.steps, graph.buffers, keep, ringless
+            )
         self.network = network
         self.graph = graph
         self.steps: list[Step] = graph.steps

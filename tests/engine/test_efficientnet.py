@@ -195,3 +195,18 @@ def test_bench_report_has_paced_frames_and_the_step_breakdown() -> None:
     assert any("MBConv[stem," in x for x in steps) and any("[packed GEMM]" in x for x in steps)
     assert float(steps[-2].split()[0]) > 0 and steps[-2].endswith("sum of the steps")
     assert steps[-1].endswith("whole frame (one parallel region)")
+
+
+def test_layer_outputs_share_memory(logits_net) -> None:
+    """40 layer outputs (12 MB each their own) fit in a few shared blocks."""
+    plan = logits_net.plan
+    spans = sorted({(t.__array_interface__["data"][0], t.nbytes) for t in plan.buffers.values()})
+    end, blocks, total = 0, 0, 0
+    for start, size in spans:
+        if start >= end:
+            blocks += 1
+            total += size
+        else:
+            total += max(0, start + size - end)
+        end = max(end, start + size)
+    assert len(plan.buffers) == 40 and blocks <= 12 and total < 6 * 2**20
