@@ -147,6 +147,17 @@ def chain_copy(x, out, pad, codes, params, alpha):
 @njit(**JIT)
 def chain_copy_rows(r0, r1, x, out, pad, codes, params, alpha):
     """Rows [r0, r1) of :func:`chain_copy` (one task of a frame, one thread)."""
+    if codes.shape[0] == 0:
+        # No chain (a network whose input is preprocessed outside, EfficientNet's): a
+        # plain copy into the ring's interior, sliced first so that it vectorises.
+        n = x.shape[1] * x.shape[2]
+        start = pad * out.shape[2]
+        for r in range(r0, r1):
+            src = x[r].reshape(-1)
+            dst = out[r + pad].reshape(-1)[start : start + n]
+            for e in range(n):
+                dst[e] = src[e]
+        return
     for r in range(r0, r1):
         v = x[r].reshape(-1).copy()
         apply_chain(v, r, codes, params, alpha)

@@ -194,3 +194,19 @@ def test_conv1x1_head_by_filters_bit_exact(filters: int, size: int) -> None:
     assert any(s.kernel is conv1x1_filters_chain for s in net.plan.steps)
     x = _x(rng, net.input_shape)
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_chain_copy_without_a_chain_is_a_copy_into_the_interior(pad: int) -> None:
+    from edgebnn.engine.steps import encode_chain
+    from edgebnn.kernels import elementwise
+
+    x = np.random.default_rng(pad).normal(size=(5, 7, 3)).astype(np.float32)
+    out = np.full((5 + 2 * pad, 7 + 2 * pad, 3), -9.0, np.float32)
+    codes, params, alpha = encode_chain([], 3, 7)
+    assert codes.shape[0] == 0
+    elementwise.chain_copy(x, out, pad, codes, params, alpha)
+    np.testing.assert_array_equal(out[pad : pad + 5, pad : pad + 7], x)
+    ring = np.ones(out.shape[:2], bool)
+    ring[pad : pad + 5, pad : pad + 7] = False
+    assert (out[ring] == -9.0).all()
