@@ -209,6 +209,55 @@ def _counts_windows3(windows, masks, wt, r, acc):
             a[f] = np.int64(d)
 
 
+@njit(**HOT_JIT)
+def _all_set(words, full):
+    """True if every word of ``words`` is ``full`` (all bits set)."""
+    for w in words:
+        if w != full:
+            return False
+    return True
+
+
+@njit(**HOT_JIT)
+def _nine_words(x, wt, g, a, add):
+    """``a[f]`` (``add``: ``a[f] +``) the differing bits of words ``g .. g + 8`` of a field
+    ``x`` none of whose bits is masked: one pass over the filters, nine popcounts summed in
+    registers (LLVM adds their byte counts before one horizontal sum per four words)."""
+    x0, x1, x2 = x[g], x[g + 1], x[g + 2]
+    x3, x4, x5 = x[g + 3], x[g + 4], x[g + 5]
+    x6, x7, x8 = x[g + 6], x[g + 7], x[g + 8]
+    w0, w1, w2 = wt[g], wt[g + 1], wt[g + 2]
+    w3, w4, w5 = wt[g + 3], wt[g + 4], wt[g + 5]
+    w6, w7, w8 = wt[g + 6], wt[g + 7], wt[g + 8]
+    for f in range(a.shape[0]):
+        d = np.int64(
+            popcount64(x0 ^ w0[f])
+            + popcount64(x1 ^ w1[f])
+            + popcount64(x2 ^ w2[f])
+            + popcount64(x3 ^ w3[f])
+            + popcount64(x4 ^ w4[f])
+            + popcount64(x5 ^ w5[f])
+            + popcount64(x6 ^ w6[f])
+            + popcount64(x7 ^ w7[f])
+            + popcount64(x8 ^ w8[f])
+        )
+        a[f] = a[f] + d if add else d
+
+
+@njit(**HOT_JIT)
+def _masked_triple(x, m, wt, b, a):
+    """``a[f] +=`` the differing bits of words ``b .. b + 2`` of ``x`` under masks ``m``."""
+    x0, x1, x2 = x[b], x[b + 1], x[b + 2]
+    m0, m1, m2 = m[b], m[b + 1], m[b + 2]
+    w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
+    for f in range(a.shape[0]):
+        a[f] += np.int64(
+            popcount64((x0 ^ w0[f]) & m0)
+            + popcount64((x1 ^ w1[f]) & m1)
+            + popcount64((x2 ^ w2[f]) & m2)
+        )
+
+
 @njit(**JIT)  # an ordinary call (once per row): inlined, it tripled the kernels' compile time
 def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):
     """Output row ``r``'s differing-bit counts: ``acc[c * F + f] = popcount((x XOR w) AND mask)``.
@@ -235,22 +284,22 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):
     # Large weight sets (deep layers: 72 blocks x 1024 filters) are streamed once per output
     # row for all its pixels; small ones stay in L1 and each pixel runs over them in turn.
     # Blocks go three at a time (a 3x3 field of 64-channel words is 9 blocks or a multiple):
-    # one accumulator update per three popcounts.
+    # one accumulator update per three popcounts; nine at a time, unmasked, for the words
+    # of a pixel whose taps all lie off the zero-padded ring (most pixels).
     triples = blocks - blocks % 3
+    full = ~np.uint64(0)
+    nines = blocks % 9 == 0  # a 3x3 field of whole 64-channel words
     if blocks * filters > 8192:
-        for b in range(0, triples, 3):
-            w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
+        step = 9 if nines else 3
+        for g in range(0, triples, step):
             for c in range(cols):
-                x0, x1, x2 = patches[c, b], patches[c, b + 1], patches[c, b + 2]
                 p = r * cols + c
-                m0, m1, m2 = masks[p, b], masks[p, b + 1], masks[p, b + 2]
                 a = acc[c * filters : (c + 1) * filters]
-                for f in range(filters):
-                    a[f] += np.int64(
-                        popcount64((x0 ^ w0[f]) & m0)
-                        + popcount64((x1 ^ w1[f]) & m1)
-                        + popcount64((x2 ^ w2[f]) & m2)
-                    )
+                if nines and _all_set(masks[p, g : g + 9], full):  # no bit masked
+                    _nine_words(patches[c], wt, g, a, True)
+                    continue
+                for b in range(g, g + step, 3):
+                    _masked_triple(patches[c], masks[p], wt, b, a)
         for b in range(triples, blocks):
             wrow = wt[b]
             for c in range(cols):
@@ -263,16 +312,12 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):
         for c in range(cols):
             a = acc[c * filters : (c + 1) * filters]
             p = r * cols + c
+            if nines and _all_set(masks[p], full):  # a 3x3 field off the ring
+                for g in range(0, blocks, 9):
+                    _nine_words(patches[c], wt, g, a, g > 0)
+                continue
             for b in range(0, triples, 3):
-                x0, x1, x2 = patches[c, b], patches[c, b + 1], patches[c, b + 2]
-                m0, m1, m2 = masks[p, b], masks[p, b + 1], masks[p, b + 2]
-                w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
-                for f in range(filters):
-                    a[f] += np.int64(
-                        popcount64((x0 ^ w0[f]) & m0)
-                        + popcount64((x1 ^ w1[f]) & m1)
-                        + popcount64((x2 ^ w2[f]) & m2)
-                    )
+                _masked_triple(patches[c], masks[p], wt, b, a)
             for b in range(triples, blocks):
                 xw = patches[c, b]
                 mw = masks[p, b]

@@ -125,6 +125,17 @@ def test_binary_layer_bit_exact(chans: int, stride: int, k: int, scheme: Padding
     assert np.all(got == np.round(got))
 
 
+@pytest.mark.parametrize("chans", (128, 192))
+@pytest.mark.parametrize("scheme", (PaddingScheme.ZEROS, PaddingScheme.MINUS_ONES))
+def test_fields_of_several_nine_words_bit_exact(chans: int, scheme: PaddingScheme) -> None:
+    """3x3 fields of 18 and 27 words: pixels off the ring sum nine words per pass
+    unmasked, ring pixels (zero padding) keep their masks."""
+    rng = np.random.default_rng(chans + int(scheme))
+    net = _binary_net(rng, chans, 3, 1, scheme, pad=1, scale=0, filters=40)
+    x = _input_with_zeros(rng, net.input_shape)
+    np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
+
+
 @pytest.mark.parametrize("chans", (16, 65))
 def test_binary_layer_mean_scale(chans: int) -> None:
     rng = np.random.default_rng(chans)
