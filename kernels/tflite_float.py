@@ -202,38 +202,87 @@ def depthwise(x, w, bias, geometry, multiplier, out) -> None:
 @njit(**JIT)
 def pool_rows(r0, r1, x, is_max, fh, fw, sh, sw, pad_top, pad_left, lo, hi, out):
     """Output rows [r0, r1) of :func:`pool_clamped`."""
+    if is_max:
+        _max_pool_rows(r0, r1, x, fh, fw, sh, sw, pad_top, pad_left, out)
+    else:
+        for oy in range(r0, r1):
+            _average_pool_row(x, oy, fh, fw, sh, sw, pad_top, pad_left, out)
+    if lo > -np.inf or hi < np.inf:
+        for oy in range(r0, r1):
+            for ox in range(out.shape[1]):
+                _clamp_row(out[oy, ox], lo, hi)
+
+
+@njit(**HOT_JIT)
+def _average_pool_row(x, oy, fh, fw, sh, sw, pad_top, pad_left, out):
+    """One output row of average pooling: the sum over in-bounds taps in (ky, kx) order,
+    divided by their count."""
+    rows, cols, chans = x.shape
+    y0 = oy * sh - pad_top
+    ya, yb = max(y0, 0), min(y0 + fh, rows)
+    for ox in range(out.shape[1]):
+        x0 = ox * sw - pad_left
+        xa, xb = max(x0, 0), min(x0 + fw, cols)
+        acc = out[oy, ox]
+        for c in range(chans):
+            acc[c] = np.float32(0.0)
+        for y in range(ya, yb):
+            for xx in range(xa, xb):
+                src = x[y, xx]
+                for c in range(chans):
+                    acc[c] += src[c]
+        count = np.float32(max((yb - ya) * (xb - xa), 1))
+        for c in range(chans):
+            acc[c] = acc[c] / count
+
+
+@njit(**JIT)
+def _max_pool_rows(r0, r1, x, fh, fw, sh, sw, pad_top, pad_left, out):
+    """Output rows [r0, r1) of max pooling: ``acc = v if acc < v else acc`` (C++'s
+    std::max, TFLite's) over the in-bounds taps in (ky, kx) order, whole output rows per
+    tap: the pixels that read inside the input take the tap at once (contiguous runs when
+    the stride is 1). Each tap reads one buffer and writes the other, both allocated here:
+    LLVM then knows the stores alias neither the loads nor the input, and vectorises
+    (measured 2x faster than updating one buffer in place)."""
     rows, cols, chans = x.shape
     out_cols = out.shape[1]
-    clamp = lo > -np.inf or hi < np.inf
+    n = out_cols * chans
+    acc = np.empty(n, np.float32)
+    tmp = np.empty(n, np.float32)
     for oy in range(r0, r1):
+        for i in range(n):
+            acc[i] = -np.inf
         y0 = oy * sh - pad_top
-        ya, yb = max(y0, 0), min(y0 + fh, rows)
-        for ox in range(out_cols):
-            x0 = ox * sw - pad_left
-            xa, xb = max(x0, 0), min(x0 + fw, cols)
-            acc = out[oy, ox]
-            if is_max:
-                for c in range(chans):
-                    acc[c] = -np.inf
-                for y in range(ya, yb):
-                    for xx in range(xa, xb):
-                        src = x[y, xx]
+        for y in range(max(y0, 0), min(y0 + fh, rows)):
+            src = x[y].reshape(cols * chans)
+            for kx in range(fw):
+                # the output columns whose tap kx reads column ox * sw - pad_left + kx inside
+                ox_lo = max(0, -(-(pad_left - kx) // sw))
+                ox_hi = min(out_cols, (cols - 1 + pad_left - kx) // sw + 1)
+                if ox_hi <= ox_lo:
+                    continue
+                lo_i, hi_i = ox_lo * chans, ox_hi * chans
+                for i in range(lo_i):  # pixels this tap misses keep their value
+                    tmp[i] = acc[i]
+                for i in range(hi_i, n):
+                    tmp[i] = acc[i]
+                if sw == 1:
+                    s0 = (ox_lo - pad_left + kx) * chans
+                    a_run, t_run = acc[lo_i:hi_i], tmp[lo_i:hi_i]
+                    s_run = src[s0 : s0 + hi_i - lo_i]
+                    for i in range(hi_i - lo_i):
+                        a, v = a_run[i], s_run[i]
+                        t_run[i] = v if a < v else a  # noqa: FURB136 (std::max, NaN)
+                else:
+                    for ox in range(ox_lo, ox_hi):
+                        d0, s0 = ox * chans, (ox * sw - pad_left + kx) * chans
                         for c in range(chans):
-                            v = src[c]
-                            acc[c] = v if acc[c] < v else acc[c]  # noqa: FURB136 (std::max, NaN)
-            else:
-                for c in range(chans):
-                    acc[c] = np.float32(0.0)
-                for y in range(ya, yb):
-                    for xx in range(xa, xb):
-                        src = x[y, xx]
-                        for c in range(chans):
-                            acc[c] += src[c]
-                count = np.float32(max((yb - ya) * (xb - xa), 1))
-                for c in range(chans):
-                    acc[c] = acc[c] / count
-            if clamp:
-                _clamp_row(acc, lo, hi)
+                            a, v = acc[d0 + c], src[s0 + c]
+                            tmp[d0 + c] = v if a < v else a  # noqa: FURB136
+                acc, tmp = tmp, acc
+        row = out[oy].reshape(n)
+        for i in range(n):
+            row[i] = acc[i]
 
 
 @njit(**PJIT)

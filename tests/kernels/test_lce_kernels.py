@@ -214,3 +214,29 @@ def test_bconv_with_residual_add_and_quantize_fused() -> None:
     expected = np.clip(y + residual, 0.0, 6.0)
     np.testing.assert_array_equal(total, expected)
     np.testing.assert_array_equal(packed, lce.pack_reference(expected))
+
+
+@pytest.mark.parametrize(
+    ("pool", "stride", "same"), [(2, 1, False), (3, 2, True), (3, 1, True), (2, 3, True)]
+)
+def test_float_pools_take_the_in_bounds_taps(pool: int, stride: int, same: bool) -> None:
+    from edgebnn.kernels import tflite_float
+
+    rng = np.random.default_rng(pool * 7 + stride)
+    x = rng.normal(size=(9, 10, 19)).astype(np.float32)
+    out_h, top = same_padding(9, pool, stride, 1, same)
+    out_w, left = same_padding(10, pool, stride, 1, same)
+    for is_max in (True, False):
+        out = np.full((out_h, out_w, 19), np.nan, np.float32)
+        tflite_float.pool_clamped(x, is_max, pool, pool, stride, stride, top, left,
+                                  np.float32(-np.inf), np.float32(np.inf), out)  # fmt: skip
+        for oy in range(out_h):
+            for ox in range(out_w):
+                y0, x0 = max(oy * stride - top, 0), max(ox * stride - left, 0)
+                y1, x1 = oy * stride - top + pool, ox * stride - left + pool
+                window = x[y0:y1, x0:x1].reshape(-1, 19)
+                if is_max:
+                    np.testing.assert_array_equal(out[oy, ox], window.max(axis=0))
+                else:
+                    expected = window.sum(axis=0, dtype=np.float32) / np.float32(len(window))
+                    np.testing.assert_allclose(out[oy, ox], expected, rtol=1e-6)
