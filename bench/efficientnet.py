@@ -118,7 +118,9 @@ def run_efficientnet_benchmark(
 ) -> str:
     """A text report: EfficientNet-Lite0 ms/frame per thread count (and vs ONNX Runtime).
 
-    ``paced_ms``: also time frames after a sleep of each gap (the threads idle between
+    At one thread the calling thread's CPU time per frame is printed too (for ONNX Runtime
+    as well: one intra-op thread runs on the caller). ``paced_ms``: also time frames after
+    a sleep of each gap (the threads idle between
     frames, as between a camera's frames); ``breakdown``: each plan step launched as its
     own kernel at the largest thread count, back to back, before ONNX Runtime runs.
     """
@@ -157,6 +159,10 @@ def run_efficientnet_benchmark(
             ours = median_ms(lambda: net.forward(x), runs, warmup)
             best = min_ms(lambda: net.forward(x), runs)
             line = f"threads={n}: edgebnn {ours:7.2f} ms (best {best:6.2f})"
+            ours_cpu = 0.0
+            if n == 1:  # the calling thread does all the work: its CPU time ignores the load
+                ours_cpu = _cpu_ms(lambda: net.forward(x), runs)
+                line += f", cpu {ours_cpu:6.2f}"
             for gap in paced_ms:
                 paced = median_ms(lambda: net.forward(x), runs, gap_s=gap / 1000.0)
                 line += f", paced {gap:g} ms {paced:6.2f}"
@@ -166,7 +172,14 @@ def run_efficientnet_benchmark(
                 peer = functools.partial(sess.run, None, {"input": x_nchw})
                 theirs = median_ms(peer, runs, warmup)
                 theirs_best = min_ms(peer, runs)
-                line += f" | onnxruntime {theirs:7.2f} ms (best {theirs_best:6.2f}) | ratio {ours / theirs:5.2f}x | max |logit diff| {diff:.1e}"
+                line += f" | onnxruntime {theirs:7.2f} ms (best {theirs_best:6.2f})"
+                if n == 1:
+                    theirs_cpu = _cpu_ms(peer, runs)
+                    line += f", cpu {theirs_cpu:6.2f}"
+                line += f" | ratio {ours / theirs:5.2f}x"
+                if n == 1:
+                    line += f" (cpu {ours_cpu / theirs_cpu:5.2f}x)"
+                line += f" | max |logit diff| {diff:.1e}"
             lines.append(line)
     finally:
         set_threads(saved)
@@ -177,6 +190,17 @@ def run_efficientnet_benchmark(
         heading = f"per step, each launched as its own kernel ({max(threads_list)} threads, "
         lines += [heading + f"median of {runs}, back to back):", *steps]
     return "\n".join(lines)
+
+
+def _cpu_ms(fn, runs: int) -> float:
+    """Median CPU time of the calling thread per call, in ms: at one thread what a frame
+    costs, whatever other processes take from the wall clock."""
+    times = []
+    for _ in range(runs):
+        start = time.thread_time()
+        fn()
+        times.append(time.thread_time() - start)
+    return 1000.0 * statistics.median(times)
 
 
 def _load_line(when: str) -> str:

@@ -191,6 +191,7 @@ def test_bench_report_has_paced_frames_and_the_step_breakdown() -> None:
     assert "cores" in lines[1] and lines[2].startswith("load average before: ")
     row = next(line for line in lines if line.startswith("threads=1: edgebnn"))
     assert float(row.split("paced 1 ms")[1].split()[0]) > 0
+    assert float(row.split("cpu")[1].split()[0].rstrip(",")) > 0
     steps = lines[lines.index(next(x for x in lines if x.startswith("per step"))) + 1 :]
     assert any("MBConv[stem," in x for x in steps) and any("[packed GEMM]" in x for x in steps)
     assert float(steps[-2].split()[0]) > 0 and steps[-2].endswith("sum of the steps")
