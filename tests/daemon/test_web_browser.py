@@ -155,7 +155,7 @@ def test_the_api_returns_json_jpeg_events_and_401(kitchen: WebDaemon) -> None:
 
 def test_twenty_watchers_leave_the_prediction_rate_and_memory_alone(tmp_path: Path) -> None:
     """20 HTTP watchers (SSE stream + a snapshot per camera at the page's rate, as a tab
-    does) plus 3 real Chromium pages for 30 s, against 30 s with nobody watching."""
+    does) plus 3 real Chromium pages for 15 s, against 15 s with nobody watching."""
     video = write_video(tmp_path / "clip.avi", frames=60, size=(640, 480))
     frames = corner_frames(tmp_path / "kitchen")
     cameras = (
@@ -169,7 +169,7 @@ def test_twenty_watchers_leave_the_prediction_rate_and_memory_alone(tmp_path: Pa
     stop = threading.Event()
     try:
         daemon.wait_healthy(timeout=300)
-        time.sleep(10)  # warm-in: RSS settles
+        time.sleep(5)  # warm-in: RSS settles
 
         def window(seconds: float) -> tuple[float, float]:
             """(predictions per second, median RSS) over `seconds`."""
@@ -181,7 +181,7 @@ def test_twenty_watchers_leave_the_prediction_rate_and_memory_alone(tmp_path: Pa
             rate = (len(recorder.messages) - start_count) / (time.monotonic() - start)
             return rate, statistics.median(samples)
 
-        idle_rate, idle_rss = window(30)
+        idle_rate, idle_rss = window(15)
         watchers = [Watcher(daemon.base, ["clip", "kitchen"], 2.0, stop) for _ in range(20)]
         for watcher in watchers:
             watcher.start()
@@ -190,7 +190,7 @@ def test_twenty_watchers_leave_the_prediction_rate_and_memory_alone(tmp_path: Pa
             driver.get(daemon.base + "/")
             drivers.append(driver)
         time.sleep(5)
-        watched_rate, watched_rss = window(30)
+        watched_rate, watched_rss = window(15)
         stop.set()
         for watcher in watchers:
             watcher.join(10)
@@ -206,10 +206,10 @@ def test_twenty_watchers_leave_the_prediction_rate_and_memory_alone(tmp_path: Pa
         assert watched_rss <= 1.1 * idle_rss
         for watcher in watchers:  # the watchers really watched
             assert not watcher.errors, watcher.errors[:3]
-            assert watcher.events >= 0.5 * idle_rate * 30 and watcher.jpegs >= 40
+            assert watcher.events >= 0.5 * idle_rate * 15 and watcher.jpegs >= 20
         for driver in drivers:
             text = driver.find_element("id", "live").text
-            assert text.startswith("live") and int(text.split()[2]) > 100, text
+            assert text.startswith("live") and int(text.split()[2]) > 50, text
         assert get(f"{daemon.base}/healthz", auth=False)[0] == 200
     finally:
         stop.set()
