@@ -27,14 +27,15 @@ class ProgressBar:
         if progress.finished:
             text, end = progress.line(), "\n"
         else:
-            filled = int(self.width * progress.done / max(progress.total, 1))
-            bar = "#" * filled + "-" * (self.width - filled)
             where = f" ({progress.workers} processes)" if progress.workers > 1 else ""
             now = f"  now {', '.join(progress.compiling)}" if progress.compiling else ""
-            text = (
-                f"compiling {progress.model}{where} [{bar}] {progress.done}/{progress.total} "
-                f"kernels  {progress.elapsed:.0f} s{now}"
-            )[:150]
+            if progress.total is None:  # found by running: a count, no bar
+                count = f"{progress.done} kernels compiled"
+            else:
+                filled = int(self.width * progress.done / max(progress.total, 1))
+                bar = "#" * filled + "-" * (self.width - filled)
+                count = f"[{bar}] {progress.done}/{progress.total} kernels"
+            text = f"compiling {progress.model}{where} {count}  {progress.elapsed:.0f} s{now}"[:150]
             end = ""
         self.stream.write("\r" + text.ljust(self.shown) + end)
         self.stream.flush()

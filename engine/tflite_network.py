@@ -8,7 +8,6 @@ known when the model is loaded, and buffers are allocated once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,12 +281,14 @@ class TfliteNetwork:
     def warmup(self, report=None, interval: float = 5.0, workers: int | None = None) -> float:
         """Compile by running one zero frame; same signature as `Network.warmup`.
 
-        `report`, `interval` and `workers` are accepted so callers can treat every
-        network alike; the TFLite kernels compile in this process.
+        `report` hears what is compiling every `interval` seconds (no total: the kernels
+        are found by running); `workers` is accepted so callers can treat every network
+        alike: the TFLite kernels compile in this process.
         """
         from edgebnn.engine.host import release_free_memory
+        from edgebnn.engine.warmup import warm_up_by_running
 
-        start = time.perf_counter()
-        self.forward(np.zeros(self.input_shape, np.float32))
+        zeros = np.zeros(self.input_shape, np.float32)
+        seconds = warm_up_by_running(lambda: self.forward(zeros), self.name, report, interval)
         release_free_memory()
-        return time.perf_counter() - start
+        return seconds

@@ -42,7 +42,7 @@ class WarmupProgress:
 
     model: str
     done: int  # kernel signatures ready (compiled or loaded from the cache)
-    total: int  # distinct kernel signatures the plan calls
+    total: int | None  # distinct kernel signatures the plan calls (None: found by running)
     to_compile: int  # of those, how many the cache did not have
     elapsed: float
     compiling: tuple[str, ...] = ()  # kernels compiling right now
@@ -52,17 +52,16 @@ class WarmupProgress:
     def line(self) -> str:
         if self.finished:
             if not self.to_compile:
-                return f"{self.model}: {self.total} kernels loaded from the cache in {self.elapsed:.1f} s"
+                count = f"{self.total} kernels" if self.total is not None else "kernels"
+                return f"{self.model}: {count} loaded from the cache in {self.elapsed:.1f} s"
             return (
                 f"{self.model}: compiled {self.to_compile} kernels in {self.elapsed:.0f} s "
                 f"(cached for the next start)"
             )
         where = f" in {self.workers} processes" if self.workers > 1 else ""
         now = f"; now {', '.join(self.compiling)}" if self.compiling else ""
-        return (
-            f"compiling kernels for {self.model}{where}: {self.done}/{self.total} ready, "
-            f"{self.elapsed:.0f} s{now}"
-        )
+        ready = f"{self.done}/{self.total} ready" if self.total is not None else f"{self.done} done"
+        return f"compiling kernels for {self.model}{where}: {ready}, {self.elapsed:.0f} s{now}"
 
 
 Reporter = Callable[[WarmupProgress], None]
@@ -223,6 +222,43 @@ def warm_up(
     if report is not None and pending:
         state["done"] = len(calls)
         report(progress(finished=True))
+    return elapsed
+
+
+def warm_up_by_running(
+    run: Callable[[], object],
+    model: str = "model",
+    report: Reporter | None = None,
+    interval: float = 5.0,
+) -> float:
+    """Warm up a network whose kernels are found by running it (``run``: one frame):
+    the same progress reports as :func:`warm_up`, without a total; returns seconds."""
+    listener = watch()
+    interval = float(getattr(report, "interval", interval))
+    start = time.monotonic()
+    first = listener.state().finished
+
+    def progress(finished: bool = False) -> WarmupProgress:
+        now = listener.state()
+        done = now.finished - first
+        compiling = (now.current,) if now.current else ()
+        total = done if finished else None
+        return WarmupProgress(
+            model, done, total, done, time.monotonic() - start, compiling, 1, finished
+        )
+
+    def tick() -> None:
+        now = progress()
+        if report is not None and (now.compiling or now.done):  # (a warm frame says nothing)
+            report(now)
+
+    with _Ticker(interval, tick):
+        run()
+    elapsed = time.monotonic() - start
+    if report is not None:
+        final = progress(finished=True)
+        if final.to_compile:
+            report(final)
     return elapsed
 
 

@@ -189,3 +189,41 @@ def test_progress_log_says_what_and_how_far(caplog) -> None:
         "compiling kernels for m: 2/6 ready, 41 s; now depthwise.depthwise_rows_chain"
     ]
     assert ProgressLog.interval <= 10.0
+
+
+def test_warm_up_by_running_reports_what_compiles_without_a_total() -> None:
+    """Networks whose kernels are found by running (TFLite): reports while Numba compiles
+    (here a kernel new to this process), a count instead of a total, and a final line."""
+    from edgebnn.engine.warmup import warm_up_by_running
+
+    @njit  # no cache: it compiles in this process whatever the cache holds
+    def slow_to_build(x):
+        total = 0.0
+        for i in range(x.size):
+            total += np.sin(x[i]) * np.cos(x[i]) + np.sqrt(abs(x[i]))
+        return total
+
+    def run() -> None:
+        slow_to_build(np.ones(8))
+        slow_to_build(np.ones((2, 2)).ravel().astype(np.float32))  # a second signature
+
+    reports: list[WarmupProgress] = []
+    seconds = warm_up_by_running(run, "tiny.tflite", reports.append, interval=0.01)
+    assert seconds > 0
+    during, final = reports[:-1], reports[-1]
+    assert during and all(r.total is None and not r.finished for r in during)
+    assert any("slow_to_build" in name for r in during for name in r.compiling)
+    assert final.finished and final.to_compile >= 2 and final.total == final.to_compile
+    assert final.line().startswith(f"tiny.tflite: compiled {final.to_compile} kernels in ")
+    assert during[-1].line().startswith("compiling kernels for tiny.tflite: ")
+    out = io.StringIO()
+    ProgressBar(out)(during[-1])
+    assert "[" not in out.getvalue() and " kernels compiled  " in out.getvalue()
+
+
+def test_warm_up_by_running_is_silent_when_nothing_compiles() -> None:
+    from edgebnn.engine.warmup import warm_up_by_running
+
+    reports: list[WarmupProgress] = []
+    warm_up_by_running(lambda: None, "cached.tflite", reports.append, interval=0.01)
+    assert reports == []
