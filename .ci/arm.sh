@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ARM under qemu user-mode emulation, on Debian bookworm sysroots built from Debian's own
 # packages (debootstrap), as root on an x86-64 Debian machine:
-#   arm64 (64-bit Raspberry Pi OS): PyPI's aarch64 wheels in a venv; a kernel and engine
-#         subset covering every kernel family and both model formats, the aarch64 code
+#   arm64 (64-bit Raspberry Pi OS): PyPI's aarch64 wheels; a kernel and engine
+#         subset covering the d-series kernel families and both model formats, the aarch64 code
 #         generation checks for the Pi 3's Cortex-A53, and a daemon smoke run (edgebnn run
 #         on the bundled photos, predictions received by `edgebnn subscribe`).
 #   armhf (32-bit Raspberry Pi OS): bookworm's own python3-numba 0.56 / numpy / opencv /
@@ -10,11 +10,12 @@
 #         it under emulation (`generic`): the package must choose a baseline itself.
 # Usage: .ci/arm.sh [--prepare] [arm64|armhf ...]   (default: both, one after the other)
 #   --prepare          only build the sysroots and install edgebnn in them (downloads and
-#                      emulated package set-up): .ci/run starts this in the background while
-#                      the x86 tests run, then calls .ci/arm.sh again for the tests
+#                      emulated package set-up); .ci/run runs each architecture whole, in
+#                      the background while the x86 tests run
 #   EDGEBNN_ARM_CACHE  sysroots, pip and Numba caches, kept between runs
 #                      (default /var/cache/edgebnn-ci; delete it to start afresh)
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore  # (the host pip writes into the sysroots as root, on purpose)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${EDGEBNN_ARM_CACHE:-/var/cache/edgebnn-ci}
 prepare_only=0
@@ -129,12 +130,30 @@ sysroot() {  # arch packages...: build or update $cache/bookworm-<arch>, mount w
         tar -C "$root/src" -xf -
 }
 
-# The editable install in /opt/edgebnn points at /src, which every call refreshes: it is
-# redone (minutes under emulation) only when pyproject.toml changes.
-installed() {
-    [ "$(cat "$1/opt/edgebnn/.pyproject.sha256" 2>/dev/null)" = "$(sha256sum <"$repo/pyproject.toml")" ]
+# Python packages go into the sysroot by the host's pip, natively (emulated pip took minutes):
+# the dependencies' wheels into /opt/edgebnn/deps (arm64 only: PyPI's aarch64 wheels; redone
+# when pyproject.toml changes), edgebnn itself, built from this checkout as a pure-Python
+# wheel, into /opt/edgebnn/app on every call. /opt/edgebnn/bin/python is the sysroot's
+# python3 with both on its path, /opt/edgebnn/bin/edgebnn the command.
+deps_current() {
+    [ "$(cat "$1/opt/edgebnn/.deps.sha256" 2>/dev/null)" = "$(sha256sum <"$repo/pyproject.toml")" ]
 }
-mark_installed() { sha256sum <"$repo/pyproject.toml" >"$1/opt/edgebnn/.pyproject.sha256"; }
+mark_deps_current() { sha256sum <"$repo/pyproject.toml" >"$1/opt/edgebnn/.deps.sha256"; }
+
+install_edgebnn() {  # root: the checkout's copy in $root/src into $root/opt/edgebnn/app
+    local root=$1 wheels
+    wheels=$(mktemp -d)
+    # (built from the sysroot's copy: the x86 tests install from the checkout meanwhile)
+    python3 -m pip wheel -q --no-deps --wheel-dir "$wheels" "$root/src" >/dev/null
+    rm -rf "$root/opt/edgebnn/app" "$root/src/build" "$root"/src/*.egg-info
+    python3 -m pip install -q --no-deps --no-compile --target "$root/opt/edgebnn/app" "$wheels"/*.whl
+    rm -rf "$wheels" "$root/opt/edgebnn/bin"  # (never write through a venv's python symlink)
+    mkdir -p "$root/opt/edgebnn/bin"
+    printf '#!/bin/sh\nPYTHONPATH=/opt/edgebnn/app:/opt/edgebnn/deps exec /usr/bin/python3 "$@"\n' \
+        >"$root/opt/edgebnn/bin/python"
+    printf '#!/bin/sh\nexec /opt/edgebnn/bin/python -m edgebnn "$@"\n' >"$root/opt/edgebnn/bin/edgebnn"
+    chmod +x "$root/opt/edgebnn/bin/python" "$root/opt/edgebnn/bin/edgebnn"
+}
 
 # -- runs -------------------------------------------------------------------------------------
 smoke() {  # root python: edgebnn run on the bundled photos, a subscriber receives predictions
@@ -159,28 +178,28 @@ YAML
         test \$(grep -cE '^[0-9:]+ +samples +#' /tmp/smoke.out) -ge 4"
 }
 
-# PyPI's aarch64 wheels for edgebnn's dependencies, fetched by the host's pip (its index,
-# proxy and certificates) into the sysroot; pip in the chroot installs offline from there.
-arm64_wheels() {
+# PyPI's aarch64 wheels for edgebnn's dependencies (and the test extra), resolved and
+# unpacked by the host's pip (its index, proxy and certificates) into the sysroot.
+arm64_deps() {
     local dest=$1
     python3 "$repo/.ci/arm_requirements.py" "$repo/pyproject.toml" test >"$dest.txt"
-    python3 -m pip download -q --dest "$dest" --only-binary=:all: --implementation cp \
+    rm -rf "$dest"
+    python3 -m pip install -q --target "$dest" --no-compile --only-binary=:all: --implementation cp \
         --python-version 3.11 --abi cp311 --platform manylinux_2_17_aarch64 \
         --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_34_aarch64 \
-        -r "$dest.txt" 'setuptools>=61' wheel
+        -r "$dest.txt"
 }
 
 run_arm64() {
-    sysroot arm64 python3 python3-venv
+    sysroot arm64 python3
     local root=$cache/bookworm-arm64 py=/opt/edgebnn/bin/python
-    if ! installed "$root"; then
-        log "arm64: pip download (PyPI aarch64 wheels) and install"
-        mkdir -p "$root/var/cache/wheels"
-        arm64_wheels "$root/var/cache/wheels"
-        in_root "$root" sh -ec "[ -x $py ] || python3 -m venv /opt/edgebnn
-            $py -m pip install -q --no-compile --no-index --find-links /var/cache/wheels -e '/src[test]'"
-        mark_installed "$root"
+    if ! deps_current "$root"; then
+        log "arm64: PyPI aarch64 wheels, unpacked by the host's pip"
+        mkdir -p "$root/opt/edgebnn"
+        arm64_deps "$root/opt/edgebnn/deps"
+        mark_deps_current "$root"
     fi
+    install_edgebnn "$root"
     in_root "$root" sh -ec "$py -c 'import numba, numpy, cv2, zmq, platform, sys
 print(\"arm64:\", platform.machine(), \"python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)'"
     [ $prepare_only = 0 ] || return 0
@@ -195,14 +214,9 @@ run_armhf() {
     # does not read frames, but the daemon on 32-bit Raspberry Pi OS needs it: it is installed
     # and imported here.
     sysroot armhf python3-numba python3-numpy python3-opencv python3-zmq python3-yaml \
-        python3-pytest python3-hypothesis python3-venv python3-setuptools python3-wheel
+        python3-pytest python3-hypothesis
     local root=$cache/bookworm-armhf py=/opt/edgebnn/bin/python
-    if ! installed "$root"; then
-        log "armhf: install edgebnn over bookworm's packages"
-        in_root "$root" sh -ec "[ -x $py ] || python3 -m venv --system-site-packages /opt/edgebnn
-            $py -m pip install -q --no-compile --no-deps --no-build-isolation -e /src"
-        mark_installed "$root"
-    fi
+    install_edgebnn "$root"  # over bookworm's own packages (the system site-packages)
     in_root "$root" sh -ec "$py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
 print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)
 assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
