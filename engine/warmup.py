@@ -202,7 +202,7 @@ def warm_up(
         )
 
     def tick() -> None:
-        if report is not None:
+        if report is not None and pending:  # (a warm start loads, however slowly: no lines)
             report(progress())
 
     if pending and report is not None:
