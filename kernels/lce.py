@@ -191,11 +191,20 @@ def _add_clamp(dst, residual, lo, hi):
         dst[o] = v
 
 
+@njit(**HOT_JIT)
+def _count_pair(bits, wt, geometry, out_cols, q0, q1, p0, p1, a0, a1):
+    """The counts of output pixels q0 and q1 (row-major; the same pixel twice at the end
+    of a range) into a0 and a1, through their gathered patches p0 and p1."""
+    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
+    _gather(bits, q0 // out_cols, q0 % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
+    _gather(bits, q1 // out_cols, q1 % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p1)
+    _accumulate(p0, p1, wt, a0, a1)
+
+
 @njit(**JIT)
 def bconv_float_pixels(first, last, bits, wt, geometry, clamp_lo, clamp_hi, mul, bias,
                        correction, residual, add_lo, add_hi, out, packed):  # fmt: skip
     """Output pixels [first, last) (row-major) of :func:`bconv_float_fused`."""
-    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
     out_cols, filters = out.shape[1], out.shape[2]
     depth = wt.shape[0]
     corrected = correction.shape[0] > 0
@@ -206,11 +215,7 @@ def bconv_float_pixels(first, last, bits, wt, geometry, clamp_lo, clamp_hi, mul,
     a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
     for q in range(first, last, 2):
         n = min(2, last - q)
-        q1 = q + n - 1
-        _gather(bits, q // out_cols, q % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
-        _gather(bits, q1 // out_cols, q1 % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
-                p1)  # fmt: skip
-        _accumulate(p0, p1, wt, a0, a1)
+        _count_pair(bits, wt, geometry, out_cols, q, q + n - 1, p0, p1, a0, a1)
         for i in range(n):
             oy, ox = (q + i) // out_cols, (q + i) % out_cols
             _store_float(a0 if i == 0 else a1, clamp_lo, clamp_hi, mul, bias, out[oy, ox])
@@ -256,7 +261,6 @@ def bconv_float(bits, wt, geometry, clamp_lo, clamp_hi, mul, bias, correction, o
 @njit(**JIT)
 def bconv_bits_pixels(first, last, bits, wt, geometry, thresholds, out):
     """Output pixels [first, last) (row-major) of :func:`bconv_bits`."""
-    kh, kw, sh, sw, dh, dw, pad_top, pad_left = geometry
     out_cols, out_words = out.shape[1], out.shape[2]
     depth, filters = wt.shape
     # separate allocations: LLVM then knows they do not alias, and vectorises
@@ -264,11 +268,7 @@ def bconv_bits_pixels(first, last, bits, wt, geometry, thresholds, out):
     a0, a1 = np.empty(filters, np.int64), np.empty(filters, np.int64)
     for q in range(first, last, 2):
         n = min(2, last - q)
-        q1 = q + n - 1
-        _gather(bits, q // out_cols, q % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left, p0)
-        _gather(bits, q1 // out_cols, q1 % out_cols, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
-                p1)  # fmt: skip
-        _accumulate(p0, p1, wt, a0, a1)
+        _count_pair(bits, wt, geometry, out_cols, q, q + n - 1, p0, p1, a0, a1)
         for i in range(n):
             acc = a0 if i == 0 else a1
             oy, ox = (q + i) // out_cols, (q + i) % out_cols
