@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgebnn.kernels._jit import HOT_JIT, JIT, PJIT, popcount64, prange
+from edgebnn.kernels.tflite_float import clamp_row
 from numba import njit
 
 #: Bits per packed word in edgebnn's layout.
@@ -183,12 +184,8 @@ def _store_float(acc, clamp_lo, clamp_hi, mul, bias, dst):
 def _add_clamp(dst, residual, lo, hi):
     """TFLite's ADD with a fused clamp, in place: dst = clamp(dst + residual) (NaN kept)."""
     for o in range(dst.shape[0]):
-        v = dst[o] + residual[o]
-        if v < lo:  # noqa: PLR1730 (NaN stays NaN, as NumPy's clip)
-            v = lo
-        if v > hi:  # noqa: PLR1730
-            v = hi
-        dst[o] = v
+        dst[o] += residual[o]
+    clamp_row(dst, lo, hi)
 
 
 @njit(**HOT_JIT)

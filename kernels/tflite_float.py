@@ -138,7 +138,7 @@ def dense(x, w, bias, out):
 
 
 @njit(**HOT_JIT)
-def _clamp_row(row, lo, hi):
+def clamp_row(row, lo, hi):
     """A fused activation's clamp in place (NaN stays NaN, as NumPy's clip)."""
     for o in range(row.shape[0]):
         v = row[o]
@@ -179,7 +179,7 @@ def depthwise_rows(r0, r1, x, w, bias, geometry, multiplier, lo, hi, out):
                             product = src[o // multiplier] * wk[o]
                             acc[o] = acc[o] + product
             if clamp:
-                _clamp_row(acc, lo, hi)
+                clamp_row(acc, lo, hi)
 
 
 @njit(**PJIT)
@@ -210,7 +210,7 @@ def pool_rows(r0, r1, x, is_max, fh, fw, sh, sw, pad_top, pad_left, lo, hi, out)
     if lo > -np.inf or hi < np.inf:
         for oy in range(r0, r1):
             for ox in range(out.shape[1]):
-                _clamp_row(out[oy, ox], lo, hi)
+                clamp_row(out[oy, ox], lo, hi)
 
 
 @njit(**HOT_JIT)
