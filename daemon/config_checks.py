@@ -119,6 +119,7 @@ class Checker:
                 "preprocessing",
                 "labels",
                 "threads",
+                "bind_threads",
                 "predictions",
                 "groups",
                 "cameras",
@@ -138,6 +139,7 @@ class Checker:
         fallback = self.model(("fallback_model",), top, required=False)
         model_options = read_model_options(self, top)
         threads = self.value(("threads",), top, "int", None, at_least(1))
+        bind_threads = self.value(("bind_threads",), top, "bool", True)
         pred = self.section(("predictions",), top.get("predictions"), ("top_k", "min_score"))
         top_k = self.value(("predictions", "top_k"), pred, "int", 5, between(1, 100))
         min_score = self.value(("predictions", "min_score"), pred, "number", 0.0, between(0, 1))
@@ -174,6 +176,7 @@ class Checker:
             fallback_model=fallback,
             model_options=model_options,
             threads=threads,
+            bind_threads=bind_threads,
             top_k=top_k,
             min_score=min_score,
             groups=groups,

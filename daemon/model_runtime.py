@@ -41,7 +41,14 @@ def build_runtime(config: DaemonConfig, current: Runtime | None, running: Daemon
             key: GroupScorer(spec, len(net.labels)) for key, spec in region_groups.items()
         }
     return Runtime(
-        net, scorer, config.top_k, config.min_score, config.threads, region_scorers, reason
+        net,
+        scorer,
+        config.top_k,
+        config.min_score,
+        config.threads,
+        region_scorers,
+        reason,
+        config.bind_threads,
     )
 
 

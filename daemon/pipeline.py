@@ -23,6 +23,7 @@ from edgebnn.daemon.groups import GroupScorer
 from edgebnn.daemon.publish import SCHEMA, prediction_topic
 from edgebnn.daemon.regions import CameraPlan, Scheduler, Unit
 from edgebnn.daemon.stats import CameraStats
+from edgebnn.kernels.placement import set_enabled as set_placement
 from edgebnn.kernels.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Runtime:
     #: Why the configured model is not the one running (``fallback_model`` took over), or
     #: None; every message then says ``model_fallback: true``.
     fallback_reason: str | None = None
+    #: Each of the team's threads on a core of its own (:mod:`edgebnn.kernels.placement`).
+    bind_threads: bool = True
 
     def scorer_for(self, unit: Unit) -> GroupScorer:
         """The region's own groups where it has them, else the daemon's."""
@@ -171,6 +174,8 @@ class Pipeline:
             seconds = 0.0
             if current is None or runtime.threads != current.threads:
                 set_threads(runtime.threads)  # per thread in Numba
+            if current is None or runtime.bind_threads != current.bind_threads:
+                set_placement(runtime.bind_threads)
             if current is None or runtime.net is not current.net:
                 seconds = float(runtime.net.warmup(report=self.report))
                 self.warmup_seconds = seconds

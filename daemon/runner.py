@@ -331,8 +331,8 @@ class Daemon:
             runtime.net is current.net
             and runtime.scorer is current.scorer
             and runtime.region_scorers is current.region_scorers
-            and (runtime.top_k, runtime.min_score, runtime.threads)
-            == (current.top_k, current.min_score, current.threads)
+            and (runtime.top_k, runtime.min_score, runtime.threads, runtime.bind_threads)
+            == (current.top_k, current.min_score, current.threads, current.bind_threads)
         ):
             future = self.pipeline.swap(runtime)
             while True:

@@ -38,6 +38,7 @@ from edgebnn.engine.layers import (
 )
 from edgebnn.engine.plan_graph import PlanGraph
 from edgebnn.engine.steps import Step
+from edgebnn.kernels.placement import PLACEMENT
 
 #: A builder that may fuse several layers into one step: returns the last node it covers,
 #: or None when its pattern does not start at ``node``.
@@ -127,10 +128,12 @@ class Plan:
         if self._frames is None:
             self._frames = FrameRunner(self.steps)
         if x.dtype == np.float32 and x.flags.c_contiguous and x.shape == self._input_view.shape:
-            self._frames.run(x)
+            with PLACEMENT.frame():
+                self._frames.run(x)
         else:
             self._input_view[...] = x
-            self._frames.run()
+            with PLACEMENT.frame():
+                self._frames.run()
         return self.output
 
     def describe(self) -> str:

@@ -20,6 +20,7 @@ from edgebnn.engine.frame import Region, step_task_form
 from edgebnn.engine.network import Prediction, Preprocessing, imagenet_labels
 from edgebnn.engine.tflite_context import Context, KernelRun
 from edgebnn.engine.tflite_graph import Graph, Operator
+from edgebnn.kernels.placement import PLACEMENT
 
 #: Operator name -> step builder.
 BUILDERS: dict[str, Callable] = {
@@ -252,11 +253,12 @@ class TfliteNetwork:
                 raise ValueError(f"input must have shape {self.input_shape}, got {x.shape}")
         values = self._values
         np.copyto(self._input, x)
-        for group in self._groups:
-            if isinstance(group, Region):
-                group.run()
-            else:
-                group(values)
+        with PLACEMENT.frame():
+            for group in self._groups:
+                if isinstance(group, Region):
+                    group.run()
+                else:
+                    group(values)
         return values
 
     def forward(self, x: np.ndarray) -> np.ndarray:
