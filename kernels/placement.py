@@ -105,29 +105,33 @@ def read_topology(cpus: set[int]) -> dict[int, tuple[int, int]]:
 
 
 def plan_cpus(
-    team: int, allowed: set[int], core_of: dict[int, tuple[int, int]]
-) -> tuple[list[set[int]], set[int]] | None:
-    """(each worker's CPUs, the master's CPUs during a frame) for a team of ``team``
-    threads within ``allowed``, or None when it cannot be spread (fewer CPUs than threads).
+    workers: int, allowed: set[int], core_of: dict[int, tuple[int, int]], master: bool = True
+) -> tuple[list[set[int]], set[int] | None] | None:
+    """(each worker's CPUs, the master's CPUs during a frame) for ``workers`` worker
+    threads and, when ``master`` (OpenMP: the caller works in the team), the calling thread,
+    within ``allowed``; None when they cannot be spread (fewer CPUs than threads).
 
-    Workers 1..team-1 get one CPU each, on distinct cores where there are enough cores
-    (the first CPU of the 2nd, 3rd, ... core); the master gets every allowed CPU on the
-    cores no worker uses, or failing that every CPU no worker uses."""
-    if team < 2 or len(allowed) < team:
+    The team's threads go to distinct cores in order, the master first (the first CPU of
+    each core; hardware threads of one core only when there are fewer cores than
+    threads); each worker gets its CPU, the master every allowed CPU on the cores no worker
+    uses (failing that, every CPU no worker uses)."""
+    threads = workers + int(master)
+    if threads < 2 or len(allowed) < threads:
         return None
     cores = core_order(allowed, core_of)
-    if len(cores) >= team:
-        workers = [{cores[i][0]} for i in range(1, team)]
-        used = {cpu for i in range(1, team) for cpu in cores[i]}
-    else:  # fewer cores than threads: spread over hardware threads, cores first
-        flat = [c for depth in range(max(map(len, cores))) for g in cores if depth < len(g)
-                for c in g[depth : depth + 1]]  # fmt: skip
-        workers = [{cpu} for cpu in flat[1:team]]
-        used = set().union(*workers)
-    master = allowed - used
+    if len(cores) >= threads:
+        picked = [cores[i][0] for i in range(threads)]
+        used = {cpu for i in range(int(master), threads) for cpu in cores[i]}
+    else:  # fewer cores than threads: hardware threads, each core's first ones first
+        depth = max(map(len, cores))
+        flat = [g[d] for d in range(depth) for g in cores if d < len(g)]
+        picked = flat[:threads]
+        used = set(picked[int(master) :])
+    worker_cpus = [{cpu} for cpu in picked[int(master) :]]
     if not master:
-        master = allowed - set().union(*workers)
-    return workers, master
+        return worker_cpus, None
+    rest = allowed - used
+    return worker_cpus, rest or allowed - set(picked[1:])
 
 
 @dataclass
@@ -222,11 +226,14 @@ class Placement:
         old = self._teams.get(me)
         ids = np.zeros(size, np.int64)
         team_thread_ids(ids)
+        # OpenMP: the caller is thread 0 of the team; workqueue: the caller waits while
+        # the pool's threads run every iteration.
+        works = me in ids
         workers = [int(t) for t in ids if int(t) not in (0, me)]
-        plan = plan_cpus(size, set(allowed), read_topology(set(allowed)))
+        plan = plan_cpus(len(workers), set(allowed), read_topology(set(allowed)), works)
         team = _Team(size, allowed, {}, None)
         layer = numba.threading_layer()
-        if plan is None or layer == "tbb" or len(set(workers)) != size - 1:
+        if plan is None or layer == "tbb" or len(set(workers)) != size - int(works):
             log.debug("threads left unplaced: team %d, allowed %s, layer %s", size, allowed, layer)
         else:
             for tid, cpus in zip(workers, plan[0], strict=True):

@@ -57,21 +57,20 @@ def _input(net, seed: int = 0) -> np.ndarray:
 
 
 def test_plan_spreads_workers_over_cores_and_gives_the_master_the_rest() -> None:
-    assert plan_cpus(2, {0, 1}, {0: (0, 0), 1: (0, 1)}) == ([{1}], {0})
-    # 4 cores with 2 hardware threads each (siblings n and n + 4), 3 threads allowed to
+    assert plan_cpus(1, {0, 1}, {0: (0, 0), 1: (0, 1)}) == ([{1}], {0})
+    # 4 cores with 2 hardware threads each (siblings n and n + 4), the process allowed to
     # run on CPUs 1, 2, 5, 6 (cores 1, 2): the worker goes to another core than the master.
     smt = {cpu: (0, cpu % 4) for cpu in range(8)}
-    workers, master = plan_cpus(2, {1, 2, 5, 6}, smt)
-    assert workers == [{2}] and master == {1, 5}
+    assert plan_cpus(1, {1, 2, 5, 6}, smt) == ([{2}], {1, 5})
     # Only the allowed CPUs are ever used.
-    workers, master = plan_cpus(3, {3, 5, 7}, {})
-    assert workers == [{5}, {7}] and master == {3}
+    assert plan_cpus(2, {3, 5, 7}, {}) == ([{5}, {7}], {3})
     # More threads than cores: hardware threads, one core's siblings last.
-    workers, master = plan_cpus(3, {0, 4, 1}, smt)
-    assert workers == [{1}, {4}] and master == {0}
+    assert plan_cpus(2, {0, 4, 1}, smt) == ([{1}, {4}], {0})
+    # A pool whose caller only waits (Numba's workqueue layer): every thread a core.
+    assert plan_cpus(2, {0, 1}, {}, master=False) == ([{0}, {1}], None)
     # Nothing to spread: one thread, or more threads than allowed CPUs.
-    assert plan_cpus(1, {0, 1}, {}) is None
-    assert plan_cpus(3, {0, 1}, {}) is None
+    assert plan_cpus(0, {0, 1}, {}) is None
+    assert plan_cpus(2, {0, 1}, {}) is None
 
 
 @needs_two_cpus
@@ -85,19 +84,24 @@ def test_workers_bound_to_distinct_cores_master_restored_children_unbound(team) 
         net.forward(_input(net))
         seen_inside = _masks()
     placed = PLACEMENT.team_of()
-    assert placed is not None and len(placed.workers) == 1
-    ((worker, cpus),) = placed.workers.items()
-    assert cpus <= FULL and len(cpus) == 1
-    assert seen_inside[worker] == cpus
-    assert seen_inside[master] == frozenset(placed.master) == FULL - cpus
+    assert placed is not None and placed.workers
+    bound = list(placed.workers.values())
+    assert all(len(cpus) == 1 and cpus <= FULL for cpus in bound)
+    assert len(set().union(*bound)) == len(bound)  # distinct CPUs
+    for worker, cpus in placed.workers.items():
+        assert seen_inside[worker] == cpus
+    if placed.master is not None:  # OpenMP: the caller works too, on the other cores
+        assert seen_inside[master] == frozenset(placed.master) == FULL - set().union(*bound)
+    else:  # Numba's workqueue layer: the caller only waits
+        assert seen_inside[master] == FULL
 
     for seed in range(3):
         net.forward(_input(net, seed))
     after = _masks()
     assert after[master] == before[master] == FULL
-    assert after[worker] == cpus  # still bound between frames
+    assert all(after[w] == cpus for w, cpus in placed.workers.items())  # still bound
     # The other threads of the process (pytest's, Numba's) are left alone.
-    others = {t for t in before if t not in (master, worker) and t in after}
+    others = {t for t in before if t != master and t not in placed.workers and t in after}
     assert all(after[t] == before[t] for t in others)
 
     # Started after frames: a thread and a process get the whole set.
