@@ -191,22 +191,37 @@ def _gather_windows(bits, chans, k, stride, r, windows):
 
 @njit(**HOT_JIT)
 def _counts_windows3(windows, masks, wt, r, acc):
-    """A 3-row-window field: three popcounts per (pixel, filter), summed in registers."""
+    """A 3-row-window field: three popcounts per (pixel, filter), summed in registers.
+
+    A pixel whose masks keep every bit any filter has (off the zero-padded ring) has
+    ``(x ^ w) & m == (x & m) ^ w``: its mask is applied once, not once per filter.
+    """
     filters = wt.shape[1]
     cols = windows.shape[1]
     w0, w1, w2 = wt[0], wt[1], wt[2]
+    used0, used1, used2 = np.uint64(0), np.uint64(0), np.uint64(0)
+    for f in range(filters):
+        used0 |= w0[f]
+        used1 |= w1[f]
+        used2 |= w2[f]
     for c in range(cols):
         p = r * cols + c
-        x0, x1, x2 = windows[0, c], windows[1, c], windows[2, c]
         m0, m1, m2 = masks[p, 0], masks[p, 1], masks[p, 2]
         a = acc[c * filters : (c + 1) * filters]
-        for f in range(filters):
-            d = (
-                popcount64((x0 ^ w0[f]) & m0)
-                + popcount64((x1 ^ w1[f]) & m1)
-                + popcount64((x2 ^ w2[f]) & m2)
-            )
-            a[f] = np.int64(d)
+        if (used0 & ~m0) | (used1 & ~m1) | (used2 & ~m2):  # a ring pixel
+            x0, x1, x2 = windows[0, c], windows[1, c], windows[2, c]
+            for f in range(filters):
+                a[f] = np.int64(
+                    popcount64((x0 ^ w0[f]) & m0)
+                    + popcount64((x1 ^ w1[f]) & m1)
+                    + popcount64((x2 ^ w2[f]) & m2)
+                )
+        else:
+            x0, x1, x2 = windows[0, c] & m0, windows[1, c] & m1, windows[2, c] & m2
+            for f in range(filters):
+                a[f] = np.int64(
+                    popcount64(x0 ^ w0[f]) + popcount64(x1 ^ w1[f]) + popcount64(x2 ^ w2[f])
+                )
 
 
 @njit(**HOT_JIT)
@@ -245,17 +260,43 @@ def _nine_words(x, wt, g, a, add):
 
 
 @njit(**HOT_JIT)
-def _masked_triple(x, m, wt, b, a):
-    """``a[f] +=`` the differing bits of words ``b .. b + 2`` of ``x`` under masks ``m``."""
-    x0, x1, x2 = x[b], x[b + 1], x[b + 2]
-    m0, m1, m2 = m[b], m[b + 1], m[b + 2]
-    w0, w1, w2 = wt[b], wt[b + 1], wt[b + 2]
+def _listed_triple(x, wt, i0, i1, i2, a):
+    """``a[f] +=`` the differing bits of words ``i0``, ``i1``, ``i2`` of ``x`` (unmasked)."""
+    x0, x1, x2 = x[i0], x[i1], x[i2]
+    w0, w1, w2 = wt[i0], wt[i1], wt[i2]
     for f in range(a.shape[0]):
-        a[f] += np.int64(
-            popcount64((x0 ^ w0[f]) & m0)
-            + popcount64((x1 ^ w1[f]) & m1)
-            + popcount64((x2 ^ w2[f]) & m2)
-        )
+        a[f] += np.int64(popcount64(x0 ^ w0[f]) + popcount64(x1 ^ w1[f]) + popcount64(x2 ^ w2[f]))
+
+
+@njit(**HOT_JIT)
+def _masked_words(x, m, wt, b0, b1, a, listed):
+    """``a[f] +=`` the differing bits of words ``b0 .. b1 - 1`` of ``x`` under masks ``m``.
+
+    On the zero-padded ring whole taps are masked: a word with no valid bit is skipped,
+    and a word whose mask keeps all its bits is counted unmasked, three at a time
+    (``listed``: scratch for their indices). A corner pixel of a 3x3 field of whole
+    64-channel words counts 4 of its 9 taps, an edge pixel 6.
+    """
+    full = ~np.uint64(0)
+    n = 0
+    for b in range(b0, b1):
+        mb = m[b]
+        if mb == full:
+            listed[n] = b
+            n += 1
+        elif mb != 0:  # some bits valid: masked
+            xb = x[b]
+            wrow = wt[b]
+            for f in range(a.shape[0]):
+                a[f] += np.int64(popcount64((xb ^ wrow[f]) & mb))
+    triples = n - n % 3
+    for j in range(0, triples, 3):
+        _listed_triple(x, wt, listed[j], listed[j + 1], listed[j + 2], a)
+    for j in range(triples, n):
+        xb = x[listed[j]]
+        wrow = wt[listed[j]]
+        for f in range(a.shape[0]):
+            a[f] += np.int64(popcount64(xb ^ wrow[f]))
 
 
 @njit(**JIT)  # an ordinary call (once per row): inlined, it tripled the kernels' compile time
@@ -282,32 +323,23 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):
     for e in range(cols * filters):
         acc[e] = 0
     # Large weight sets (deep layers: 72 blocks x 1024 filters) are streamed once per output
-    # row for all its pixels; small ones stay in L1 and each pixel runs over them in turn.
-    # Blocks go three at a time (a 3x3 field of 64-channel words is 9 blocks or a multiple):
-    # one accumulator update per three popcounts; nine at a time, unmasked, for the words
-    # of a pixel whose taps all lie off the zero-padded ring (most pixels).
-    triples = blocks - blocks % 3
+    # row for all its pixels, nine words at a time; small ones stay in L1 and each pixel runs
+    # over them in turn. A pixel whose nine words are all valid (a 3x3 field of whole
+    # 64-channel words off the zero-padded ring: most pixels) sums them unmasked in one pass
+    # over the filters; the others skip their padded taps (:func:`_masked_words`).
     full = ~np.uint64(0)
-    nines = blocks % 9 == 0  # a 3x3 field of whole 64-channel words
+    nines = blocks % 9 == 0
+    listed = np.empty(blocks, np.int64)
     if blocks * filters > 8192:
-        step = 9 if nines else 3
-        for g in range(0, triples, step):
+        step = 9 if nines else blocks
+        for g in range(0, blocks, step):
             for c in range(cols):
                 p = r * cols + c
                 a = acc[c * filters : (c + 1) * filters]
                 if nines and _all_set(masks[p, g : g + 9], full):  # no bit masked
                     _nine_words(patches[c], wt, g, a, True)
-                    continue
-                for b in range(g, g + step, 3):
-                    _masked_triple(patches[c], masks[p], wt, b, a)
-        for b in range(triples, blocks):
-            wrow = wt[b]
-            for c in range(cols):
-                xw = patches[c, b]
-                mw = masks[r * cols + c, b]
-                a = acc[c * filters : (c + 1) * filters]
-                for f in range(filters):
-                    a[f] += np.int64(popcount64((xw ^ wrow[f]) & mw))
+                else:
+                    _masked_words(patches[c], masks[p], wt, g, g + step, a, listed)
     else:
         for c in range(cols):
             a = acc[c * filters : (c + 1) * filters]
@@ -315,14 +347,8 @@ def binary_counts(bits, chans, k, stride, masks, wt, windows, r, patches, acc):
             if nines and _all_set(masks[p], full):  # a 3x3 field off the ring
                 for g in range(0, blocks, 9):
                     _nine_words(patches[c], wt, g, a, g > 0)
-                continue
-            for b in range(0, triples, 3):
-                _masked_triple(patches[c], masks[p], wt, b, a)
-            for b in range(triples, blocks):
-                xw = patches[c, b]
-                mw = masks[p, b]
-                for f in range(filters):
-                    a[f] += np.int64(popcount64((xw ^ wt[b, f]) & mw))
+            else:
+                _masked_words(patches[c], masks[p], wt, 0, blocks, a, listed)
 
 
 @njit(**JIT)

@@ -136,6 +136,29 @@ def test_fields_of_several_nine_words_bit_exact(chans: int, scheme: PaddingSchem
     np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
 
 
+@pytest.mark.parametrize(
+    ("chans", "k", "pad", "stride", "filters"),
+    [
+        (128, 3, 1, 1, 81),  # 18 words, weights in L1: per pixel
+        (256, 3, 1, 2, 301),  # 36 words x 301 filters: streamed nine words at a time
+        (200, 3, 1, 1, 300),  # 29 words (not a multiple of 9), partial masks: streamed
+        (100, 3, 1, 2, 30),  # 15 words, partial masks, per pixel
+        (64, 5, 2, 1, 33),  # 5x5 field: corners skip 9 of 25 taps
+    ],
+)
+def test_ring_pixels_skip_padded_taps_bit_exact(
+    chans: int, k: int, pad: int, stride: int, filters: int
+) -> None:
+    """Pixels on the zero-padded ring count only their valid words (whole taps masked
+    out are skipped, whole valid words counted unmasked, the rest masked), in both loop
+    orders of the counts; filter counts that are not a multiple of the vector width."""
+    rng = np.random.default_rng(chans * k + filters)
+    for scheme in (PaddingScheme.ZEROS, PaddingScheme.MAX):  # the ring masked, or read
+        net = _binary_net(rng, chans, k, stride, scheme, pad, scale=0, filters=filters, size=6)
+        x = _input_with_zeros(rng, net.input_shape)
+        np.testing.assert_array_equal(net.forward(x), forward_ref(net, x))
+
+
 @pytest.mark.parametrize("chans", (16, 65))
 def test_binary_layer_mean_scale(chans: int) -> None:
     rng = np.random.default_rng(chans)
