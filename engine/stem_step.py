@@ -55,8 +55,8 @@ def fused_stem_step(
     if ring is None:
         return None
     conv_rows, conv_cols, size, pool_stride, rows, cols, lo, hi, specials, bits, pad = rest
-    grouped, taps, sums = (aligned(a) for a in stem.stem_weights(weights))
-    lo4, hi4 = (aligned(a) for a in stem.padded_bounds(lo, hi))
+    panels, taps, sums = (aligned(a) for a in stem.stem_weights(weights))
+    lo_p, hi_p = (aligned(a) for a in stem.padded_bounds(lo, hi))
     args = (
         input_view,
         in_pad,
@@ -64,7 +64,7 @@ def fused_stem_step(
         codes,
         params,
         alpha,
-        grouped,
+        panels,
         taps,
         sums,
         conv_rows,
@@ -73,8 +73,8 @@ def fused_stem_step(
         pool_stride,
         rows,
         cols,
-        lo4,
-        hi4,
+        lo_p,
+        hi_p,
         specials,
         bits,
         pad,

@@ -112,19 +112,20 @@ def test_fused_sums_really_differ_from_the_reference() -> None:
     chained = np.zeros((32, 42, 3), np.float32)
     elementwise.chain_copy(x, chained, 1, codes, params, alpha)
     values = ref.conv2d_ref(chained, w, 1, 30, 40)
-    grouped, _, _ = stem.stem_weights(w)
-    codes = np.zeros(40, np.uint32)
+    panels, taps, _ = stem.stem_weights(w)
+    tiled = -(-40 // stem.TILE_PIXELS) * stem.TILE_PIXELS
+    rows = np.zeros((3, 3 * (tiled + 2)), np.float32)
+    hits = np.zeros(tiled, np.uint32)
     flips = 0
     for r in range(30):
-        planes = np.ascontiguousarray(chained[r : r + 3].transpose(0, 2, 1))
-        for g in range(4):
-            # lo on a value of this very row, per filter; no error margin.
-            lo = values[r, rng.integers(0, 40, 4), np.arange(4 * g, 4 * g + 4)]
-            bounds = (tuple(lo), (np.float32(np.inf),) * 4)
-            codes[:] = 0
-            stem._fused_row(planes, 0, 1, 2, grouped[g], bounds, bounds, 40, codes, np.uint32(0))
-            fused_bits = (codes[:, None] >> np.arange(4, dtype=np.uint32)) & 1
-            flips += int((fused_bits != (values[r, :, 4 * g : 4 * g + 4] >= lo)).sum())
+        rows[:, : 42 * 3] = chained[r : r + 3].reshape(3, -1)
+        # lo on a value of this very row, per filter; no error margin.
+        lo = values[r, rng.integers(0, 40, 16), np.arange(16)]
+        hi = np.full(16, np.inf, np.float32)
+        bounds = np.array([[lo, hi, lo, hi]], np.float32)
+        stem._fused_hits(rows[0], rows[1], rows[2], panels, taps, bounds, lo, hi, 40, hits)
+        fused_bits = (hits[:40, None] >> np.arange(16, dtype=np.uint32)) & 1
+        flips += int((fused_bits != (values[r] >= lo)).sum())
     assert flips > 0
 
 
@@ -159,3 +160,22 @@ def test_nonfinite_and_huge_inputs_take_the_reference_path() -> None:
         got, expected, values = _run(x, w, chain, 1, 0.0, lo, hi, specials)
     assert not np.isfinite(values).all()
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("filters", "cols"), [(21, 31), (17, 7), (16, 6), (32, 1), (8, 12)])
+def test_tiles_panels_and_row_ends(filters: int, cols: int) -> None:
+    """Register tiles of ``TILE_PIXELS`` pixels x 16 filters: rows that end inside a tile,
+    rows of one tile or less, a second panel filled in part; thresholds on reference values
+    anywhere in a tile (which is then recomputed whole), the last pixel included."""
+    rng = np.random.default_rng(filters * 100 + cols)
+    x = rng.uniform(0, 255, size=(9, cols, 3)).astype(np.float32)
+    chain = _chain(cols, -rng.uniform(100, 130, 3).astype(np.float32), None)
+    w = rng.normal(0, 1 / (np.sqrt(27) * 60), (filters, 3, 3, 3)).astype(np.float32)
+    codes, params, alpha = chain
+    values = _reference_values(x, codes, params, alpha, 1, 0.0, w)
+    specials = np.zeros(filters, np.int64)
+    for trial in range(4):
+        lo, hi = _thresholds_on_values(values, np.random.default_rng(trial))
+        for size, pool_stride in [(2, 2), (1, 1)]:
+            got, expected, _ = _run(x, w, chain, 1, 0.0, lo, hi, specials, size, pool_stride)
+            np.testing.assert_array_equal(got, expected)
