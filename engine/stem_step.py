@@ -9,6 +9,8 @@ input, with fused multiply-adds and the same bits.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from edgebnn.engine.steps import Step
 from edgebnn.kernels import elementwise, stem
@@ -48,6 +50,7 @@ def fused_stem_step(
         or weights.shape[0] > 32
         or conv.stride != 1
         or input_view.shape[2] != 3
+        or sys.byteorder != "little"  # the tiles store each panel's bits as a word's half
     ):
         return None
     _, chained, in_pad, codes, params, alpha = prev.args

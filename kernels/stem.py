@@ -102,19 +102,23 @@ def _tile_bounds(lo, hi, sums, top, bounds):
 
 
 @njit(**JIT)
-def _reference_pixel(row0, row1, row2, taps, lo, hi, c):
-    """The test bits of pixel ``c`` from sums in the reference order (no fused ops)."""
-    word = np.uint32(0)
+def _reference_pixel(row0, row1, row2, taps, lo, hi, c, acc):
+    """The test bits of pixel ``c`` from sums in the reference order (no fused ops; the
+    filters side by side in ``acc``, each summed in order as in its own loop)."""
+    filters = taps.shape[1]
     base = 3 * c
-    for f in range(taps.shape[1]):
-        s = np.float32(0.0)
+    for f in range(filters):
+        acc[f] = np.float32(0.0)
+    for i in range(3):
+        row = row0 if i == 0 else (row1 if i == 1 else row2)
         for t in range(9):
-            s += row0[base + t] * taps[t, f]
-        for t in range(9):
-            s += row1[base + t] * taps[9 + t, f]
-        for t in range(9):
-            s += row2[base + t] * taps[18 + t, f]
-        if s >= lo[f] and s <= hi[f]:
+            v = row[base + t]
+            w = taps[9 * i + t]
+            for f in range(filters):
+                acc[f] += v * w[f]
+    word = np.uint32(0)
+    for f in range(filters):
+        if acc[f] >= lo[f] and acc[f] <= hi[f]:
             word |= np.uint32(1) << np.uint32(f)
     return word
 
@@ -134,8 +138,9 @@ def _fused_hits(row0, row1, row2, panels, taps, bounds, lo, hi, cols, hits):
             unsure |= stem_tile(a0 + 12 * p0, a1 + 12 * p0, a2 + 12 * p0, panels[p].ctypes.data,
                                 bounds[p].ctypes.data, out + 4 * p0 + 2 * p)  # fmt: skip
         if unsure:  # a fused sum within the error bound of a threshold
+            acc = np.empty(taps.shape[1], np.float32)
             for c in range(p0, min(p0 + TILE_PIXELS, cols)):
-                hits[c] = _reference_pixel(row0, row1, row2, taps, lo, hi, c)
+                hits[c] = _reference_pixel(row0, row1, row2, taps, lo, hi, c, acc)
 
 
 @njit(**JIT)
