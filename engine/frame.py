@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from edgebnn.engine.steps import Step
+from edgebnn.kernels.placement import PLACEMENT
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,10 @@ class Region:
             blob0[self._input_slot] = first_input.__array_interface__["data"][0]
         self.sync[:] = 0
         try:
-            tasks.run_frame(team, self.sync, self.tasks(team), self.tramps, self.parts, self.blobs)
+            release = PLACEMENT.pending()  # the workers' wake-up placement ends here
+            tasks.run_frame(
+                team, self.sync, self.tasks(team), self.tramps, self.parts, self.blobs, release
+            )
         finally:
             if first_input is not None:  # never keep a pointer into the caller's array
                 blob0[self._input_slot] = self.steps[0].args[0].__array_interface__["data"][0]

@@ -18,6 +18,7 @@ import struct
 import numba
 import numpy as np
 from edgebnn.kernels._jit import JIT, PARALLEL, PJIT, prange
+from edgebnn.kernels.placement import release_team
 from edgebnn.kernels.sync import atomic_add, call_compiled, count_done, wait_for
 from numba import njit, types
 from numba.core import cgutils
@@ -148,13 +149,15 @@ def task_addresses(part, args: tuple) -> tuple[int, int, int]:
 
 
 @njit(**PJIT)
-def run_frame(team, sync, tasks, tramps, parts, blobs):
+def run_frame(team, sync, tasks, tramps, parts, blobs, release):
     """Every step's tasks, step after step, on a team of ``team`` threads in one region.
 
     ``tasks[s]`` is (units, tasks) of step ``s``: task ``t`` covers units
     ``[u t / n, u (t + 1) / n)``. A thread claims a step's tasks until none is left, then
     waits until the step's claimed tasks are done before it starts the next step.
     ``sync`` (zeroed by the caller) holds the claim and done counters (and sleepers).
+    ``release``: threads whose placement for the wake-up ends as the region starts
+    (:func:`~edgebnn.kernels.placement.release_team`; empty: none).
 
     Tasks are claimed from :func:`home_chunks` contiguous chunks, each with its own
     counter: member ``i`` takes its home chunk ``i % chunks`` first, then helps with the
@@ -167,6 +170,7 @@ def run_frame(team, sync, tasks, tramps, parts, blobs):
     steps = tasks.shape[0]
     chunks = home_chunks(team)
     for i in prange(team):
+        release_team(release)
         for s in range(steps):
             u = tasks[s, 0]
             n = tasks[s, 1]

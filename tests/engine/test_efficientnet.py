@@ -25,6 +25,7 @@ from edgebnn.engine.formats import builtin
 from edgebnn.engine.formats.load import load
 from edgebnn.engine.formats.torch_pth import load_state_dict
 from edgebnn.engine.layers import ConvolutionalLayer, Padding
+from edgebnn.kernels.placement import NOTHING
 from edgebnn.kernels.reference import conv2d_ref
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -173,7 +174,9 @@ def test_frame_gives_the_per_step_bits_whatever_the_team(logits_net, team: int) 
         if isinstance(group, Region):
             group.sync[:] = 0
             table = group.tasks(team)
-            tasks.run_frame(team, group.sync, table, group.tramps, group.parts, group.blobs)
+            tasks.run_frame(
+                team, group.sync, table, group.tramps, group.parts, group.blobs, NOTHING
+            )
         else:
             group()
     np.testing.assert_array_equal(plan.output, want)

@@ -12,6 +12,7 @@ import pytest
 from edgebnn.engine.frame import FrameRunner, Region
 from edgebnn.kernels import sync, tasks
 from edgebnn.kernels import threads as runtime
+from edgebnn.kernels.placement import NOTHING
 from edgebnn.kernels.sync import (
     atomic_add,
     atomic_load,
@@ -82,7 +83,7 @@ def test_any_team_size_gives_the_same_bits(team: int) -> None:
     plan.output[...] = np.nan
     region.sync[:] = 0
     tasks.run_frame(
-        team, region.sync, region.tasks(team), region.tramps, region.parts, region.blobs
+        team, region.sync, region.tasks(team), region.tramps, region.parts, region.blobs, NOTHING
     )
     assert np.array_equal(plan.output, want)
 
@@ -110,7 +111,7 @@ def test_packed_arguments_reach_the_part_intact() -> None:
     table = np.array([[rows, 3]], np.int64)
     sync = np.zeros(2 * tasks.STRIDE, np.int64)
     addr = np.array([blob.__array_interface__["data"][0]], np.int64)
-    tasks.run_frame(2, sync, table, np.array([tramp]), np.array([part]), addr)
+    tasks.run_frame(2, sync, table, np.array([tramp]), np.array([part]), addr, NOTHING)
     assert np.array_equal(out_packed, out_direct)
     assert sync[0] >= 3 and sync[tasks.STRIDE] == 3  # every task claimed and done once
 

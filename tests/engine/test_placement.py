@@ -1,6 +1,7 @@
-"""Thread placement: while and after a frame runs, each worker thread of the team is on a
-core of its own within the allowed set, the master thread gets its own mask back, and
-nothing started later inherits a narrowed mask; opting out leaves every mask alone."""
+"""Thread placement: as a frame starts, each worker thread of the team is bound to a CPU
+of its own within the allowed set, away from the calling thread's core; the frame's
+region releases them; the calling thread's mask never changes, and nothing started later
+inherits a narrowed mask; opting out leaves every mask alone."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def team(monkeypatch: pytest.MonkeyPatch):
         yield edgebnn.load(MODEL)
     finally:
         PLACEMENT.set_enabled(True)
-        PLACEMENT.release()
         os.sched_setaffinity(0, FULL)
+        for tid in _masks():
+            os.sched_setaffinity(tid, FULL)
         runtime.set_threads(old)
 
 
@@ -56,53 +58,52 @@ def _input(net, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, net.input_shape).astype(np.float32)
 
 
-def test_plan_spreads_workers_over_cores_and_gives_the_master_the_rest() -> None:
-    assert plan_cpus(1, {0, 1}, {0: (0, 0), 1: (0, 1)}) == ([{1}], {0})
+def test_plan_puts_workers_on_other_cores_than_the_caller() -> None:
+    assert plan_cpus(1, {0, 1}, {0: (0, 0), 1: (0, 1)}, caller=0) == [1]
+    assert plan_cpus(1, {0, 1}, {0: (0, 0), 1: (0, 1)}, caller=1) == [0]
     # 4 cores with 2 hardware threads each (siblings n and n + 4), the process allowed to
-    # run on CPUs 1, 2, 5, 6 (cores 1, 2): the worker goes to another core than the master.
+    # run on CPUs 1, 2, 5, 6 (cores 1, 2): the worker goes to the core the caller is not on.
     smt = {cpu: (0, cpu % 4) for cpu in range(8)}
-    assert plan_cpus(1, {1, 2, 5, 6}, smt) == ([{2}], {1, 5})
+    assert plan_cpus(1, {1, 2, 5, 6}, smt, caller=5) == [2]
+    assert plan_cpus(1, {1, 2, 5, 6}, smt, caller=6) == [1]
     # Only the allowed CPUs are ever used.
-    assert plan_cpus(2, {3, 5, 7}, {}) == ([{5}, {7}], {3})
-    # More threads than cores: hardware threads, one core's siblings last.
-    assert plan_cpus(2, {0, 4, 1}, smt) == ([{1}, {4}], {0})
-    # A pool whose caller only waits (Numba's workqueue layer): every thread a core.
-    assert plan_cpus(2, {0, 1}, {}, master=False) == ([{0}, {1}], None)
-    # Nothing to spread: one thread, or more threads than allowed CPUs.
-    assert plan_cpus(0, {0, 1}, {}) is None
-    assert plan_cpus(2, {0, 1}, {}) is None
+    assert plan_cpus(2, {3, 5, 7}, {}, caller=5) == [3, 7]
+    # More threads than cores: hardware threads, the caller's core's siblings last.
+    assert plan_cpus(2, {0, 4, 1}, smt, caller=0) == [1, 4]
+    # A pool whose caller only waits (Numba's workqueue layer): every worker a core.
+    assert plan_cpus(2, {0, 1}, {}, caller=None) == [0, 1]
+    # Nothing to spread: no worker, or more threads than allowed CPUs.
+    assert plan_cpus(0, {0, 1}, {}, caller=0) is None
+    assert plan_cpus(2, {0, 1}, {}, caller=0) is None
 
 
 @needs_two_cpus
-def test_workers_bound_to_distinct_cores_master_restored_children_unbound(team) -> None:
+def test_workers_wake_on_cores_of_their_own_and_are_released(team) -> None:
     net = team
-    master = threading.get_native_id()
-    before = _masks()
-    seen_inside = {}
-
-    with PLACEMENT.frame():  # a frame as the engine runs it, looked at from inside
-        net.forward(_input(net))
-        seen_inside = _masks()
+    caller = threading.get_native_id()
+    net.forward(_input(net))  # the team's thread ids are collected once
     placed = PLACEMENT.team_of()
     assert placed is not None and placed.workers
-    bound = list(placed.workers.values())
+    others = [t for t in _masks() if t != caller and t not in placed.workers]
+    before = _masks()
+
+    with PLACEMENT.frame():  # a frame as the engine runs it, looked at from inside
+        at_wake = _masks()
+        net.forward(_input(net))  # its region releases the workers as it starts
+        in_frame = _masks()
+    bound = [at_wake[t] for t in placed.workers]
     assert all(len(cpus) == 1 and cpus <= FULL for cpus in bound)
-    assert len(set().union(*bound)) == len(bound)  # distinct CPUs
-    for worker, cpus in placed.workers.items():
-        assert seen_inside[worker] == cpus
-    if placed.master is not None:  # OpenMP: the caller works too, on the other cores
-        assert seen_inside[master] == frozenset(placed.master) == FULL - set().union(*bound)
-    else:  # Numba's workqueue layer: the caller only waits
-        assert seen_inside[master] == FULL
+    assert len(frozenset().union(*bound)) == len(bound)  # distinct CPUs
+    if placed.caller_works:  # OpenMP: not the CPU the caller was just on (2 CPUs: the other)
+        assert len(bound) == len(FULL) - 1
+    assert all(in_frame[t] == FULL for t in placed.workers)
+    for masks in (at_wake, in_frame, _masks()):
+        assert masks[caller] == FULL  # the caller's own mask is never changed
+        assert all(masks[t] == before[t] for t in others if t in masks)  # nor anyone else's
 
     for seed in range(3):
         net.forward(_input(net, seed))
-    after = _masks()
-    assert after[master] == before[master] == FULL
-    assert all(after[w] == cpus for w, cpus in placed.workers.items())  # still bound
-    # The other threads of the process (pytest's, Numba's) are left alone.
-    others = {t for t in before if t != master and t not in placed.workers and t in after}
-    assert all(after[t] == before[t] for t in others)
+    assert all(cpus == FULL for cpus in _masks().values())
 
     # Started after frames: a thread and a process get the whole set.
     got = []
@@ -121,6 +122,17 @@ def test_workers_bound_to_distinct_cores_master_restored_children_unbound(team) 
 
 
 @needs_two_cpus
+def test_a_frame_without_a_region_releases_the_workers_too(team) -> None:
+    net = team
+    net.forward(_input(net))
+    placed = PLACEMENT.team_of()
+    assert placed is not None and placed.workers
+    with PLACEMENT.frame():
+        assert all(len(os.sched_getaffinity(t)) == 1 for t in placed.workers)
+    assert all(frozenset(os.sched_getaffinity(t)) == FULL for t in placed.workers)
+
+
+@needs_two_cpus
 def test_outputs_bit_exact_with_and_without_placement(team) -> None:
     net = team
     x = _input(net, 7)
@@ -136,23 +148,22 @@ def test_outputs_bit_exact_with_and_without_placement(team) -> None:
 @pytest.mark.parametrize("how", ["config", "env", "omp"])
 def test_opting_out_leaves_every_mask_alone(team, monkeypatch, how: str) -> None:
     net = team
-    net.forward(_input(net))  # placed first: opting out gives the workers their set back
-    assert PLACEMENT.team_of() is not None
+    net.forward(_input(net))
     if how == "config":
         PLACEMENT.set_enabled(False)  # what the daemon's ``bind_threads: false`` does
     else:
-        PLACEMENT.release()
-        monkeypatch.setenv(
-            *(("EDGEBNN_BIND_THREADS", "0") if how == "env" else ("OMP_PLACES", "cores"))
-        )
+        env = ("EDGEBNN_BIND_THREADS", "0") if how == "env" else ("OMP_PLACES", "cores")
+        monkeypatch.setenv(*env)
     assert not PLACEMENT.active()
     before = _masks()
     assert set(before.values()) == {FULL}
+    with PLACEMENT.frame():
+        assert _masks() == before
+        net.forward(_input(net))
     for seed in range(3):
         net.forward(_input(net, seed))
     after = _masks()
     assert all(after[t] == before[t] for t in before if t in after)
-    assert PLACEMENT.team_of() is None
 
 
 @needs_two_cpus
@@ -160,16 +171,16 @@ def test_a_restricted_allowed_set_is_honoured(team) -> None:
     net = team
     allowed = FULL - {min(FULL)}  # as under taskset or systemd's CPUAffinity=
     os.sched_setaffinity(0, allowed)
-    master = threading.get_native_id()
-    net.forward(_input(net))  # the team is placed within the master's own set
-    inside = {}
-    with PLACEMENT.frame():
-        inside = _masks()
+    caller = threading.get_native_id()
+    net.forward(_input(net))  # the team is placed within the caller's own set
     placed = PLACEMENT.team_of()
     assert placed is not None and placed.allowed == allowed
-    for tid, cpus in placed.workers.items():
-        assert cpus <= allowed and inside[tid] == cpus
-    assert inside[master] <= allowed
+    with PLACEMENT.frame():
+        at_wake = _masks()
+        net.forward(_input(net))
+    for tid in placed.workers:
+        assert at_wake[tid] <= allowed and len(at_wake[tid]) == 1
+        assert frozenset(os.sched_getaffinity(tid)) == allowed  # released within the set
     if len(allowed) < 2:  # two threads, one CPU: nothing to spread, nothing bound
-        assert placed.workers == {} and placed.master is None
-    assert frozenset(os.sched_getaffinity(0)) == allowed
+        assert placed.workers == []
+    assert at_wake[caller] == frozenset(os.sched_getaffinity(0)) == allowed
