@@ -106,7 +106,7 @@ class DaemonConfig:
     fallback_model: str | None = None
     model_options: ModelOptions = field(default_factory=ModelOptions)
     threads: int | None = None
-    bind_threads: bool = True  # each inference thread on a core of its own
+    bind_threads: bool = True  # frames wake the worker threads on cores of their own
     top_k: int = 5
     min_score: float = 0.0
     groups: tuple[Group, ...] = ()

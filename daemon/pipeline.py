@@ -42,7 +42,7 @@ class Runtime:
     #: Why the configured model is not the one running (``fallback_model`` took over), or
     #: None; every message then says ``model_fallback: true``.
     fallback_reason: str | None = None
-    #: Each of the team's threads on a core of its own (:mod:`edgebnn.kernels.placement`).
+    #: Frames wake the worker threads on cores of their own (:mod:`edgebnn.kernels.placement`).
     bind_threads: bool = True
 
     def scorer_for(self, unit: Unit) -> GroupScorer:
