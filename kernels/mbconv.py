@@ -12,7 +12,13 @@ memory. Rows shared by two bands are computed by both (a few rows per step).
 A band is any range of output rows: a frame splits a block into a few bands per thread,
 claimed one at a time, so a thread that starts late or is descheduled holds up no more
 than one band. Line buffers belong to *slots* (as many as threads can run at once), not
-to bands: a band claims a free slot for its duration (an atomic flag per slot).
+to bands: a band claims a free slot for its duration (an atomic flag per slot). A band
+that starts where the slot's previous band ended keeps the rows already in the slot's
+line buffer (a thread's bands are neighbours: :func:`~edgebnn.kernels.tasks.run_frame`
+hands each thread a contiguous chunk), so its boundary rows are computed once, not by both
+bands (with six bands of a 28x28 5x5 block, the expand GEMM's rows were computed 1.9
+times); the block's last band to finish clears every slot's record, as the next run
+reads a new input.
 
 Arithmetic is the layer-by-layer plan's: the same ``sgemm`` per pixel (BLAS order, as
 :mod:`.pointwise`), the depthwise summed per (pixel, channel) in (kernel row, kernel column)
@@ -37,6 +43,10 @@ COPY, POINTWISE, STEM = 0, 1, 2
 
 #: Slot flags are this many int64 apart (64 bytes: no false sharing between threads).
 FLAG_STRIDE = 8
+#: Word of a slot's flag line holding the end row of the last band run on it (-1: none).
+LAST_ROW = 1
+#: Word (in slot 0's line) counting the output rows done in this run of the block.
+ROWS_DONE = 2
 
 
 def line_buffers(
@@ -51,14 +61,21 @@ def line_buffers(
     tags = np.full((slots, k), -1, np.int64)
     drows = np.zeros((slots, cols_out * hidden), np.float32)
     busy = np.zeros(slots * FLAG_STRIDE, np.int64)
+    busy[LAST_ROW::FLAG_STRIDE] = -1
     return lines, tags, drows, busy
 
 
 @njit(**JIT)
-def claim_slot(busy):
-    """A free slot's index, marked busy (spins while every slot is taken, which only a
-    caller running more threads than slots can cause)."""
+def claim_slot(busy, r0):
+    """A free slot's index, marked busy: the one whose last band ended at row ``r0`` if it
+    is free, else any (spins while every slot is taken, which only a caller running more
+    threads than slots can cause)."""
     slots = busy.shape[0] // FLAG_STRIDE
+    for s in range(slots):
+        if busy[s * FLAG_STRIDE + LAST_ROW] == r0:
+            if atomic_add(busy, s * FLAG_STRIDE, 1) == 0:
+                return s
+            atomic_add(busy, s * FLAG_STRIDE, -1)
     while True:
         for s in range(slots):
             if atomic_add(busy, s * FLAG_STRIDE, 1) == 0:
@@ -219,9 +236,11 @@ def mbconv_chain_rows(
     row_len = lines.shape[2]
     five = k - lead == 5
     if r1 > r0:
-        t = claim_slot(busy)
-        for s in range(k):
-            tags[t, s] = -1
+        t = claim_slot(busy, r0)
+        if busy[t * FLAG_STRIDE + LAST_ROW] != r0:
+            # Not the band right after this slot's last one: its rows are of no use.
+            for s in range(k):
+                tags[t, s] = -1
         drow = drows[t]
         for r in range(r0, r1):
             # Bring the window's expanded rows into the line buffer.
@@ -297,4 +316,11 @@ def mbconv_chain_rows(
                 for e in range(dst.shape[0]):
                     dst[e] = dst[e] + rr[e]
                 apply_chain_call(dst, r, a_codes, a_params, a_alpha)
+        busy[t * FLAG_STRIDE + LAST_ROW] = r1
         atomic_add(busy, t * FLAG_STRIDE, -1)
+        if atomic_add(busy, ROWS_DONE, r1 - r0) + r1 - r0 == rows_out:
+            # The block's last band (every other band has finished): the next run's
+            # input is new, so no slot may keep its rows for it.
+            busy[ROWS_DONE] = 0
+            for s in range(busy.shape[0] // FLAG_STRIDE):
+                busy[s * FLAG_STRIDE + LAST_ROW] = -1

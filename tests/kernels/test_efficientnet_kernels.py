@@ -344,3 +344,65 @@ def test_chain_into_matches_apply_chain(ops: tuple[str, ...], same: bool) -> Non
     dst = row if same else np.full_like(row, -7.0)
     chain_into(row, dst, 0, codes, params, alpha)
     np.testing.assert_array_equal(dst, expected)  # the same float32 operations: same bits
+
+
+@needs_cblas
+@pytest.mark.parametrize(("k", "stride", "lead", "ring"), [(5, 1, 0, 2), (4, 2, 1, 1)])
+def test_mbconv_bands_reuse_rows_only_within_a_run(k, stride, lead, ring) -> None:
+    """A band that starts where its slot's last band ended keeps that band's expanded
+    rows; a new run (a new input) must not: bands in any order, runs with new inputs."""
+    rng = np.random.default_rng(k)
+    size, cin, hidden, cout = 12, 7, 12, 7
+    _, _, (we, be), (wd, bd), (wp, bp), rows, _ = _mbconv_case(
+        rng, size, cin, hidden, cout, k, stride, lead, ring, mbconv.POINTWISE
+    )
+    lines, tags, drows, busy = mbconv.line_buffers(1, k, size + 2 * ring, hidden, rows)
+    wd_l = conv.depthwise_weights_layout(wd)
+    residual = stride == 1
+    out = np.zeros((rows, rows, cout), np.float32)
+    h = rows // 2
+    for order in ([(h, rows), (0, h)], [(h, rows), (0, h)], [(0, h), (h, rows)]):
+        x = rng.normal(size=(size, size, cin)).astype(np.float32)
+        e = _expected(x, we, 1, size, size, be)
+        padded = np.zeros((size + 2 * ring, size + 2 * ring, hidden), np.float32)
+        padded[ring : ring + size, ring : ring + size] = e
+        d = _expected(padded, wd, stride, rows, rows, bd)
+        expected = bias_ref(conv2d_ref(d, wp, 1, rows, rows), bp) + (x if residual else 0)
+        args = (
+            x,
+            mbconv.POINTWISE,
+            pointwise.pointwise_weights_layout(we),
+            *_chain(hidden, size, be),
+            size,
+            size,
+            4,
+            1,
+            2,
+            np.zeros((1, size), np.float32),
+            wd_l,
+            depthwise.tile_taps(wd_l, lead, stride, rows),
+            stride,
+            lead,
+            ring,
+            *_chain(hidden, rows, bd),
+            pointwise.pointwise_weights_layout(wp),
+            *encode_chain([BiasLayer((1, rows, cout), bias=bp)], cout, rows),
+            x if residual else np.zeros((1, 1, 1), np.float32),
+            residual,
+            *encode_chain([], cout, rows),
+            lines,
+            tags,
+            drows,
+            rows,
+            rows,
+            out,
+            0,
+            busy,
+        )
+        for r0, r1 in order:
+            mbconv.mbconv_chain_rows(r0, r1, *args)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+        assert (
+            busy[mbconv.ROWS_DONE] == 0
+            and (busy[mbconv.LAST_ROW :: mbconv.FLAG_STRIDE] == -1).all()
+        )
