@@ -27,7 +27,21 @@ TINY = DATA / "tiny_new.ell"  # input copy, fully connected, softmax: three smal
 # connected layer's kernel (a call of its own).
 KERNELS = ("chain_copy_rows", "fully_connected", "softmax_rows")
 #: What the run on a zero input compiles after the kernels: the frame and its trampolines.
-FRAME = {"tasks.run_task", "tasks.run_frame", "sync.wait_for", "sync.count_done"}
+FRAME = {
+    "tasks.run_task",
+    "tasks.run_frame",
+    "tasks.home_chunks",
+    "sync.wait_for",
+    "sync.count_done",
+    "placement.team_thread_ids",
+    "placement.release_team",
+}
+
+
+def frame_machinery(name: str) -> bool:
+    """True for the frame's own functions and the Numba built-ins they call (min, max)."""
+    return name in FRAME or name.startswith("numba.")
+
 
 # Run in a fresh process with an empty NUMBA_CACHE_DIR: warm the tiny model up, recording
 # every report, then say how many compiles happened in this process itself.
@@ -135,7 +149,7 @@ def test_cold_warmup_in_workers_fills_the_cache_the_plan_loads(tmp_path: Path) -
     # Every kernel came from the workers: this process only loaded them from the cache
     # (so the signatures the workers compiled are exactly the ones a frame calls) and
     # compiled the frame's own small trampolines.
-    assert set(cold["compiled"]) <= FRAME, cold["compiled"]
+    assert all(frame_machinery(name) for name in cold["compiled"]), cold["compiled"]
     # While compiling, reports came at the interval, naming what was being compiled.
     during = [r for r in reports if not r["finished"]]
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(during)]
