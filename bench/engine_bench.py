@@ -21,6 +21,7 @@ import time
 import numpy as np
 from edgebnn.bench.timing import median_ms
 from edgebnn.engine import host
+from edgebnn.kernels.placement import PLACEMENT
 from edgebnn.kernels.threads import set_threads
 
 _START_SCRIPT = """
@@ -90,6 +91,8 @@ def run_engine_benchmark(
     except ValueError:  # no parallel kernel launched (serial build)
         layer = "none (serial kernels)"
     print(f"numba threading layer: {layer} (set NUMBA_THREADING_LAYER to compare)")
+    placed = "on" if PLACEMENT.active() else "off"
+    print(f"thread placement: {placed} (EDGEBNN_BIND_THREADS=0 or 1 to compare)")
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     plan = net.plan
