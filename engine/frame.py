@@ -187,9 +187,14 @@ class Region:
         self.sync[:] = 0
         try:
             release = PLACEMENT.pending()  # the workers' wake-up placement ends here
-            tasks.run_frame(
-                team, self.sync, self.tasks(team), self.tramps, self.parts, self.blobs, release
-            )
+            if team == 1:  # no parallel region to launch (see run_frame_alone)
+                tasks.run_frame_alone(
+                    self.sync, self.tasks(1), self.tramps, self.parts, self.blobs, release
+                )
+            else:
+                tasks.run_frame(
+                    team, self.sync, self.tasks(team), self.tramps, self.parts, self.blobs, release
+                )
         finally:
             if first_input is not None:  # never keep a pointer into the caller's array
                 blob0[self._input_slot] = self.steps[0].args[0].__array_interface__["data"][0]

@@ -88,6 +88,28 @@ def test_any_team_size_gives_the_same_bits(team: int) -> None:
     assert np.array_equal(plan.output, want)
 
 
+def test_one_thread_frame_runs_alone_with_the_same_bits() -> None:
+    """At one thread the frame runs without a parallel region (run_frame_alone): the same
+    bits as the steps one by one, and every task claimed and done once."""
+    net = edgebnn.load("random:d_I64x64x3NCMNBMNBMNBMNC1A")
+    plan = net.plan
+    x = np.random.default_rng(6).uniform(0, 255, net.input_shape).astype(np.float32)
+    want = _steps_output(plan, x)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        plan.output[...] = np.nan
+        plan.run(x)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(plan.output, want)
+    (region,) = plan._frames.groups
+    assert tasks.run_frame_alone.signatures  # the path taken
+    steps = len(region.steps)
+    done = region.sync[tasks.STRIDE :: 2 * tasks.STRIDE][:steps]
+    assert np.array_equal(done, np.ones(steps, np.int64))
+
+
 @njit
 def _probe_rows(lo, hi, flag, n, f32, f64, a1, a2, a3, strided, out):
     for r in range(lo, hi):

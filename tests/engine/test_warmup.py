@@ -30,6 +30,8 @@ KERNELS = ("chain_copy_rows", "fully_connected", "softmax_rows")
 FRAME = {
     "tasks.run_task",
     "tasks.run_frame",
+    "tasks.run_frame_alone",
+    "tasks.run_member",
     "tasks.home_chunks",
     "sync.wait_for",
     "sync.count_done",
