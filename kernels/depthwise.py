@@ -136,7 +136,7 @@ _spairs3 = njit(**HOT_JIT)(globals()["_spairs3"])
 _spairs5 = njit(**HOT_JIT)(globals()["_spairs5"])
 
 
-@njit(**HOT_JIT)
+@njit(**JIT)  # an ordinary call (once per row): inlined, its helpers doubled two parts' compile
 def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):
     """One output row into ``acc`` (cols * C) from input rows ``l0..`` (padded rows,
     flattened; the kernel rows from ``lead`` on; ``l3``, ``l4`` unused for 3x3)."""
@@ -155,14 +155,16 @@ def depthwise_row(l0, l1, l2, l3, l4, w, wt, lead, stride, cols, acc):
         else:
             _cols5(l0, l1, l2, l3, l4, w, lead, stride, cols, chans, acc)
         return
-    _pairs_of(l0, l1, l2, l3, l4, w, lead, stride, cols // 2, chans, acc)
-    if cols % 2:
-        # The odd last column as a pair with the one before it, computed again: the
-        # same sums in the same order, so the same bits, at the speed of a pair.
-        o = (cols - 2) * stride * chans
-        m0, m1, m2, m3, m4 = l0[o:], l1[o:], l2[o:], l3[o:], l4[o:]
-        rest = acc[(cols - 2) * chans :]
-        _pairs_of(m0, m1, m2, m3, m4, w, lead, stride, 1, chans, rest)
+    # The pairs, then an odd last column as a pair with the one before it, computed
+    # again: the same sums in the same order, so the same bits, at the speed of a pair.
+    # One call site for both: each inlined copy of the pair helpers costs seconds of
+    # compile.
+    for part in range(1 + cols % 2):
+        pairs = cols // 2 if part == 0 else 1
+        c0 = 0 if part == 0 else cols - 2
+        o = c0 * stride * chans
+        a = acc[c0 * chans :]
+        _pairs_of(l0[o:], l1[o:], l2[o:], l3[o:], l4[o:], w, lead, stride, pairs, chans, a)
 
 
 @njit(**HOT_JIT)
